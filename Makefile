@@ -1,0 +1,31 @@
+# The two commands: `make demo` (the main job) and `make test`. Both create and reuse .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA := data/demo
+DEMO_REPORT := reports/demo
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@test -f $(DEMO_DATA)/Chest_xray_Corona_Metadata.csv || $(BIN)/xraylib data synth $(DEMO_DATA) --masks
+	$(BIN)/xraylib sweep --data $(DEMO_DATA) --preset demo --out $(DEMO_REPORT) --resume
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_REPORT)

@@ -1,0 +1,184 @@
+"""The `xraylib` command: parses, calls, prints; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from xraylib.errors import InputError
+
+
+def _data_synth(a: argparse.Namespace) -> None:
+    from xraylib.synth import make_dataset
+
+    root = make_dataset(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
+    print(f"synthetic dataset written to {root}")
+
+
+def _data_fetch(a: argparse.Namespace) -> None:
+    from xraylib.data import fetch
+
+    print(f"dataset ready in {fetch(a.dir)}")
+
+
+def _data_index(a: argparse.Namespace) -> None:
+    from xraylib.data import build_index, summarize
+    from xraylib.fileio import write_csv
+
+    index = build_index(a.dir, missing=a.missing)
+    print(summarize(index))
+    if a.out:
+        write_csv(a.out, index)
+        print(f"index written to {a.out}")
+
+
+def _train(a: argparse.Namespace) -> None:
+    from xraylib.config import parse_overrides, resolve_config
+    from xraylib.train import train
+
+    cfg = resolve_config(a.backbone, a.preset, parse_overrides(a.set))
+    run = train(a.data, cfg, a.out)
+    print(f"run written to {run}")
+
+
+def _sweep(a: argparse.Namespace) -> int:
+    from xraylib.config import parse_overrides
+    from xraylib.models import resolve_backbones
+    from xraylib.sweep import sweep
+
+    failed = sweep(
+        a.data, resolve_backbones(a.backbones), a.preset, parse_overrides(a.set), a.out, resume=a.resume
+    )
+    return min(len(failed), 100)
+
+
+def _report(a: argparse.Namespace) -> None:
+    from xraylib.sweep import build_report
+
+    print(build_report(a.report_dir))
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from xraylib.metrics import evaluate_file, format_report
+
+    result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
+    print(json.dumps(result, indent=2) if a.json else format_report(result))
+
+
+def _predict(a: argparse.Namespace) -> None:
+    from xraylib.predict import format_predictions, predict_files
+
+    table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold)
+    print(format_predictions(table))
+
+
+def _bench_pipeline(a: argparse.Namespace) -> None:
+    from xraylib.pipeline import bench_pipeline, format_bench
+
+    result = bench_pipeline(a.data, backbone=a.backbone, image_size=a.image_size, limit=a.limit)
+    print(json.dumps(result, indent=2) if a.json else format_bench(result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    p = argparse.ArgumentParser(
+        prog="xraylib",
+        description="Train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).",
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    data = verbs.add_parser("data", help="make, fetch or index a dataset").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    s = data.add_parser("synth", help="write a synthetic dataset in the Kaggle CoronaHack layout")
+    s.add_argument("dir", help="output directory (created; must not hold a dataset already)")
+    s.add_argument("--train", type=int, default=400, help="number of TRAIN images (default 400)")
+    s.add_argument("--test", type=int, default=120, help="number of TEST images (default 120)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--masks", action="store_true", help="also write lung-field and opacity masks")
+    s.set_defaults(func=_data_synth)
+    s = data.add_parser("fetch", help="download the CoronaHack dataset from Kaggle (internet + credentials)")
+    s.add_argument("dir", help="where to put the dataset")
+    s.set_defaults(func=_data_fetch)
+    s = data.add_parser("index", help="index a CoronaHack or Kermany layout and print a summary")
+    s.add_argument("dir", help="dataset directory (zip root, inner folder, or /kaggle/input/...)")
+    s.add_argument("--out", help="write the index as CSV to this file")
+    s.add_argument(
+        "--missing",
+        choices=("error", "drop", "keep"),
+        default="error",
+        help="files listed in the metadata but absent: error (default), drop them, or keep the rows",
+    )
+    s.set_defaults(func=_data_index)
+
+    settings = "override a preset value, e.g. --set epochs=5 --set weights=none (repeatable)"
+    s = verbs.add_parser("train", help="train one backbone and evaluate it on the test set")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--backbone", required=True, help="backbone name (see README)")
+    s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    s.add_argument("--out", required=True, help="run directory (an interrupted run there is resumed)")
+    s.set_defaults(func=_train)
+
+    s = verbs.add_parser("sweep", help="run the training notebook for several backbones and compare them")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--backbones", default="all", help="all (default) or names separated by commas")
+    s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    s.add_argument("--out", required=True, help="report directory")
+    s.add_argument("--resume", action="store_true", help="skip finished backbones, continue an interrupted one")
+    s.set_defaults(func=_sweep)
+
+    s = verbs.add_parser("report", help="rebuild the comparison report from the finished runs of a sweep")
+    s.add_argument("report_dir", help="the sweep's report directory")
+    s.set_defaults(func=_report)
+
+    s = verbs.add_parser("evaluate", help="metrics with 95%% CIs of a predictions file (the study's or ours)")
+    s.add_argument("--predictions", required=True, help="CSV: Filename,real,Predictions or predictions.csv")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    s.set_defaults(func=_evaluate)
+
+    s = verbs.add_parser("predict", help="P(pneumonia) for images with a trained model")
+    s.add_argument("model", help="model.keras written by `xraylib train`")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
+    s.add_argument("--out", help="write the predictions as CSV")
+    s.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM PNG per image into DIR")
+    s.add_argument("--threshold", type=float, help="decision threshold (default: the run's own)")
+    s.set_defaults(func=_predict)
+
+    bench = verbs.add_parser("bench", help="benchmarks that print figures").add_subparsers(
+        dest="what", required=True, metavar="WHAT"
+    )
+    s = bench.add_parser("pipeline", help="input-pipeline vs model-only training throughput")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--backbone", default="resnet34", help="backbone for the model-only figure")
+    s.add_argument("--image-size", type=int, default=150, help="image size in pixels (default 150)")
+    s.add_argument("--limit", type=int, default=0, help="use at most this many images (0 = all)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_bench_pipeline)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except InputError as exc:
+        print(f"xraylib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xraylib: interrupted; finished work is kept (run the same command again to resume)", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

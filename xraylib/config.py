@@ -1,0 +1,210 @@
+"""Presets and the resolved run configuration (`--set KEY=VALUE`, validation, config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xraylib.errors import InputError
+from xraylib.models import get_backbone
+
+PRESETS = ("seed", "sound", "demo", "smoke")
+STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
+
+
+@dataclass
+class RunConfig:
+    """Every parameter of one training run. `None` means "the backbone's default"."""
+
+    backbone: str = "resnet34"
+    preset: str = "sound"
+    seed: int = 42
+    deterministic: bool = False
+    # data
+    image_size: int | None = None
+    batch_size: int | None = None
+    validation: str = "patient"  # patient (grouped, stratified) | seed (first rows, as Keras validation_split)
+    val_fraction: float = 0.15
+    limit: int = 0  # keep at most this many images per subset (0 = all), stratified; for quick runs
+    augment: bool = True
+    cache_dir: str = "auto"
+    # model
+    head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); seed: the study's Dense(2, sigmoid)
+    weights: str = "imagenet"  # imagenet | none | path to a weights file
+    fine_tune: str = "all"  # all | none | N (the last N layers of the backbone are trained)
+    dropout: float = 0.3
+    # optimisation
+    optimizer: str = "adamax"
+    learning_rate: float = 1e-4
+    epochs: int = 100
+    class_weight: bool = True
+    monitor: str = "val_auc"
+    keep: str = "best"  # best (restore the best epoch by `monitor`) | last
+    early_stopping: int = 10  # patience in epochs; 0 = off
+    reduce_lr: int = 4  # patience in epochs; 0 = off
+    # evaluation
+    threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1)
+    tta: bool = False
+    bootstrap: int = 1000
+    gradcam_images: int = 16
+    # hardware
+    mixed_precision: str = "auto"  # auto (on for GPUs) | on | off
+    strategy: str = "auto"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    verbose: int = 2
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """A plain dict of every field."""
+        return dataclasses.asdict(self)
+
+
+SEED = dict(
+    head="seed",
+    validation="seed",
+    val_fraction=0.1,
+    class_weight=False,
+    early_stopping=0,
+    reduce_lr=0,
+    keep="last",
+    monitor="val_accuracy",
+    threshold="0.5",
+    dropout=0.0,
+)
+DEMO = dict(
+    weights="none",
+    image_size=96,
+    batch_size=32,
+    epochs=4,
+    early_stopping=3,
+    reduce_lr=2,
+    learning_rate=1e-3,
+    fine_tune="all",
+    bootstrap=300,
+)
+SMOKE = dict(DEMO, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
+PRESET_VALUES: dict[str, dict] = {"seed": SEED, "sound": {}, "demo": DEMO, "smoke": SMOKE}
+
+CHOICES = {
+    "validation": ("patient", "seed"),
+    "head": ("sound", "seed"),
+    "optimizer": ("adamax", "adam", "sgd", "rmsprop"),
+    "keep": ("best", "last"),
+    "mixed_precision": ("auto", "on", "off"),
+    "strategy": STRATEGIES,
+    "monitor": ("val_auc", "val_loss", "val_accuracy"),
+}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """`["a=1", "b=x"]` -> `{"a": "1", "b": "x"}`, rejecting items without `=`."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _coerce(key: str, value, kind: str):
+    """Convert a string from the command line to the field's type."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if "None" in kind and text.lower() in ("", "none", "default", "auto"):
+        return None
+    try:
+        if kind.startswith("bool"):
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind.startswith("int"):
+            return int(text)
+        if kind.startswith("float"):
+            return float(text)
+    except ValueError:
+        raise InputError(f"setting {key}={value!r}: expected {kind.split(' ')[0]}") from None
+    return text
+
+
+def _check(cfg: RunConfig) -> None:
+    """Reject impossible values with a one-line error naming the setting."""
+    bb = get_backbone(cfg.backbone)
+    for key, allowed in CHOICES.items():
+        if getattr(cfg, key) not in allowed:
+            raise InputError(f"setting {key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
+    positive = ("epochs", "image_size", "batch_size", "steps_per_execution", "bootstrap")
+    for key in positive:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise InputError(f"setting {key}={getattr(cfg, key)}: must be at least 1")
+    for key in ("limit", "early_stopping", "reduce_lr", "gradcam_images"):
+        if getattr(cfg, key) < 0:
+            raise InputError(f"setting {key}={getattr(cfg, key)}: must not be negative")
+    if cfg.image_size < bb.min_size:
+        raise InputError(f"setting image_size={cfg.image_size}: {cfg.backbone} needs at least {bb.min_size} px")
+    if not 0.0 < cfg.val_fraction < 0.5:
+        raise InputError(f"setting val_fraction={cfg.val_fraction}: must be in (0, 0.5)")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise InputError(f"setting dropout={cfg.dropout}: must be in [0, 1)")
+    if not 0.0 < cfg.learning_rate < 1.0:
+        raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")
+    if cfg.fine_tune not in ("all", "none") and not (cfg.fine_tune.isdigit() and int(cfg.fine_tune) > 0):
+        raise InputError(f"setting fine_tune={cfg.fine_tune!r}: expected all, none or a positive layer count")
+    threshold_rule(cfg.threshold)
+    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
+        raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, none or an existing weights file")
+
+
+def threshold_rule(text: str) -> tuple[str, float]:
+    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value)."""
+    text = str(text).strip().lower()
+    if text == "youden":
+        return "youden", float("nan")
+    name, _, number = text.partition(":")
+    try:
+        if name == "sensitivity" and 0.0 < float(number) < 1.0:
+            return "sensitivity", float(number)
+        if not number and 0.0 < float(name) < 1.0:
+            return "fixed", float(name)
+    except ValueError:
+        pass
+    raise InputError(f"setting threshold={text!r}: expected youden, sensitivity:0.95 or a number in (0, 1)")
+
+
+def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:
+    """Preset values, then overrides, then the backbone's defaults; validated."""
+    bb = get_backbone(backbone)
+    if preset not in PRESET_VALUES:
+        raise InputError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    values: dict = dict(PRESET_VALUES[preset])
+    if preset == "seed" and bb.name == "resnet34":
+        values.update(optimizer="adam", keep="best", monitor="val_accuracy")
+    if bb.name == "resnet34" and values.get("weights", "imagenet") == "imagenet":
+        values["weights"] = "none"  # the study trained its own CNN from scratch
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
+    for key, value in (overrides or {}).items():
+        if key not in kinds or key in ("backbone", "preset", "extra"):
+            known = ", ".join(k for k in kinds if k not in ("backbone", "preset", "extra"))
+            raise InputError(f"unknown setting {key!r} (known: {known})")
+        values[key] = value
+    values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
+    cfg = RunConfig(backbone=bb.name, preset=preset, **values)
+    if cfg.image_size is None:
+        cfg.image_size = bb.default_size
+    if cfg.batch_size is None:
+        cfg.batch_size = bb.batch_size
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run's config.json back into a RunConfig."""
+    data = json.loads(Path(path).read_text())
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in data.get("run", data).items() if k in fields})
