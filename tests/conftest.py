@@ -1,0 +1,29 @@
+"""Shared fixtures: the real sample data beside the repository and a small synthetic dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("XRAYLIB_CACHE", "none")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """`../shared/data` beside the clone; skip when it is absent (a user's clone has none)."""
+    if not SHARED.is_dir():
+        pytest.skip(f"needs the shared data folder {SHARED}, which this clone does not have")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the Kaggle layout, with masks."""
+    from xraylib.synth import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("synth") / "coronahack", n_train=160, n_test=60, seed=1, masks=True)
