@@ -1,0 +1,625 @@
+"""Predictions, metrics with patient-bootstrap confidence intervals, thresholds and paired comparisons.
+
+Point estimates come from scikit-learn. The bootstrap resamples patients (groups), not images, and is vectorised:
+each resample is a vector of image weights (how often its patient was drawn), and every metric is computed as the
+sample-weighted version scikit-learn would give on the resampled rows (the tests check exactly that).
+Every dict returned here is plain JSON-ready data: undefined values are `None`, explained in `notes`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+from xraylib.errors import InputError
+
+# Metric names in report order; the first group depends on the threshold, the second on probabilities only.
+THRESHOLD_METRICS = (
+    "accuracy",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "npv",
+    "f1",
+    "balanced_accuracy",
+)
+PROBABILITY_METRICS = ("roc_auc", "pr_auc", "brier", "ece")
+METRICS = THRESHOLD_METRICS + PROBABILITY_METRICS
+TITLES = {
+    "accuracy": "accuracy",
+    "sensitivity": "sensitivity (recall)",
+    "specificity": "specificity",
+    "precision": "precision (PPV)",
+    "npv": "NPV",
+    "f1": "F1",
+    "balanced_accuracy": "balanced accuracy",
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (average precision)",
+    "brier": "Brier score",
+    "ece": "ECE (10 bins)",
+}
+STUDY_FIGURES = ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1", "roc_auc_hard_labels")
+STUDY_TITLES = {
+    "accuracy": "accuracy",
+    "weighted_precision": "weighted precision",
+    "weighted_recall": "weighted recall",
+    "weighted_f1": "weighted F1",
+    "roc_auc_hard_labels": "ROC-AUC on hard labels",
+}
+LABEL_VALUES = {"normal": 0, "pneumonia": 1, "pnemonia": 1, "covid": 1, "covid-19": 1}
+STUDY_COLUMNS = ("Filename", "real", "Predictions")
+SUITE_COLUMNS = ("file", "patient", "label", "p_pneumonia", "predicted")
+ECE_BINS = 10
+CONFIDENCE = 0.95
+
+
+# ---------------------------------------------------------------------------------------------- reading files
+
+
+def _labels(values: pd.Series, column: str, path: str) -> np.ndarray:
+    """Map label strings (normal | pneumonia, the study's Pnemonia/Covid) to 0/1, naming unknown ones."""
+    missing = values.isna() | (values.astype(str).str.strip() == "")
+    if missing.any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(missing)[:3])
+        raise InputError(f"{path}: column {column!r} has {int(missing.sum())} empty value(s) (line {lines})")
+    keys = values.astype(str).str.strip().str.lower()
+    unknown = sorted(set(keys) - set(LABEL_VALUES))
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:3])
+        raise InputError(f"{path}: column {column!r} has unknown label(s) {shown} (expected Normal or Pneumonia)")
+    return keys.map(LABEL_VALUES).to_numpy(dtype=np.int64)
+
+
+def _probabilities(values: pd.Series, column: str, path: str) -> np.ndarray:
+    """Parse a probability column, rejecting non-numbers, NaNs and values outside [0, 1]."""
+    p = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(p) & values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path}: column {column!r} has a non-numeric value {values.iloc[i]!r} on line {i + 2}")
+    if np.isnan(p).any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(np.isnan(p))[:3])
+        raise InputError(f"{path}: column {column!r} has {int(np.isnan(p).sum())} missing value(s) (line {lines})")
+    outside = (p < 0) | (p > 1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise InputError(
+            f"{path}: column {column!r} has {int(outside.sum())} value(s) outside [0, 1] "
+            f"(e.g. {p[i]!r} on line {i + 2})"
+        )
+    return p
+
+
+def _patients(files: pd.Series) -> np.ndarray:
+    """Patient keys from Kermany file names (xraylib.data.patient_key)."""
+    from xraylib.data import patient_key
+
+    return np.array([patient_key(str(f)) for f in files], dtype=object)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """Read the study's `Filename,real,Predictions` files or our predictions.csv into one tidy frame.
+
+    Columns: file, patient, y_true (0/1), p (P(pneumonia), NaN for hard-label files), y_pred (0/1), and `path`
+    when the file has one. `frame.attrs["format"]` is "study" or "suite".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"predictions file {str(path)!r} does not exist")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    name = str(path)
+    if set(STUDY_COLUMNS) <= set(raw.columns):
+        kind = "study"
+        frame = pd.DataFrame({"file": raw["Filename"].astype(str).str.strip()})
+        frame["y_true"] = _labels(raw["real"], "real", name)
+        frame["p"] = np.nan
+        frame["y_pred"] = _labels(raw["Predictions"], "Predictions", name)
+    elif {"file", "label", "p_pneumonia"} <= set(raw.columns):
+        kind = "suite"
+        frame = pd.DataFrame({"file": raw["file"].astype(str).str.strip()})
+        frame["y_true"] = _labels(raw["label"], "label", name)
+        frame["p"] = _probabilities(raw["p_pneumonia"], "p_pneumonia", name)
+        if "predicted" in raw.columns:
+            frame["y_pred"] = _labels(raw["predicted"], "predicted", name)
+        else:
+            frame["y_pred"] = (frame["p"] >= 0.5).astype(np.int64)
+    else:
+        have = set(raw.columns)
+        want = [c for c in ("file", "label", "p_pneumonia") if c not in have]
+        if have & set(STUDY_COLUMNS):
+            want = [c for c in STUDY_COLUMNS if c not in have]
+        raise InputError(
+            f"{path}: missing column(s) {', '.join(want)} (expected {','.join(SUITE_COLUMNS)} "
+            f"or the study's {','.join(STUDY_COLUMNS)}; found {','.join(raw.columns) or 'none'})"
+        )
+    if frame.empty:
+        raise InputError(f"{path}: no prediction rows")
+    if kind == "suite" and "patient" in raw.columns and raw["patient"].notna().all():
+        frame.insert(1, "patient", raw["patient"].astype(str).to_numpy())
+    else:
+        frame.insert(1, "patient", _patients(frame["file"]))
+    if "path" in raw.columns:
+        frame["path"] = raw["path"].astype(str)
+    frame.attrs["format"] = kind
+    frame.attrs["source"] = name
+    return frame
+
+
+# ---------------------------------------------------------------------------------------------- point metrics
+
+
+def _as_arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).astype(np.int64).ravel()
+    p = np.asarray(p, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise InputError(f"{len(y)} labels but {len(p)} probabilities")
+    if len(y) == 0:
+        raise InputError("no predictions to evaluate")
+    if not np.isin(y, (0, 1)).all():
+        raise InputError("labels must be 0 (normal) or 1 (pneumonia)")
+    return y, p
+
+
+def expected_calibration_error(y, p, n_bins: int = ECE_BINS) -> float:
+    """ECE: bin-size-weighted mean |observed rate - mean probability| over equal-width bins of p."""
+    y, p = _as_arrays(y, p)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    gap = np.bincount(bins, weights=y - p, minlength=n_bins)
+    return float(np.abs(gap).sum() / len(y))
+
+
+def binary_metrics(y, p, threshold: float = 0.5, y_pred=None) -> dict:
+    """Every metric as a plain float (NaN when undefined) plus confusion counts; y_pred overrides the threshold."""
+    y, p = _as_arrays(y, p)
+    pred = (p >= threshold).astype(np.int64) if y_pred is None else np.asarray(y_pred).astype(np.int64).ravel()
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    nan = float("nan")
+    out = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "sensitivity": skm.recall_score(y, pred, pos_label=1, zero_division=nan),
+        "specificity": skm.recall_score(y, pred, pos_label=0, zero_division=nan),
+        "precision": skm.precision_score(y, pred, pos_label=1, zero_division=nan),
+        "npv": skm.precision_score(y, pred, pos_label=0, zero_division=nan),
+        "f1": skm.f1_score(y, pred, pos_label=1, zero_division=nan),
+        "balanced_accuracy": nan,
+    }
+    if tp + fn and tn + fp:
+        out["balanced_accuracy"] = skm.balanced_accuracy_score(y, pred)
+    two_classes = 0 < y.sum() < len(y)
+    has_p = not np.isnan(p).any()
+    out["roc_auc"] = skm.roc_auc_score(y, p) if two_classes and has_p else nan
+    out["pr_auc"] = skm.average_precision_score(y, p) if two_classes and has_p else nan
+    out["brier"] = skm.brier_score_loss(y, p, labels=[0, 1]) if has_p else nan
+    out["ece"] = expected_calibration_error(y, p) if has_p else nan
+    out = {k: float(v) for k, v in out.items()}
+    out.update(tn=int(tn), fp=int(fp), fn=int(fn), tp=int(tp))
+    return out
+
+
+def study_figures(y_true, y_pred) -> dict[str, float]:
+    """The study's own figures from hard labels: accuracy, weighted precision/recall/F1, ROC-AUC on 0/1 labels."""
+    y_true = np.asarray(y_true).astype(np.int64)
+    y_pred = np.asarray(y_pred).astype(np.int64)
+    out = {
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "weighted_precision": skm.precision_score(y_true, y_pred, average="weighted", zero_division=0),
+        "weighted_recall": skm.recall_score(y_true, y_pred, average="weighted", zero_division=0),
+        "weighted_f1": skm.f1_score(y_true, y_pred, average="weighted", zero_division=0),
+        "roc_auc_hard_labels": skm.roc_auc_score(y_true, y_pred) if 0 < y_true.sum() < len(y_true) else np.nan,
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------------- thresholds
+
+
+def choose_threshold(y, p, rule: str = "youden") -> float:
+    """A decision threshold (predict pneumonia when p >= t) from VALIDATION predictions.
+
+    youden: maximises sensitivity + specificity - 1; sensitivity:0.95: the highest threshold whose sensitivity
+    reaches the target (so the best specificity there); a number: that fixed threshold.
+    """
+    from xraylib.config import threshold_rule
+
+    kind, value = threshold_rule(rule)
+    if kind == "fixed":
+        return float(value)
+    y, p = _as_arrays(y, p)
+    if np.isnan(p).any():
+        raise InputError("choosing a threshold needs probabilities, not hard labels")
+    if not 0 < y.sum() < len(y):
+        raise InputError(f"threshold rule {rule!r} needs both classes in the validation predictions")
+    fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
+    fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]  # the first point (threshold +inf) predicts nothing
+    best = tpr - fpr if kind == "youden" else (tpr >= value - 1e-12).astype(float)
+    i = int(np.argmax(best))  # the first (highest) threshold reaching the best value
+    return float(min(thresholds[i], 1.0))
+
+
+# ---------------------------------------------------------------------------------------------- bootstrap
+
+
+def _group_codes(groups, n: int) -> np.ndarray:
+    """Integer group codes; None means every image is its own group (an image bootstrap)."""
+    if groups is None:
+        return np.arange(n)
+    groups = np.asarray(groups, dtype=object).ravel()
+    if len(groups) != n:
+        raise InputError(f"{n} predictions but {len(groups)} patient keys")
+    return pd.factorize(pd.Series(groups).astype(str))[0]
+
+
+def bootstrap_weights(groups, n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) image weights: how often each image's patient was drawn in each patient resample."""
+    codes = _group_codes(groups, n)
+    n_groups = int(codes.max()) + 1
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    offsets = (np.arange(n_boot) * n_groups)[:, None]
+    counts = np.bincount((draws + offsets).ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups)
+    return counts[:, codes].astype(float)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """ROC-AUC for each row of weights w (B, n), ties counted half (= sklearn's with sample_weight)."""
+    order = np.argsort(p, kind="stable")
+    ps, ys, ws = p[order], y[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    pos = np.add.reduceat(ws * ys, starts, axis=1)
+    neg = np.add.reduceat(ws * (1 - ys), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    return _ratio((pos * (below + 0.5 * neg)).sum(axis=1), n_pos * n_neg)
+
+
+def weighted_average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average precision for each row of weights w (B, n) (= sklearn's with sample_weight)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys, ws = p[order], y[order], w[:, order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    tp = np.cumsum(np.add.reduceat(ws * ys, starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(ws * (1 - ys), starts, axis=1), axis=1)
+    n_pos = tp[:, -1:]
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, np.broadcast_to(n_pos, tp.shape))
+    gain = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
+    ap = np.nansum(gain * np.nan_to_num(precision), axis=1)
+    return np.where(n_pos[:, 0] > 0, ap, np.nan)
+
+
+def weighted_metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Every metric for each row of image weights w (B, n); NaN where a resample leaves it undefined."""
+    y, pred = y.astype(float), pred.astype(float)
+    tp, fp = w @ (y * pred), w @ ((1 - y) * pred)
+    fn, tn = w @ (y * (1 - pred)), w @ ((1 - y) * (1 - pred))
+    n = tp + fp + fn + tn
+    sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    out = {
+        "accuracy": _ratio(tp + tn, n),
+        "sensitivity": sens,
+        "specificity": spec,
+        "precision": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "balanced_accuracy": (sens + spec) / 2,
+    }
+    if np.isnan(p).any():
+        out.update({k: np.full(len(w), np.nan) for k in PROBABILITY_METRICS})
+        return out
+    out["roc_auc"] = weighted_auc(y, p, w)
+    out["pr_auc"] = weighted_average_precision(y, p, w)
+    out["brier"] = _ratio(w @ (p - y) ** 2, n)
+    bins = np.minimum((p * ECE_BINS).astype(int), ECE_BINS - 1)
+    onehot = np.zeros((len(p), ECE_BINS))
+    onehot[np.arange(len(p)), bins] = y - p
+    out["ece"] = _ratio(np.abs(w @ onehot).sum(axis=1), n)
+    return out
+
+
+def bootstrap_metrics(y, p, pred, groups=None, n_boot: int = 1000, seed: int = 0, chunk: int = 250) -> dict:
+    """Bootstrap distributions {metric: (n_boot,) array} from patient (group) resamples."""
+    y, p = _as_arrays(y, p)
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    w = bootstrap_weights(groups, len(y), n_boot, seed)
+    parts = [weighted_metrics(y, p, pred, w[i : i + chunk]) for i in range(0, n_boot, chunk)]
+    return {k: np.concatenate([part[k] for part in parts]) for k in METRICS}
+
+
+def _clean(value) -> float | None:
+    """A JSON-ready float: None for NaN/inf."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 1000, seed: int = 0, y_pred=None) -> dict:
+    """Every metric at `threshold` (or at given hard predictions y_pred), each {value, low, high}: 95 % CI from
+    a bootstrap resampling patients (`groups`; None = images). JSON-ready: undefined values are None, see notes.
+    """
+    y, p = _as_arrays(y, p)
+    if y_pred is None:
+        if threshold is None or np.isnan(p).any():
+            raise InputError("evaluate needs probabilities and a threshold, or hard predictions y_pred")
+        pred = (p >= threshold).astype(np.int64)
+    else:
+        pred = np.asarray(y_pred).astype(np.int64).ravel()
+        if pred.shape != y.shape:
+            raise InputError(f"{len(y)} labels but {len(pred)} predictions")
+    point = binary_metrics(y, p, y_pred=pred)
+    codes = _group_codes(groups, len(y))
+    notes: list[str] = []
+    result: dict = {}
+    boot = bootstrap_metrics(y, p, pred, codes, n_boot, seed) if n_boot > 0 else {}
+    alpha = (1 - CONFIDENCE) / 2
+    for name in METRICS:
+        value = point[name]
+        low = high = float("nan")
+        if n_boot > 0 and math.isfinite(value):
+            draws = boot[name][np.isfinite(boot[name])]
+            if len(draws) >= max(10, n_boot // 2):
+                low, high = np.quantile(draws, [alpha, 1 - alpha])
+                if len(draws) < n_boot:
+                    notes.append(f"{name}: CI from {len(draws)} of {n_boot} resamples (others had it undefined)")
+            else:
+                notes.append(f"{name}: no CI, undefined in {n_boot - len(draws)} of {n_boot} resamples")
+        result[name] = {"value": _clean(value), "low": _clean(low), "high": _clean(high)}
+    if np.isnan(p).any():
+        notes.append("ROC-AUC, PR-AUC, Brier and ECE need probabilities: these predictions are hard labels")
+    elif not 0 < y.sum() < len(y):
+        notes.append("ROC-AUC and PR-AUC are undefined with one class")
+    if not 0 < y.sum() < len(y):
+        notes.append(f"only one class ({'pneumonia' if y[0] else 'normal'}) among the labels")
+    if point["tp"] + point["fp"] == 0:
+        notes.append("precision is undefined: no positive (pneumonia) predictions")
+    if point["tn"] + point["fn"] == 0:
+        notes.append("NPV is undefined: no negative (normal) predictions")
+    result["confusion"] = {k: point[k] for k in ("tn", "fp", "fn", "tp")}
+    result["threshold"] = None if y_pred is not None or threshold is None else float(threshold)
+    result["n_images"] = int(len(y))
+    result["n_patients"] = int(codes.max()) + 1
+    result["bootstrap"] = {
+        "resamples": int(n_boot),
+        "seed": int(seed),
+        "unit": "patient" if groups is not None else "image",
+    }
+    result["notes"] = list(dict.fromkeys(notes))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- files
+
+
+def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
+    """The threshold behind a predictions.csv: from metrics.json beside it, else from the predicted column."""
+    meta = path.with_name("metrics.json")
+    if meta.is_file():
+        try:
+            value = json.loads(meta.read_text())["threshold"]["value"]
+            return float(value), f"from {meta.name}"
+        except (ValueError, KeyError, TypeError):
+            pass
+    pos = frame.loc[frame["y_pred"] == 1, "p"]
+    neg = frame.loc[frame["y_pred"] == 0, "p"]
+    if len(pos) and (neg < pos.min()).all():
+        return float(pos.min()), "inferred from the predicted column"
+    if not len(pos) and len(neg):
+        return None, "predicted column holds no pneumonia prediction"
+    return None, "the predicted column is not a threshold of p_pneumonia"
+
+
+def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready."""
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    path = Path(path)
+    frame = read_predictions(path)
+    y = frame["y_true"].to_numpy()
+    if not 0 < y.sum() < len(y):
+        only = "pneumonia" if y[0] else "normal"
+        raise InputError(
+            f"{path}: every label is {only}: AUC is undefined with one class (and so is sensitivity or specificity)"
+        )
+    p, groups, kind = frame["p"].to_numpy(), frame["patient"].to_numpy(), frame.attrs["format"]
+    result: dict = {
+        "file": str(path),
+        "format": kind,
+        "n_images": int(len(frame)),
+        "n_patients": int(frame["patient"].nunique()),
+        "n_pneumonia": int(y.sum()),
+        "n_normal": int(len(y) - y.sum()),
+        "threshold": None,
+        "threshold_source": None,
+    }
+    if kind == "study":
+        result["threshold_source"] = "hard labels in the file"
+        result["at_threshold"] = evaluate(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
+    else:
+        threshold, source = _run_threshold(path, frame)
+        result["threshold"], result["threshold_source"] = threshold, source
+        result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
+        result["at_threshold"]["threshold"] = threshold
+        result["at_0.5"] = evaluate(y, p, groups, 0.5, n_boot, seed)
+    result["study_figures"] = {k: _clean(v) for k, v in study_figures(y, frame["y_pred"]).items()}
+    return result
+
+
+def _interval(entry: dict, digits: int = 4) -> str:
+    if entry["value"] is None:
+        return "undefined"
+    text = f"{entry['value']:.{digits}f}"
+    if entry["low"] is not None:
+        text += f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+    return text
+
+
+def format_report(result: dict) -> str:
+    """A readable report of evaluate_file's result; the study's own figures at full float precision."""
+    boot = result["at_threshold"]["bootstrap"]
+    kind = "the study's format: hard labels, no probabilities" if result["format"] == "study" else "probabilities"
+    lines = [
+        f"predictions: {result['file']} ({kind})",
+        f"images: {result['n_images']} (pneumonia {result['n_pneumonia']}, normal {result['n_normal']}), "
+        f"patients: {result['n_patients']}",
+    ]
+    if boot["resamples"]:
+        lines.append(f"95 % CIs: bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}")
+    columns = [("at_threshold", "hard labels in the file" if result["format"] == "study" else "")]
+    if result["format"] != "study":
+        t = result["threshold"]
+        columns[0] = ("at_threshold", f"run threshold {t:.4f}" if t is not None else "predicted column")
+        columns.append(("at_0.5", "threshold 0.5"))
+    lines.append("")
+    lines.append(f"{'metric':<28}" + "".join(f"{title:<28}" for _, title in columns).rstrip())
+    for name in METRICS:
+        cells = "".join(f"{_interval(result[key][name]):<28}" for key, _ in columns)
+        lines.append(f"{TITLES[name]:<28}{cells}".rstrip())
+    cells = "".join(f"{'{tn}/{fp}/{fn}/{tp}'.format(**result[key]['confusion']):<28}" for key, _ in columns)
+    lines.append(f"{'TN/FP/FN/TP':<28}{cells}".rstrip())
+    if result["threshold_source"] and result["format"] != "study":
+        lines.append(f"run threshold: {result['threshold_source']}")
+    lines.append("")
+    if result["format"] == "study":
+        lines.append("the study's own figures (hard labels, full precision as the study printed them):")
+    else:
+        lines.append("the study's figures computed its way (from the predicted labels, full precision):")
+    for name in STUDY_FIGURES:
+        value = result["study_figures"][name]
+        lines.append(f"  {STUDY_TITLES[name]:<24}{value!r}")
+    notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
+    if notes:
+        lines.append("")
+        lines.append("notes:")
+        lines.extend(f"  - {n}" for n in notes)
+    return "\n".join(lines)
+
+
+def leaderboard_row(name: str, result: dict) -> dict:
+    """One flat row for a leaderboard: backbone, then metric, metric_low, metric_high for every metric."""
+    row: dict = {"backbone": name}
+    for metric in METRICS:
+        entry = result[metric]
+        row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
+    row.update(result["confusion"])
+    return row
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+def mcnemar(y, pred_a, pred_b) -> dict:
+    """McNemar's test of two classifiers on the same images: exact binomial when b + c < 25, else chi-square
+    with continuity correction. b = A right & B wrong, c = A wrong & B right."""
+    from scipy import stats
+
+    y = np.asarray(y).astype(np.int64)
+    right_a = np.asarray(pred_a).astype(np.int64) == y
+    right_b = np.asarray(pred_b).astype(np.int64) == y
+    b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    if b + c == 0:
+        return {"b": b, "c": c, "statistic": 0.0, "p_value": 1.0, "method": "no discordant pairs"}
+    if b + c < 25:
+        p_value = stats.binomtest(min(b, c), b + c, 0.5).pvalue
+        return {"b": b, "c": c, "statistic": float(min(b, c)), "p_value": float(p_value), "method": "exact"}
+    statistic = (abs(b - c) - 1) ** 2 / (b + c)
+    p_value = stats.chi2.sf(statistic, df=1)
+    return {"b": b, "c": c, "statistic": float(statistic), "p_value": float(p_value), "method": "chi2 (cc)"}
+
+
+def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """ROC-AUC(A) - ROC-AUC(B) on the same images with a paired patient-bootstrap 95 % CI and two-sided p-value."""
+    y, p_a = _as_arrays(y, p_a)
+    _, p_b = _as_arrays(y, p_b)
+    none = {"auc_a": None, "auc_b": None, "difference": None, "low": None, "high": None, "p_value": None}
+    if np.isnan(p_a).any() or np.isnan(p_b).any() or not 0 < y.sum() < len(y):
+        return none
+    auc_a, auc_b = skm.roc_auc_score(y, p_a), skm.roc_auc_score(y, p_b)
+    diff = auc_a - auc_b
+    out = dict(none, auc_a=float(auc_a), auc_b=float(auc_b), difference=float(diff))
+    if n_boot <= 0:
+        return out
+    w = bootstrap_weights(_group_codes(groups, len(y)), len(y), n_boot, seed)
+    draws = weighted_auc(y, p_a, w) - weighted_auc(y, p_b, w)
+    draws = draws[np.isfinite(draws)]
+    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    # p-value: how often the bootstrap distribution, shifted to the null (difference 0), is as extreme as observed
+    extreme = np.abs(draws - diff) >= abs(diff) - 1e-12
+    p_value = (1 + extreme.sum()) / (1 + len(draws))
+    out.update(low=float(low), high=float(high), p_value=float(min(1.0, p_value)))
+    return out
+
+
+def _holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(len(p), np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    order = finite[np.argsort(p[finite])]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every pair of backbones on the same test images: McNemar's test and the paired ROC-AUC difference.
+
+    Frames as read_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
+    also Holm-adjusted over all pairs.
+    """
+    if len(predictions) < 2:
+        raise InputError("comparing needs the predictions of at least two backbones")
+    rows = []
+    for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
+        both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
+        if len(both) != len(a) or len(both) != len(b):
+            raise InputError(
+                f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} rows, "
+                f"{len(both)} shared files)"
+            )
+        if (both["y_true_a"] != both["y_true_b"]).any():
+            raise InputError(f"{name_a} and {name_b} disagree on the true label of some images")
+        y = both["y_true_a"].to_numpy()
+        test = mcnemar(y, both["y_pred_a"], both["y_pred_b"])
+        auc = paired_auc_difference(y, both["p_a"], both["p_b"], both["patient_a"].to_numpy(), n_boot, seed)
+        rows.append(
+            {
+                "model_a": name_a,
+                "model_b": name_b,
+                "n_images": len(both),
+                "a_right_b_wrong": test["b"],
+                "a_wrong_b_right": test["c"],
+                "mcnemar_statistic": test["statistic"],
+                "mcnemar_method": test["method"],
+                "mcnemar_p": test["p_value"],
+                "auc_a": auc["auc_a"],
+                "auc_b": auc["auc_b"],
+                "auc_difference": auc["difference"],
+                "auc_difference_low": auc["low"],
+                "auc_difference_high": auc["high"],
+                "auc_difference_p": auc["p_value"],
+                "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("mcnemar_p") + 1, "mcnemar_p_holm", _holm(table["mcnemar_p"].tolist()))
+    table.insert(
+        table.columns.get_loc("auc_difference_p") + 1,
+        "auc_difference_p_holm",
+        _holm(table["auc_difference_p"].astype(float).tolist()),
+    )
+    return table
