@@ -1,0 +1,449 @@
+"""Dataset index of the CoronaHack (Kaggle) and Kermany layouts, patient keys, splits, fetch."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+import pandas as pd
+
+from xraylib.errors import InputError
+
+METADATA_CSV = "Chest_xray_Corona_Metadata.csv"
+SUMMARY_CSV = "Chest_xray_Corona_dataset_Summary.csv"
+IMAGES_DIR = "Coronahack-Chest-XRay-Dataset"
+KAGGLE_HANDLE = "praveengovi/coronahack-chest-xraydataset"
+COLUMNS = ["path", "file", "label", "split", "subtype", "patient", "source"]
+SUBTYPES = ("bacteria", "virus", "covid-19", "sars", "ards", "streptococcus", "none")
+REQUIRED = ["X_ray_image_name", "Label", "Dataset_type", "Label_2_Virus_category", "Label_1_Virus_category"]
+_SUFFIXES = (".jpeg", ".jpg", ".png")
+_LABELS = {"normal": "normal", "pnemonia": "pneumonia", "pneumonia": "pneumonia"}
+_SPLITS = {"train": "train", "test": "test"}
+_LABEL1 = {"": None, "bacteria": "bacteria", "virus": "virus", "stress-smoking": "ards"}
+_LABEL2 = {"": None, "covid-19": "covid-19", "sars": "sars", "ards": "ards", "streptococcus": "streptococcus"}
+
+_PERSON = re.compile(r"^person(\d+)_(bacteria|virus)_\d+(?:_\d+)?$", re.IGNORECASE)
+_IM = re.compile(r"^(NORMAL2-)?IM-(\d+)-\d+(?:-\d+)?$", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------------------------- patients
+def _kermany_match(stem: str) -> re.Match | None:
+    return _PERSON.match(stem) or _IM.match(stem)
+
+
+def patient_key(file_name: str) -> str:
+    """Patient key of a file name: `kermany-person12`, `kermany-IM-0128`, `kermany-NORMAL2-IM-0406`, `other-...`."""
+    stem = PurePosixPath(str(file_name).replace("\\", "/")).name
+    for suffix in _SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    m = _PERSON.match(stem)
+    if m:
+        return f"kermany-person{int(m.group(1))}"
+    m = _IM.match(stem)
+    if m:
+        series = "NORMAL2-" if m.group(1) else ""
+        return f"kermany-{series}IM-{m.group(2)}"
+    # Non-Kermany images (figures from papers): one key per file, except obvious series of one patient:
+    # follow-up days (`...-day3`) and panels of one figure (`...-a`, `...-l-b`, `Fig9c`, `-b2`).
+    key = re.sub(r"[-_]day\d+$", "", stem, flags=re.IGNORECASE)
+    key = re.sub(r"-(?:l-)?[a-d]\d?$", "", key)
+    key = re.sub(r"(?<=\d)[a-d](?=-|$)", "", key)
+    return f"other-{key}"
+
+
+def _source(file_name: str) -> str:
+    stem = Path(file_name).stem
+    return "kermany" if _kermany_match(stem) else "other"
+
+
+# --------------------------------------------------------------------------------------------- layouts
+def _find_metadata(root: Path) -> Path | None:
+    """The metadata CSV of a CoronaHack layout: in root, one of its parents (inner folder given), or below."""
+    candidates = [root]
+    if root.name.lower() == IMAGES_DIR.lower():  # the inner (or outer) image folder was given
+        candidates += [root.parent, root.parent.parent]
+    for d in candidates:
+        f = d / METADATA_CSV
+        if f.is_file():
+            return f
+    for depth in ("*", "*/*"):
+        found = sorted(root.glob(f"{depth}/{METADATA_CSV}"))
+        if found:
+            return found[0]
+    return None
+
+
+def _coronahack_images(meta_root: Path) -> Path:
+    """Folder holding train/ and test/ beside a metadata CSV (the doubly nested folder in the Kaggle zip)."""
+    options = [
+        meta_root / IMAGES_DIR / IMAGES_DIR,
+        meta_root / IMAGES_DIR,
+        meta_root,
+    ]
+    for d in options:
+        if (d / "train").is_dir() or (d / "test").is_dir():
+            return d
+    return options[0]
+
+
+def _kermany_root(root: Path) -> Path | None:
+    """A folder holding train/ and test/ (and maybe val/) each with NORMAL/ and PNEUMONIA/."""
+
+    def is_kermany(d: Path) -> bool:
+        return (d / "train" / "NORMAL").is_dir() and (d / "train" / "PNEUMONIA").is_dir()
+
+    for d in [root, root / "chest_xray", root / "chest_xray" / "chest_xray", root.parent]:
+        if is_kermany(d):
+            return d
+    for depth in ("*", "*/*"):
+        for d in sorted(root.glob(depth)):
+            if d.is_dir() and not d.name.startswith("__") and is_kermany(d):
+                return d
+    return None
+
+
+def _safe_name(name: str, where: str) -> str:
+    """Reject file names that are empty, absolute or climb out of the image folder."""
+    if not name or not name.strip():
+        raise InputError(f"{where}: empty image file name")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise InputError(f"{where}: image file name {name!r} is an absolute path (must be inside the image folder)")
+    parts = re.split(r"[\\/]", name)
+    if ".." in parts:
+        raise InputError(f"{where}: image file name {name!r} escapes the image folder")
+    return name
+
+
+def _resolve(folder: Path, name: str) -> Path:
+    """Path of `name` in `folder`; when absent, the same stem with another image suffix if that exists."""
+    path = folder / name
+    if path.exists():
+        return path
+    stem, suffix = os.path.splitext(name)
+    if suffix.lower() in _SUFFIXES:
+        for other in _SUFFIXES + tuple(s.upper() for s in _SUFFIXES):
+            alt = folder / (stem + other)
+            if other != suffix and alt.exists():
+                return alt
+    return path
+
+
+def _index_coronahack(meta: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{meta}: not a readable metadata CSV ({str(exc).splitlines()[0]})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing_cols = [c for c in REQUIRED if c not in table.columns]
+    if missing_cols:
+        raise InputError(f"{meta}: metadata lacks required column(s) {', '.join(missing_cols)}")
+    images = _coronahack_images(meta.parent)
+    rows = []
+    for i, rec in enumerate(table[REQUIRED].itertuples(index=False)):
+        where = f"{meta.name} line {i + 2}"
+        name, label, split, label2, label1 = (str(v).strip() for v in rec)
+        lab = _LABELS.get(label.lower())
+        if lab is None:
+            raise InputError(f"{where}: unknown Label {label!r} (expected Normal or Pnemonia)")
+        spl = _SPLITS.get(split.lower())
+        if spl is None:
+            raise InputError(f"{where}: unknown Dataset_type {split!r} (expected TRAIN or TEST)")
+        if label1.lower() not in _LABEL1:
+            raise InputError(f"{where}: unknown Label_1_Virus_category {label1!r}")
+        if label2.lower() not in _LABEL2:
+            raise InputError(f"{where}: unknown Label_2_Virus_category {label2!r}")
+        _safe_name(name, where)
+        sub = "none" if lab == "normal" else (_LABEL2[label2.lower()] or _LABEL1[label1.lower()] or "none")
+        path = _resolve(images / spl, name)
+        rows.append((str(path.absolute()), path.name, lab, spl, sub, patient_key(name), _source(name)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _index_kermany(root: Path) -> pd.DataFrame:
+    rows = []
+    for split_dir in ("train", "val", "test"):
+        for label_dir in ("NORMAL", "PNEUMONIA"):
+            folder = root / split_dir / label_dir
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if path.suffix.lower() not in _SUFFIXES or path.name.startswith("."):
+                    continue
+                label = label_dir.lower()
+                m = _PERSON.match(path.stem)
+                sub = "none" if label == "normal" else (m.group(2).lower() if m else "none")
+                split = "test" if split_dir == "test" else "train"
+                rows.append(
+                    (str(path.absolute()), path.name, label, split, sub, patient_key(path.name), _source(path.name))
+                )
+    if not rows:
+        raise InputError(f"{root}: Kermany layout holds no .jpeg/.jpg/.png images")
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame:
+    """One row per image (metadata order) of a CoronaHack or Kermany layout; columns `COLUMNS`."""
+    if missing not in ("error", "drop", "keep"):
+        raise InputError(f"missing={missing!r}: expected error, drop or keep")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"{root}: no such dataset directory")
+    meta = _find_metadata(root.absolute())
+    if meta is not None:
+        index = _index_coronahack(meta)
+        layout = "coronahack"
+    else:
+        kermany = _kermany_root(root.absolute())
+        if kermany is None:
+            raise InputError(
+                f"{root}: no dataset found (expected {METADATA_CSV} with {IMAGES_DIR}/, "
+                "or chest_xray/{train,test}/{NORMAL,PNEUMONIA})"
+            )
+        index = _index_kermany(kermany)
+        layout = "kermany"
+    absent = [not os.path.exists(p) for p in index["path"]]
+    n_absent = int(sum(absent))
+    dropped = 0
+    if n_absent and missing == "error":
+        first = ", ".join(index.loc[absent, "file"].head(3))
+        raise InputError(
+            f"{root}: {n_absent} of {len(index)} listed image files are missing (first: {first}); "
+            "use --missing drop to skip them or --missing keep to index them anyway"
+        )
+    if n_absent and missing == "drop":
+        index = index.loc[[not a for a in absent]].reset_index(drop=True)
+        dropped = n_absent
+    index.attrs.update(layout=layout, root=str(root.absolute()), dropped=dropped)
+    return index
+
+
+# --------------------------------------------------------------------------------------------- summary
+def summarize(index: pd.DataFrame) -> str:
+    """Plain-text table: images by split x label x subtype, patients, sources and missing files."""
+    if index.empty:
+        return "empty index (0 images)"
+    splits = [s for s in ("train", "test") if s in set(index["split"])]
+    lines = []
+    if "layout" in index.attrs:
+        lines.append(f"layout: {index.attrs['layout']}  root: {index.attrs.get('root', '')}")
+    header = f"{'label':<10} {'subtype':<14}" + "".join(f"{s:>8}" for s in splits) + f"{'all':>8}"
+    lines += [header, "-" * len(header)]
+    order = {s: i for i, s in enumerate(SUBTYPES)}
+    groups = index.groupby(["label", "subtype"]).size().reset_index()[["label", "subtype"]]
+    groups = sorted(groups.itertuples(index=False), key=lambda r: (r[0], order.get(r[1], 99)))
+    for label, subtype in groups:
+        sel = index[(index["label"] == label) & (index["subtype"] == subtype)]
+        counts = [int((sel["split"] == s).sum()) for s in splits]
+        lines.append(f"{label:<10} {subtype:<14}" + "".join(f"{c:>8}" for c in counts) + f"{len(sel):>8}")
+    lines.append("-" * len(header))
+    for label in ("normal", "pneumonia"):
+        sel = index[index["label"] == label]
+        counts = [int((sel["split"] == s).sum()) for s in splits]
+        lines.append(f"{label:<10} {'(all)':<14}" + "".join(f"{c:>8}" for c in counts) + f"{len(sel):>8}")
+    counts = [int((index["split"] == s).sum()) for s in splits]
+    lines.append(f"{'total':<25}" + "".join(f"{c:>8}" for c in counts) + f"{len(index):>8}")
+    patients = [index.loc[index["split"] == s, "patient"].nunique() for s in splits]
+    lines.append(f"{'patients':<25}" + "".join(f"{c:>8}" for c in patients) + f"{index['patient'].nunique():>8}")
+    other = [int(((index["split"] == s) & (index["source"] == "other")).sum()) for s in splits]
+    lines.append(f"{'non-Kermany images':<25}" + "".join(f"{c:>8}" for c in other) + f"{sum(other):>8}")
+    if "subset" in index.columns:
+        sub = index["subset"].value_counts()
+        lines.append("subsets: " + ", ".join(f"{k} {int(sub.get(k, 0))}" for k in ("train", "val", "test")))
+    n_missing = int(sum(not os.path.exists(p) for p in index["path"]))
+    dropped = int(index.attrs.get("dropped", 0))
+    text = f"missing files: {n_missing} of {len(index)}"
+    if dropped:
+        text += f" (and {dropped} listed but missing, dropped)"
+    lines.append(text)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- splits
+def _fold_plan(fraction: float) -> tuple[int, int]:
+    """(n_splits, n_val_folds) whose ratio is closest to `fraction` with few folds."""
+    best = (10, max(1, round(fraction * 10)))
+    best_err = abs(best[1] / best[0] - fraction)
+    for n in range(2, 41):
+        k = round(fraction * n)
+        if 1 <= k < n and abs(k / n - fraction) < best_err - 1e-9:
+            best, best_err = (n, k), abs(k / n - fraction)
+        if best_err < 0.005:
+            break
+    return best
+
+
+def assign_subsets(index: pd.DataFrame, mode: str = "patient", fraction: float = 0.15, seed: int = 42) -> pd.DataFrame:
+    """Copy of `index` with a `subset` column (train|val|test); the official test split stays `test`."""
+    if not 0.0 <= float(fraction) < 1.0:
+        raise InputError(f"validation fraction {fraction} must be in [0, 1)")
+    out = index.copy()
+    out["subset"] = np.where(out["split"] == "test", "test", "train")
+    train_pos = np.flatnonzero(out["split"].to_numpy() == "train")
+    if fraction == 0 or len(train_pos) == 0:
+        return out
+    if mode == "seed":
+        # Keras ImageDataGenerator(validation_split=f): subset "validation" is rows [0, int(f * n)).
+        n_val = int(fraction * len(train_pos))
+        out.iloc[train_pos[:n_val], out.columns.get_loc("subset")] = "val"
+        return out
+    if mode != "patient":
+        raise InputError(f"split mode {mode!r}: expected patient or seed")
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    train = out.iloc[train_pos]
+    y = (train["label"] == "pneumonia").to_numpy().astype(int)
+    groups = train["patient"].to_numpy()
+    n_splits, k = _fold_plan(float(fraction))
+    counts = np.bincount(y, minlength=2)
+    if min(counts) >= n_splits and len(set(groups)) >= n_splits:
+        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        folds = [val for _, val in cv.split(np.zeros(len(y)), y, groups)]
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(n_splits, size=k, replace=False)
+        val = np.concatenate([folds[i] for i in chosen])
+    else:  # too few images for stratified folds: plain grouped split
+        cv = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        _, val = next(cv.split(np.zeros(len(y)), y, groups))
+    out.iloc[train_pos[np.sort(val)], out.columns.get_loc("subset")] = "val"
+    return out
+
+
+def limit_subsets(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most `n` rows per subset (or split), label proportions kept, whole patients first; n=0: unchanged."""
+    if n <= 0:
+        return index
+    col = "subset" if "subset" in index.columns else "split"
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for _, rows in index.groupby(col, sort=True):
+        if len(rows) <= n:
+            keep.extend(rows.index)
+            continue
+        counts = rows["label"].value_counts()
+        quota = {lab: int(np.floor(n * c / len(rows))) for lab, c in counts.items()}
+        for lab in sorted(counts.index, key=lambda lb: -(n * counts[lb] / len(rows) - quota[lb])):
+            if sum(quota.values()) >= n:
+                break
+            quota[lab] += 1
+        for lab in sorted(counts.index):
+            want = min(quota[lab], counts[lab])
+            part = rows[rows["label"] == lab]
+            patients = list(part["patient"].unique())
+            patients = [patients[i] for i in rng.permutation(len(patients))]
+            by_patient = {p: list(ix) for p, ix in part.groupby("patient").groups.items()}
+            taken: list[int] = []
+            leftovers: list[int] = []
+            for p in patients:
+                ix = by_patient[p]
+                if len(taken) + len(ix) <= want:
+                    taken.extend(ix)
+                else:
+                    leftovers.extend(ix)
+                if len(taken) == want:
+                    break
+            taken.extend(leftovers[: want - len(taken)])
+            keep.extend(taken)
+    return index.loc[sorted(keep, key=index.index.get_loc)]
+
+
+def fingerprint(index: pd.DataFrame) -> str:
+    """Short sha256 of the index content: file, label, split, subtype and file size of every row."""
+    h = hashlib.sha256()
+    for file, label, split, subtype, path in index[["file", "label", "split", "subtype", "path"]].itertuples(
+        index=False
+    ):
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = -1
+        h.update(f"{file}\t{label}\t{split}\t{subtype}\t{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------- fetch
+def _online(host: str = "www.kaggle.com", port: int = 443, timeout: float = 4.0) -> bool:
+    """True when a TCP connection to `host` succeeds within `timeout` seconds (DNS included)."""
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def _holds_dataset(d: Path) -> bool:
+    if not d.is_dir():
+        return False
+    return (d / METADATA_CSV).is_file() or _kermany_root(d) is not None
+
+
+def fetch(dir: str | os.PathLike) -> Path:
+    """Download the CoronaHack dataset from Kaggle into `dir` (kagglehub, else the kaggle CLI); return its root."""
+    from xraylib.fileio import atomic_dir
+
+    dest = Path(dir).expanduser().absolute()
+    if dest.is_dir() and _holds_dataset(dest):
+        return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise InputError(f"{dest}: exists and is not empty; choose a new directory for the download")
+    try:
+        import kagglehub  # noqa: F401
+
+        tool = "kagglehub"
+    except ImportError:
+        tool = "kaggle" if shutil.which("kaggle") else None
+    if tool is None:
+        raise InputError(
+            "neither kagglehub nor the kaggle CLI is installed: pip install kagglehub (or download "
+            f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE} by hand and unzip it into {dest})"
+        )
+    if not _online():
+        raise InputError(
+            f"cannot reach www.kaggle.com (no internet?): download https://www.kaggle.com/datasets/{KAGGLE_HANDLE} "
+            f"elsewhere and unzip it into {dest}"
+        )
+    with atomic_dir(dest) as tmp:
+        try:
+            if tool == "kagglehub":
+                import kagglehub
+
+                params = inspect.signature(kagglehub.dataset_download).parameters
+                if "output_dir" in params:
+                    kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(tmp))
+                else:
+                    cached = Path(kagglehub.dataset_download(KAGGLE_HANDLE))
+                    shutil.copytree(cached, tmp, dirs_exist_ok=True)
+            else:
+                cmd = ["kaggle", "datasets", "download", "-d", KAGGLE_HANDLE, "-p", str(tmp), "--unzip"]
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=6 * 3600)
+                if done.returncode != 0:
+                    msg = (done.stderr or done.stdout).strip().splitlines()
+                    raise InputError(f"kaggle CLI failed: {msg[-1] if msg else done.returncode}")
+        except InputError:
+            raise
+        except Exception as exc:  # credentials, HTTP errors, ... reported in one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"Kaggle download failed ({first}); set up credentials (~/.kaggle/kaggle.json or "
+                "KAGGLE_USERNAME/KAGGLE_KEY) or download the dataset by hand"
+            ) from None
+        if not _holds_dataset(tmp):
+            raise InputError(f"Kaggle download into {dest} holds no {METADATA_CSV}")
+    return dest
