@@ -67,7 +67,7 @@ def _labels(values: pd.Series, column: str, path: str) -> np.ndarray:
     missing = values.isna() | (values.astype(str).str.strip() == "")
     if missing.any():
         lines = ", ".join(str(i + 2) for i in np.flatnonzero(missing)[:3])
-        raise InputError(f"{path}: column {column!r} has {int(missing.sum())} empty value(s) (line {lines})")
+        raise InputError(f"{path}: column {column!r} has {int(missing.sum())} empty or missing value(s) (line {lines})")
     keys = values.astype(str).str.strip().str.lower()
     unknown = sorted(set(keys) - set(LABEL_VALUES))
     if unknown:
@@ -113,7 +113,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"predictions file {str(path)!r} does not exist")
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        raw = pd.read_csv(path, dtype=str)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
     raw.columns = [str(c).strip() for c in raw.columns]
