@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from xraylib.errors import InputError
+
+if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the registry stays cheap to import
+    import keras
+
+    from xraylib.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +31,7 @@ class Backbone:
     min_size: int
     batch_size: int = 64
     default_size: int = 150
+    weights_file: str = ""  # the ImageNet no-top weights file Keras caches in ~/.keras/models ("" = none exist)
 
     def build(self) -> Callable:
         """The constructor: called as constructor(include_top=False, weights=..., input_tensor=..., pooling=...)."""
@@ -40,14 +53,62 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {
     b.name: b
     for b in [
-        Backbone("xception", "Xception", "xception", "Xception", 71),
-        Backbone("vgg16", "VGG16", "vgg16", "VGG16", 32),
-        Backbone("vgg19", "VGG19", "vgg19", "VGG19", 32),
-        Backbone("resnet101v2", "ResNet101V2", "resnet_v2", "ResNet101V2", 32),
-        Backbone("inceptionv3", "InceptionV3", "inception_v3", "InceptionV3", 75),
-        Backbone("inceptionresnetv2", "InceptionResNetV2", "inception_resnet_v2", "InceptionResNetV2", 75),
-        Backbone("efficientnetv2s", "EfficientNetV2S", "efficientnet_v2", "EfficientNetV2S", 32, batch_size=16),
-        Backbone("efficientnetv2m", "EfficientNetV2M", "efficientnet_v2", "EfficientNetV2M", 32, batch_size=16),
+        Backbone(
+            "xception",
+            "Xception",
+            "xception",
+            "Xception",
+            71,
+            weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            "vgg16", "VGG16", "vgg16", "VGG16", 32, weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        Backbone(
+            "vgg19", "VGG19", "vgg19", "VGG19", 32, weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+        ),
+        Backbone(
+            "resnet101v2",
+            "ResNet101V2",
+            "resnet_v2",
+            "ResNet101V2",
+            32,
+            weights_file="resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            "inceptionv3",
+            "InceptionV3",
+            "inception_v3",
+            "InceptionV3",
+            75,
+            weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            "inceptionresnetv2",
+            "InceptionResNetV2",
+            "inception_resnet_v2",
+            "InceptionResNetV2",
+            75,
+            weights_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        ),
+        Backbone(
+            "efficientnetv2s",
+            "EfficientNetV2S",
+            "efficientnet_v2",
+            "EfficientNetV2S",
+            32,
+            batch_size=16,
+            weights_file="efficientnetv2-s_notop.h5",
+        ),
+        Backbone(
+            "efficientnetv2m",
+            "EfficientNetV2M",
+            "efficientnet_v2",
+            "EfficientNetV2M",
+            32,
+            batch_size=16,
+            weights_file="efficientnetv2-m_notop.h5",
+        ),
         Backbone("resnet34", "Self-defined ResNet-34", "", "", 32),
     ]
 }
@@ -71,6 +132,249 @@ def resolve_backbones(spec: str) -> list[str]:
     return [get_backbone(n).name for n in names]
 
 
-def resnet34(*args, **kwargs):
-    """Placeholder replaced by the self-defined ResNet-34 builder."""
-    raise NotImplementedError
+# ---------------------------------------------------------------------------------------------------------------
+# The study's self-defined CNN
+
+
+def _basic_block(x, filters: int, stride: int, name: str):
+    """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the (1x1 conv + BN when stride != 1) shortcut, add, ReLU."""
+    import keras
+
+    layers = keras.layers
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_0_bn")(shortcut)
+    x = layers.Conv2D(filters, 3, strides=stride, padding="same", name=f"{name}_1_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_1_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(x)
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_2_bn")(x)
+    x = layers.Add(name=f"{name}_add")([shortcut, x])
+    return layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def resnet34(
+    include_top: bool = False,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 2,
+    classifier_activation: str = "sigmoid",
+    name: str = "resnet34",
+) -> keras.Model:
+    """The study's ResNet-34-style CNN (BRIEF §2), called like a keras.applications constructor.
+
+    Conv(64, 5, stride 2) -> BN -> ReLU -> MaxPool(3, stride 2); basic-block stages [3, 4, 6, 3] with 64/128/256/512
+    filters (first block of stages 2-4 with stride 2 and a 1x1 conv + BN shortcut); `pooling` None | avg | max;
+    `include_top` adds global average pooling and Dense(classes). It has no ImageNet weights: `weights` "imagenet"
+    or None builds it randomly initialised, a file path loads that file with `Model.load_weights`.
+    """
+    import keras
+
+    layers = keras.layers
+    if input_tensor is None:
+        inputs = x = keras.Input(shape=input_shape or (None, None, 3), name="input_layer")
+    else:
+        inputs, x = keras.utils.get_source_inputs(input_tensor), input_tensor
+    x = layers.Conv2D(64, 5, strides=2, padding="same", name="conv1_conv")(x)
+    x = layers.BatchNormalization(name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+    for stage, (blocks, filters) in enumerate(zip([3, 4, 6, 3], [64, 128, 256, 512], strict=True), start=2):
+        for block in range(1, blocks + 1):
+            stride = 2 if block == 1 and stage > 2 else 1
+            x = _basic_block(x, filters, stride, name=f"conv{stage}_block{block}")
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    model = keras.Model(inputs, x, name=name)
+    if weights not in (None, "none", "imagenet"):
+        model.load_weights(weights)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights
+
+
+def _keras_cache_dirs() -> list[Path]:
+    """Where Keras looks for downloaded weights: $KERAS_HOME/models, else ~/.keras/models (or /tmp/.keras)."""
+    if os.environ.get("KERAS_HOME"):
+        return [Path(os.environ["KERAS_HOME"]) / "models"]
+    return [Path.home() / ".keras" / "models", Path("/tmp/.keras/models")]
+
+
+def _reachable(host: str = "storage.googleapis.com", port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to host opens within timeout seconds (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
+
+
+def check_imagenet(name: str, timeout: float = 3.0) -> None:
+    """Raise a one-line InputError in seconds when the backbone's ImageNet weights are neither cached nor reachable."""
+    bb = get_backbone(name)
+    if not bb.weights_file:
+        return
+    dirs = _keras_cache_dirs()
+    if any((d / bb.weights_file).is_file() for d in dirs) or _reachable(timeout=timeout):
+        return
+    raise InputError(
+        f"weights=imagenet: {bb.weights_file} is not in the Keras cache ({dirs[0]}) and the download server is "
+        f"unreachable; use --set weights=none, --set weights=PATH (a weights file), or copy {bb.weights_file} "
+        f"into {dirs[0]}"
+    )
+
+
+def _is_model_file(path: str) -> bool:
+    """`.keras` and `.weights.h5` files hold a whole model's weights; any other `.h5` holds a backbone's."""
+    return path.endswith(".keras") or path.endswith(".weights.h5")
+
+
+def _copy_weights(model: keras.Model, path: str) -> None:
+    """Load a whole model's weights from a `.weights.h5` file or a saved `.keras` model of the same architecture."""
+    if path.endswith(".weights.h5"):
+        try:
+            model.load_weights(path)
+        except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
+            raise InputError(f"weights={path}: does not fit this model ({_first_line(exc)})") from None
+        return
+    source = load_model(path)
+    mine = [layer for layer in model.layers if layer.weights]
+    theirs = [layer for layer in source.layers if layer.weights]
+    shapes = [[tuple(w.shape) for w in layer.weights] for layer in mine]
+    if shapes != [[tuple(w.shape) for w in layer.weights] for layer in theirs]:
+        raise InputError(
+            f"weights={path}: that model's layers do not match this one (same backbone, head and image size needed)"
+        )
+    for target, layer in zip(mine, theirs, strict=True):
+        target.set_weights(layer.get_weights())
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model factory
+
+
+def _set_trainable(layers: list, fine_tune: str) -> None:
+    """all: every backbone layer trains; none: none does; N: the last N layers do, BatchNorm kept frozen.
+
+    A frozen (trainable=False) BatchNormalization layer runs in inference mode in Keras 3: its moving statistics
+    are used and not updated, the Keras transfer-learning convention.
+    """
+    import keras
+
+    if fine_tune == "all":
+        for layer in layers:
+            layer.trainable = True
+        return
+    first = len(layers) if fine_tune == "none" else max(0, len(layers) - int(fine_tune))
+    for i, layer in enumerate(layers):
+        batchnorm = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= first and not batchnorm
+
+
+def build_model(cfg: RunConfig) -> keras.Model:
+    """Input "image" (S, S, 1) float [0, 255] -> [augmentation] -> gray to RGB -> preprocess -> backbone -> head.
+
+    cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "none", or a path:
+    a `.keras` model or `.weights.h5` file loads the WHOLE model (same backbone, head and image size, e.g. an
+    earlier run's model.keras); any other file (e.g. Keras' `*_notop.h5` ImageNet file) loads into the BACKBONE.
+    Not compiled.
+    """
+    import keras
+
+    from xraylib.augment import BackbonePreprocess, GrayToRGB, augmentation
+
+    bb = get_backbone(cfg.backbone)
+    size = int(cfg.image_size or bb.default_size)
+    image = keras.Input((size, size, 1), name="image", dtype="float32")
+    x = augmentation(cfg.seed)(image) if cfg.augment else image
+    x = GrayToRGB(name="gray_to_rgb")(x)
+    x = BackbonePreprocess(bb.name, name="preprocess")(x)
+    front = {id(layer) for layer in keras.Model(image, x).layers}
+
+    weights = str(cfg.weights)
+    backbone_weights = None
+    if weights == "imagenet" and bb.weights_file:
+        check_imagenet(bb.name)
+        backbone_weights = "imagenet"
+    elif weights not in ("imagenet", "none") and not _is_model_file(weights):
+        backbone_weights = weights
+    pooling = "avg" if cfg.head == "seed" else None
+    try:
+        base = bb.build()(include_top=False, weights=backbone_weights, input_tensor=x, pooling=pooling)
+    except InputError:
+        raise
+    except Exception as exc:
+        if backbone_weights is None:
+            raise
+        raise InputError(f"weights={weights}: could not load into {bb.name} ({_first_line(exc)})") from None
+    backbone_layers = [layer for layer in base.layers if id(layer) not in front]
+    _set_trainable(backbone_layers, str(cfg.fine_tune))
+
+    if cfg.head == "seed":  # the study's head, as published: Dense(2, sigmoid) on avg-pooled features
+        output = keras.layers.Dense(2, activation="sigmoid", dtype="float32", name="predictions")(base.output)
+    else:
+        y = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+        y = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
+        output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
+    model = keras.Model(image, output, name=f"{bb.name}_{cfg.head}")
+    if weights not in ("imagenet", "none") and _is_model_file(weights):
+        _copy_weights(model, weights)
+    return model
+
+
+def probability(outputs) -> np.ndarray:
+    """(N,) P(pneumonia) from the sound head's (N, 1) or the seed head's (N, 2) one-hot [normal, pneumonia] outputs.
+
+    For the seed head the two sigmoid units are normalised, p = o1 / (o0 + o1), so p > 0.5 is the study's argmax.
+    """
+    out = np.asarray(outputs, dtype="float64")
+    if out.ndim == 1:
+        return out
+    if out.ndim == 2 and out.shape[1] == 1:
+        return out[:, 0]
+    if out.ndim == 2 and out.shape[1] == 2:
+        total = out.sum(axis=1)
+        return np.divide(out[:, 1], total, out=np.full(len(out), 0.5), where=total > 0)
+    raise InputError(f"model outputs of shape {out.shape}: expected (N,), (N, 1) or (N, 2)")
+
+
+def load_model(path: str | Path, compile: bool = False) -> keras.Model:
+    """Load a `.keras` model with safe_mode=True; a one-line InputError for missing, non-Keras or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    import keras
+
+    import xraylib.augment  # noqa: F401  (registers the custom layers)
+
+    try:
+        return keras.saving.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:
+        text = _first_line(exc)
+        if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
+            raise InputError(f"{path}: refused by Keras safe mode ({text})") from None
+        raise InputError(f"{path}: not a loadable Keras model file ({text})") from None
