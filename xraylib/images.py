@@ -1,0 +1,128 @@
+"""Decoding any chest X-ray file (JPEG or PNG of any kind) to one 8-bit grayscale array.
+
+Colour handling, in order:
+- EXIF orientation is applied (a phone photo of a film is shown upright).
+- 16-bit grayscale (PNG `I;16`, `I`) is scaled to 8 bits as round(v * 255 / 65535): the full 16-bit range maps
+  onto the full 8-bit range; nothing is clipped and nothing is stretched per image.
+- Alpha (RGBA, LA, palette with transparency) is composited on **black**: a transparent pixel becomes black, the
+  colour of air on a radiograph; opaque pixels are unchanged (most such files have an all-opaque alpha channel).
+- RGB, CMYK (Adobe-inverted CMYK JPEGs included), YCbCr and palette images become luma (ITU-R 601), as Pillow's
+  `convert("L")` computes it; bilevel images become 0/255.
+- With `size`, the whole image is resized to (size, size) without cropping: JPEGs are first downscaled in the DCT
+  domain by Pillow's `draft()` (to no less than `size` on either side, a large saving in decode time), then
+  resampled with an antialiasing Lanczos filter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from xraylib.errors import InputError
+
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+RESAMPLE = Image.Resampling.LANCZOS
+
+
+class ImageDecodeError(InputError):
+    """A file that cannot be decoded as an image; `.path` and `.reason` kept for batch reports."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, message: str | None = None):
+        self.path = os.fspath(path)
+        self.reason = " ".join(str(reason).split()) or "unknown error"
+        super().__init__(message or f"cannot decode image {self.path}: {self.reason}")
+
+
+def _fail(path: str | os.PathLike, reason: str) -> ImageDecodeError:
+    """One-line error naming the file."""
+    return ImageDecodeError(path, reason)
+
+
+def _to_gray(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> uint8 (H, W) gray (16-bit scaled, alpha composited on black); see the module docstring."""
+    mode = im.mode
+    if mode == "L":
+        return np.array(im, dtype=np.uint8)
+    if mode.startswith("I") or mode == "F":  # I;16, I;16B, I;16L, I (16-bit PNG) and 32-bit float
+        return _to_8bit(_wide_values(im))
+    if (mode == "P" and "transparency" in im.info) or mode == "PA":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "La", "RGBa"):
+        if im.mode in ("La", "RGBa"):  # premultiplied alpha: already composited on black
+            return np.array(im.convert(im.mode[:-1]).convert("L"), dtype=np.uint8)
+        alpha = np.asarray(im.getchannel("A"), dtype=np.uint16)
+        luma = np.asarray(im.convert("RGB" if im.mode == "RGBA" else "L").convert("L"), dtype=np.uint16)
+        return ((luma * alpha + 127) // 255).astype(np.uint8)
+    return np.array(im.convert("L"), dtype=np.uint8)
+
+
+def _resize(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a gray image to (size, size) with the antialiasing filter."""
+    if gray.shape == (size, size):
+        return gray
+    return np.array(Image.fromarray(gray).resize((size, size), RESAMPLE), dtype=np.uint8)
+
+
+def _wide_values(im: Image.Image) -> np.ndarray:
+    """A 16-bit (or 32-bit int/float) image as float32 values on the 16-bit scale 0..65535."""
+    values = np.asarray(im).astype(np.float32)
+    if im.mode == "F" and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 65535.0  # float images in [0, 1]
+    return np.clip(values, 0.0, 65535.0)
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit scale -> 8 bits, the full range onto the full range: round(v * 255 / 65535)."""
+    return np.rint(np.clip(values, 0.0, 65535.0) * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def _resize_16(im: Image.Image, size: int) -> np.ndarray:
+    """Resize a 16-bit/float image in float precision, then scale it to 8 bits."""
+    small = Image.fromarray(_wide_values(im)).resize((size, size), RESAMPLE)
+    return _to_8bit(np.asarray(small))
+
+
+def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+    """Decode a JPEG/PNG of any mode to uint8 (H, W), or (size, size) resized; InputError naming a bad file."""
+    if size is not None and (int(size) != size or size < 1):
+        raise InputError(f"image size {size!r}: expected a positive integer")
+    path = Path(path)
+    try:
+        nbytes = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageDecodeError(path, "file not found", f"image file not found: {path}") from None
+    except OSError as exc:
+        raise _fail(path, exc.strerror or exc) from None
+    if path.is_dir():
+        raise _fail(path, "is a directory")
+    if nbytes == 0:
+        raise _fail(path, "the file is empty (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            if im.format not in ("JPEG", "PNG", "MPO"):
+                raise _fail(path, f"{im.format} is not a supported format (JPEG or PNG)")
+            if size is not None and im.format in ("JPEG", "MPO"):
+                # DCT-domain downscale (1/2, 1/4, 1/8), never below `size` on either side; luma straight from Y
+                im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (size, size))
+            im.load()
+            im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
+            if size is not None and (im.mode.startswith("I") or im.mode == "F"):
+                return _resize_16(im, size)
+            if im.mode == "L" and size is not None:  # the common case: resize in place, no extra copy
+                return np.array(im.resize((size, size), RESAMPLE) if im.size != (size, size) else im)
+            gray = _to_gray(im)
+    except InputError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise _fail(path, "not an image file (unknown format)") from None
+    except Image.DecompressionBombError as exc:
+        raise _fail(path, exc) from None
+    except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
+        # truncated data ("image file is truncated"), broken PNG chunks/CRCs, corrupt headers...
+        raise _fail(path, f"corrupt or truncated file ({type(exc).__name__}: {exc})") from None
+    if gray.ndim != 2 or gray.size == 0:
+        raise _fail(path, f"unexpected decoded shape {gray.shape}")
+    return _resize(gray, size) if size is not None else gray
