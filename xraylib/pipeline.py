@@ -1,0 +1,323 @@
+"""The input pipeline: decode every image once (in parallel), cache it, and feed tf.data batches.
+
+Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
+- Decoding uses `xraylib.images.load_gray` (Pillow, JPEG DCT-domain downscaling) in a thread pool: Pillow
+  releases the GIL while decoding and resizing, every odd format (CMYK, 16-bit, RGBA, palette) takes the same
+  path, every failure is caught per file, and training decodes exactly like `xraylib predict` does.
+- The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
+  index fingerprint, the image size and the file list, so a second run skips decoding.
+- `make_dataset` shuffles *indices* (a perfect, cheap shuffle), batches them, then gathers and casts whole
+  batches: no per-image Python, no augmentation (that is a layer inside the model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from xraylib.errors import InputError
+from xraylib.fileio import atomic_path
+from xraylib.images import ImageDecodeError, load_gray
+
+CACHE_VERSION = "1"  # bump when load_gray's output changes, so old caches are not reused
+SHOW_BAD = 5  # bad file names shown in the one error message
+FULL_DATASET = 5910  # images in CoronaHack (for the cache-size statement)
+
+
+def decode_workers() -> int:
+    """Threads used for decoding: one per usable CPU core."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = "auto") -> Path | None:
+    """`auto` -> $XRAYLIB_CACHE or ~/.cache/xraylib; `none` (or $XRAYLIB_CACHE=none) -> None (no disk cache)."""
+    if cache_dir is None:
+        return None
+    text = os.fspath(cache_dir).strip()
+    if text.lower() == "auto":
+        text = os.environ.get("XRAYLIB_CACHE", "").strip() or str(Path.home() / ".cache" / "xraylib")
+    if text.lower() in ("none", "off", ""):
+        return None
+    return Path(text).expanduser()
+
+
+def cache_file(paths: list[str], image_size: int, cache_dir: Path, key: str) -> Path:
+    """The .npy file holding these images at this size: named by key, size and a digest of the file list."""
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{key}|{image_size}|{len(paths)}|".encode())
+    for p in paths:
+        h.update(os.path.basename(os.fspath(p)).encode() + b"\0")
+    safe_key = "".join(c for c in str(key) if c.isalnum())[:16] or "nokey"
+    return cache_dir / f"images-{safe_key}-{image_size}px-{len(paths)}-{h.hexdigest()[:12]}.npy"
+
+
+def _read_cache(path: Path, n: int, image_size: int) -> np.ndarray | None:
+    """The cached array if the file is present and of the expected shape and dtype; None otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        warnings.warn(f"ignoring unreadable image cache {path}: {exc}", stacklevel=3)
+        return None
+    if arr.dtype != np.uint8 or arr.shape != (n, image_size, image_size, 1):
+        warnings.warn(f"ignoring image cache {path}: shape {arr.shape} {arr.dtype} is not the expected", stacklevel=3)
+        return None
+    return arr
+
+
+def _write_cache(path: Path, images: np.ndarray) -> None:
+    """Save atomically; a cache that cannot be written is a warning, never a failed run."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, images, allow_pickle=False)
+    except OSError as exc:
+        warnings.warn(f"could not write the image cache {path}: {exc}", stacklevel=3)
+
+
+def bad_files_message(failures: list[tuple[str, str]], total: int) -> str:
+    """One line: how many files are bad, and the first few by name with the reason."""
+    shown = "; ".join(f"{os.path.basename(p)} ({reason})" for p, reason in failures[:SHOW_BAD])
+    more = f"; and {len(failures) - SHOW_BAD} more" if len(failures) > SHOW_BAD else ""
+    folder = os.path.dirname(failures[0][0]) if failures else ""
+    return (
+        f"{len(failures)} of {total} image files cannot be decoded (in {folder}): {shown}{more}"
+        " — fix or remove them (e.g. `xraylib data index --missing drop` for missing ones) and run again"
+    )
+
+
+def decode_all(paths: list[str], image_size: int, workers: int | None = None) -> np.ndarray:
+    """Decode and resize every file once, in parallel; one InputError listing every bad file."""
+    n = len(paths)
+    out = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
+    failures: list[tuple[int, str, str]] = []
+
+    def work(i: int) -> None:
+        try:
+            out[i, :, :, 0] = load_gray(paths[i], image_size)
+        except ImageDecodeError as exc:
+            failures.append((i, exc.path, exc.reason))
+        except InputError as exc:  # any other one-line reason
+            failures.append((i, os.fspath(paths[i]), str(exc)))
+
+    workers = workers or decode_workers()
+    if workers == 1 or n < 2:
+        for i in range(n):
+            work(i)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xraylib-decode") as pool:
+            list(pool.map(work, range(n), chunksize=8))
+    if failures:
+        failures.sort()
+        raise InputError(bad_files_message([(p, r) for _, p, r in failures], n))
+    return out
+
+
+def cached_images(
+    paths: list[str], image_size: int, cache_dir: str | os.PathLike | None = "auto", key: str | None = None
+) -> np.ndarray:
+    """uint8 (N, S, S, 1) of every image, decoded once in parallel and cached on disk under `key` + size."""
+    if int(image_size) != image_size or image_size < 1:
+        raise InputError(f"image size {image_size!r}: expected a positive integer")
+    paths = [os.fspath(p) for p in paths]
+    folder = resolve_cache_dir(cache_dir) if key else None  # without a key there is nothing safe to key on
+    target = cache_file(paths, image_size, folder, key) if folder is not None else None
+    if target is not None:
+        hit = _read_cache(target, len(paths), image_size)
+        if hit is not None:
+            return hit
+    images = decode_all(paths, image_size)
+    if target is not None:
+        _write_cache(target, images)
+    return images
+
+
+def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int = 0):
+    """tf.data of (float32 (B,S,S,1) in [0,255], float32 (B,)); seeded reshuffle per epoch; never augments."""
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise InputError(f"images of shape {images.shape}: expected (N, S, S, 1)")
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size}: must be at least 1")
+    n = len(images)
+    x = tf.convert_to_tensor(images)
+    y = None
+    if labels is not None:
+        labels = np.asarray(labels, dtype=np.float32).reshape(-1)
+        if len(labels) != n:
+            raise InputError(f"{len(labels)} labels for {n} images")
+        y = tf.convert_to_tensor(labels)
+    order = tf.data.Dataset.range(n)
+    if shuffle:
+        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size)
+
+    def gather(idx):
+        batch = tf.cast(tf.gather(x, idx), tf.float32)
+        return batch if y is None else (batch, tf.gather(y, idx))
+
+    ds = order.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ----------------------------------------------------------------------------------------------------- benchmark
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _fit_throughput(model, dataset, warmup_steps: int, steps: int, batch_size: int) -> tuple[float, float]:
+    """(seconds of the first `warmup_steps` (graph building), images/s over `steps` more steps)."""
+    t0 = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup_steps, verbose=0)
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    return build, steps * batch_size / (time.perf_counter() - t0)
+
+
+def _compiled_model(backbone: str, image_size: int, augment: bool):
+    """build_model for the benchmark, compiled with Adamax + binary cross-entropy."""
+    import keras
+
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    cfg = resolve_config(backbone, "demo", {"image_size": str(image_size), "augment": "true" if augment else "false"})
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adamax(cfg.learning_rate), loss="binary_crossentropy")
+    return model, cfg
+
+
+def bench_pipeline(data: str | os.PathLike, backbone: str = "resnet34", image_size: int = 150, limit: int = 0) -> dict:
+    """Cold decode, cached+augmentation, model-only and end-to-end training throughput; peak memory."""
+    import keras
+    import tensorflow as tf
+
+    from xraylib.data import build_index
+
+    index = build_index(data)
+    if limit and limit < len(index):
+        index = index.sample(n=limit, random_state=0).sort_index()
+    paths = index["path"].tolist()
+    labels = (index["label"] == "pneumonia").to_numpy(np.float32)
+    if not paths:
+        raise InputError(f"no images indexed in {data}")
+    result: dict = {
+        "data": os.fspath(data),
+        "images": len(paths),
+        "image_size": image_size,
+        "backbone": backbone,
+        "decode_workers": decode_workers(),
+        "cpu_cores": os.cpu_count(),
+        "notes": [],
+    }
+
+    # 1. cold decode: every file decoded and resized, no disk cache
+    t0 = time.perf_counter()
+    images = cached_images(paths, image_size, cache_dir="none")
+    cold = time.perf_counter() - t0
+    result.update(cold_decode_seconds=round(cold, 2), cold_decode_images_per_s=round(len(paths) / cold, 1))
+    result["cache_mb"] = round(images.nbytes / 1e6, 1)
+    result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
+
+    # 2. cached arrays -> make_dataset -> augmentation layer (as inside the model), one full epoch, warm
+    try:
+        from xraylib.augment import augmentation
+
+        aug = augmentation(seed=0)
+        step = tf.function(lambda x: aug(x, training=True))
+        ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
+        for x, _ in ds.take(2):  # warm-up: tracing
+            step(x)
+        seen, t0 = 0, time.perf_counter()
+        while seen < max(len(paths), 2000):
+            for x, _ in ds:
+                _ = step(x)
+                seen += int(x.shape[0])
+        result["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        t0, seen = time.perf_counter(), 0
+        while seen < max(len(paths), 2000):
+            for x, _ in ds:
+                seen += int(x.shape[0])
+        result["cached_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+    except ImportError as exc:
+        result["cached_augmented_images_per_s"] = None
+        result["notes"].append(f"augmentation not measured: {exc}")
+
+    # 3. model-only: a fixed in-memory batch, model.fit after warm-up (graph building timed separately)
+    keras.utils.set_random_seed(0)
+    model, cfg = _compiled_model(backbone, image_size, augment=False)
+    bs = cfg.batch_size
+    result["batch_size"] = bs
+    reps = int(np.ceil(bs / len(images)))
+    xb = np.concatenate([images] * reps)[:bs].astype(np.float32)
+    yb = np.concatenate([labels] * reps)[:bs]
+    fixed = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
+    steps = 12
+    build, model_only = _fit_throughput(model, fixed, 2, steps, bs)
+    result.update(graph_build_seconds=round(build, 1), model_only_images_per_s=round(model_only, 1))
+    del model
+    keras.backend.clear_session()
+
+    # 4. end-to-end: model.fit on make_dataset of the cached arrays, augmentation inside the model
+    try:
+        model, _ = _compiled_model(backbone, image_size, augment=True)
+        usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
+        reps = int(np.ceil(usable / len(images)))
+        xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
+        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0).repeat()
+        build_e2e, e2e = _fit_throughput(model, ds, 2, steps, bs)
+        result.update(
+            graph_build_seconds_end_to_end=round(build_e2e, 1),
+            end_to_end_images_per_s=round(e2e, 1),
+            end_to_end_vs_model_only=round(e2e / model_only, 3),
+        )
+    except ImportError as exc:
+        result.update(end_to_end_images_per_s=None, end_to_end_vs_model_only=None)
+        result["notes"].append(f"end-to-end not measured: {exc}")
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return result
+
+
+def format_bench(result: dict) -> str:
+    """A printable table of bench_pipeline's figures."""
+
+    def fig(key: str, unit: str = "images/s") -> str:
+        value = result.get(key)
+        return "not measured" if value is None else f"{value:,.1f} {unit}".rstrip()
+
+    ratio = result.get("end_to_end_vs_model_only")
+    lines = [
+        f"pipeline benchmark: {result['images']} images at {result['image_size']} px, backbone "
+        f"{result['backbone']}, batch {result.get('batch_size', '?')}, {result['decode_workers']} decode threads",
+        f"  cold decode (decode + resize, no disk cache)   {fig('cold_decode_images_per_s')}"
+        f"  ({result['cold_decode_seconds']} s)",
+        f"  cached epoch, no augmentation                  {fig('cached_images_per_s')}",
+        f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}",
+        f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}",
+        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}",
+        f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}",
+        f"  graph building (first 2 steps)                 {fig('graph_build_seconds', 's')} model-only, "
+        f"{fig('graph_build_seconds_end_to_end', 's')} end-to-end",
+        f"  image cache of this run                        {fig('cache_mb', 'MB')} "
+        f"(full 5,910 images at 224 px: {result['cache_mb_full_dataset_224px']:.1f} MB, uint8, one channel)",
+        f"  peak memory (RSS)                              {fig('peak_rss_mb', 'MB')}",
+    ]
+    lines += [f"  note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)
