@@ -1,0 +1,84 @@
+"""Presets, overrides and their validation."""
+
+import pytest
+
+from xraylib.config import PRESETS, load_config, parse_overrides, resolve_config, threshold_rule
+from xraylib.errors import InputError
+from xraylib.fileio import write_json
+
+
+def test_presets_resolve_for_every_backbone():
+    from xraylib.models import BACKBONES
+
+    for name, backbone in BACKBONES.items():
+        for preset in PRESETS:
+            cfg = resolve_config(name, preset)
+            assert cfg.image_size >= backbone.min_size
+            assert cfg.batch_size >= 1
+
+
+def test_seed_preset_is_the_study_recipe():
+    cfg = resolve_config("vgg19", "seed")
+    assert (cfg.head, cfg.validation, cfg.val_fraction) == ("seed", "seed", 0.1)
+    assert (cfg.optimizer, cfg.learning_rate, cfg.epochs, cfg.batch_size, cfg.image_size) == (
+        "adamax",
+        1e-4,
+        100,
+        64,
+        150,
+    )
+    assert not cfg.class_weight and cfg.keep == "last" and cfg.early_stopping == 0
+    assert resolve_config("efficientnetv2s", "seed").batch_size == 16
+    own = resolve_config("resnet34", "seed")
+    assert own.optimizer == "adam" and own.keep == "best" and own.weights == "none"
+
+
+def test_sound_preset_fixes_the_defects():
+    cfg = resolve_config("xception", "sound")
+    assert cfg.head == "sound" and cfg.validation == "patient" and cfg.class_weight
+    assert cfg.monitor == "val_auc" and cfg.keep == "best" and cfg.early_stopping > 0 and cfg.reduce_lr > 0
+
+
+def test_overrides_are_typed():
+    cfg = resolve_config("vgg16", "demo", parse_overrides(["epochs=7", "augment=false", "learning_rate=3e-4"]))
+    assert cfg.epochs == 7 and cfg.augment is False and cfg.learning_rate == pytest.approx(3e-4)
+
+
+@pytest.mark.parametrize(
+    ("items", "named"),
+    [
+        (["colour=blue"], "colour"),
+        (["epochs=-1"], "epochs"),
+        (["epochs=many"], "epochs"),
+        (["image_size=40"], "image_size"),
+        (["val_fraction=0.9"], "val_fraction"),
+        (["strategy=magic"], "strategy"),
+        (["threshold=2"], "threshold"),
+        (["weights=/no/such/file.h5"], "weights"),
+        (["fine_tune=half"], "fine_tune"),
+        (["noequals"], "noequals"),
+    ],
+)
+def test_bad_overrides_name_the_setting(items, named):
+    with pytest.raises(InputError, match=named) as info:
+        resolve_config("inceptionv3", "demo", parse_overrides(items))
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_backbone_and_preset():
+    with pytest.raises(InputError, match="resnet50"):
+        resolve_config("resnet50")
+    with pytest.raises(InputError, match="quick"):
+        resolve_config("vgg16", "quick")
+
+
+def test_threshold_rules():
+    assert threshold_rule("youden")[0] == "youden"
+    assert threshold_rule("sensitivity:0.9") == ("sensitivity", 0.9)
+    assert threshold_rule("0.3") == ("fixed", 0.3)
+
+
+def test_config_roundtrip(tmp_path):
+    cfg = resolve_config("vgg16", "smoke", {"seed": "7"})
+    write_json(tmp_path / "config.json", {"run": cfg.to_json()})
+    assert load_config(tmp_path / "config.json") == cfg

@@ -1,0 +1,322 @@
+"""What runs and sweeps leave behind: a run's figures and tables, and the comparison of several runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xraylib import plots
+from xraylib.config import RunConfig, load_config
+from xraylib.errors import InputError
+from xraylib.fileio import write_csv, write_text
+
+RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
+# The study's published test results (BRIEF §2): accuracy and weighted F1 at its own hard labels.
+STUDY_RESULTS = {
+    "vgg19": (0.9455, 0.9447),
+    "resnet34": (0.9343, 0.9339),
+    "inceptionresnetv2": (0.9247, 0.9228),
+    "efficientnetv2m": (0.9231, 0.9213),
+    "vgg16": (0.9183, 0.9162),
+    "inceptionv3": (0.9151, 0.9129),
+    "xception": (0.9135, 0.9110),
+    "efficientnetv2s": (0.9071, 0.9043),
+    "resnet101v2": (0.9054, 0.9029),
+}
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path} is missing: the run has not finished")
+    return json.loads(path.read_text())
+
+
+def run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved configuration of a run, read from its config.json."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise InputError(f"{path} is missing: not a run directory")
+    return load_config(path)
+
+
+def _labels(series: pd.Series) -> np.ndarray:
+    return (series == "pneumonia").to_numpy(int)
+
+
+def metrics_table(result: dict) -> pd.DataFrame:
+    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs."""
+    rows = []
+    for name, entry in result["at_threshold"].items():
+        if not isinstance(entry, dict) or "value" not in entry:
+            continue
+        half = result["at_0.5"].get(name, {})
+        rows.append(
+            {
+                "metric": name,
+                "value": entry["value"],
+                "95% CI": _interval(entry),
+                "at 0.5": half.get("value"),
+                "at 0.5, 95% CI": _interval(half),
+            }
+        )
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def _interval(entry: dict) -> str:
+    if entry.get("low") is None or entry.get("high") is None:
+        return ""
+    return f"{entry['low']:.3f}–{entry['high']:.3f}"
+
+
+def subset_table(config: dict) -> pd.DataFrame:
+    """Images, patients and classes of the train / val / test subsets of a run (from its config.json)."""
+    return pd.DataFrame(config["subsets"]).T
+
+
+def model_summary(model) -> pd.Series:
+    """A compact summary of a built model: parameters, layers and the Grad-CAM layer."""
+    from xraylib.explain import last_conv_layer
+
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return pd.Series(
+        {
+            "parameters": f"{total:,}",
+            "trainable parameters": f"{trainable:,}",
+            "layers": len(model.layers),
+            "input": str(tuple(model.inputs[0].shape)),
+            "output": str(tuple(model.outputs[0].shape)),
+            "Grad-CAM layer": last_conv_layer(model),
+        }
+    )
+
+
+def run_figure(name: str, run_dir: str | Path, model=None):
+    """Draw one of RUN_FIGURES from a run's files, save it under figures/, and return it."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    path = run_dir / "figures" / f"{name}.png"
+    title = f"{cfg.backbone} ({cfg.preset})"
+    if name == "training_curves":
+        history = pd.read_csv(run_dir / "history.csv")
+        return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    result = _read_json(run_dir / "metrics.json")
+    threshold = result["threshold"]["value"]
+    y, p = _labels(frame["label"]), frame["p_pneumonia"].to_numpy(float)
+    if name == "confusion_matrix":
+        title = f"{title}, threshold {threshold:.3f}"
+        return plots.plot_confusion_matrix(y, _labels(frame["predicted"]), title=title, path=path)
+    if name == "roc_pr":
+        metrics = result["at_threshold"]
+        return plots.plot_roc_pr(y, p, threshold, groups=frame["patient"], metrics=metrics, title=title, path=path)
+    if name == "reliability":
+        return plots.plot_reliability(y, p, title=title, path=path)
+    if name == "examples":
+        return plots.plot_examples(frame, seed=cfg.seed, image_size=cfg.image_size, title=title, path=path)
+    if name == "gradcam":
+        return gradcam_figure(run_dir, cfg, frame, model=model, path=path)
+    raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
+
+
+def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=None, path=None):
+    """Grad-CAM heatmaps over test images sampled across TP / TN / FP / FN."""
+    from xraylib.explain import gradcam
+    from xraylib.images import load_gray
+    from xraylib.models import load_model
+
+    model = model or load_model(run_dir / "model.keras")
+    sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
+    images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
+    heatmaps = gradcam(model, images[..., None])
+    titles = [
+        f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
+        for t, q, pp in zip(sample["label"], sample["predicted"], sample["p_pneumonia"], strict=True)
+    ]
+    errors = list(sample["label"] != sample["predicted"])
+    title = f"Grad-CAM: {cfg.backbone} ({cfg.preset})"
+    return plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
+
+
+def save_run_figures(run_dir: str | Path, model=None) -> dict:
+    """Every figure of a run, saved under `run_dir/figures/`."""
+    return {name: run_figure(name, run_dir, model=model) for name in RUN_FIGURES}
+
+
+def finished_runs(report_dir: str | Path) -> dict[str, Path]:
+    """Backbone name -> run directory, for every run of a sweep that wrote its metrics."""
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        raise InputError(f"{report_dir} is not a directory")
+    runs = {p.parent.name: p.parent for p in sorted(report_dir.glob("*/metrics.json"))}
+    return runs
+
+
+def leaderboard(report_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run: metrics with CIs, threshold, time; sorted by ROC-AUC."""
+    from xraylib.metrics import leaderboard_row
+
+    rows = []
+    for name, run in finished_runs(report_dir).items():
+        result = json.loads((run / "metrics.json").read_text())
+        row = leaderboard_row(name, result["at_threshold"])
+        row["threshold"] = result["threshold"]["value"]
+        row["preset"] = result.get("preset", "")
+        status = run / "status.json"
+        row["seconds"] = json.loads(status.read_text()).get("seconds") if status.is_file() else None
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def failed_runs(report_dir: str | Path) -> dict[str, str]:
+    """Backbone name -> error, for every run of a sweep whose status says it failed."""
+    out = {}
+    for status in sorted(Path(report_dir).glob("*/status.json")):
+        data = json.loads(status.read_text())
+        if data.get("status") != "done":
+            out[status.parent.name] = data.get("error") or data.get("status", "")
+    return out
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures."""
+    lines = [
+        "| backbone | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |",
+        "|---" * (len(LEADERBOARD_METRICS) + 3) + "|",
+    ]
+    for _, row in board.iterrows():
+        cells = [_cell(row, m) for m in LEADERBOARD_METRICS]
+        confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
+        study = STUDY_RESULTS.get(row["backbone"])
+        published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
+        lines.append(f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |")
+    return "\n".join(lines)
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if not pd.isna(low) else f"{value:.3f}"
+
+
+def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
+    """McNemar and paired-bootstrap ROC-AUC difference for every pair of finished runs."""
+    from xraylib.metrics import compare, read_predictions
+
+    frames = {name: read_predictions(run / "predictions.csv") for name, run in finished_runs(report_dir).items()}
+    return compare(frames, n_boot=n_boot) if len(frames) > 1 else pd.DataFrame()
+
+
+def build_report(report_dir: str | Path) -> str:
+    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary."""
+    report_dir = Path(report_dir)
+    board = leaderboard(report_dir)
+    write_csv(report_dir / "leaderboard.csv", board)
+    table = leaderboard_markdown(board)
+    write_text(report_dir / "leaderboard.md", table + "\n")
+    comparison = comparison_table(report_dir)
+    if not comparison.empty:
+        write_csv(report_dir / "comparison.csv", comparison)
+    figures = report_dir / "figures"
+    predictions = {name: pd.read_csv(run / "predictions.csv") for name, run in finished_runs(report_dir).items()}
+    plots.plot_roc_overlay(predictions, title="Test ROC curves", path=figures / "roc_overlay.png")
+    plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
+    summary = _summary(report_dir, board, comparison, table)
+    write_text(report_dir / "summary.md", summary)
+    return summary
+
+
+def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, table: str) -> str:
+    """summary.md: what was run, the leaderboard, significant differences and failures."""
+    best = board.iloc[0]
+    lines = [
+        f"# Sweep report: {report_dir.name}",
+        "",
+        f"{len(board)} finished run(s). Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
+        "Metrics on the test set at each run's validation-chosen threshold; 95 % CIs by patient bootstrap.",
+        "",
+        table,
+        "",
+    ]
+    if not comparison.empty:
+        lines += ["## Pairwise comparisons", "", comparison.round(4).to_markdown(index=False), ""]
+    failures = failed_runs(report_dir)
+    if failures:
+        lines += ["## Failed runs", ""] + [f"- {name}: {error}" for name, error in failures.items()] + [""]
+    return "\n".join(lines)
+
+
+def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
+    """The run's data figures: `class_distribution` of its index, or `augmentations` of one training image."""
+    path = Path(out_dir) / "figures" / f"{name}.png"
+    if name == "class_distribution":
+        return plots.plot_class_distribution(prepared.index, path=path)
+    if name == "augmentations":
+        from xraylib.augment import augmentation
+
+        image = prepared.images["train"][:1].astype(np.float32)
+        layer = augmentation(cfg.seed)
+        draws = [np.asarray(layer(image, training=True))[0, ..., 0] for _ in range(7)]
+        title = "Training augmentation: zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
+        return plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
+    raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
+
+
+def dataset_figure(name: str, index: pd.DataFrame, out_dir: str | Path):
+    """Dataset exploration: class_distribution, samples, image_sizes or images_per_patient of an index."""
+    draw = {
+        "class_distribution": plots.plot_class_distribution,
+        "samples": plots.plot_samples,
+        "image_sizes": plots.plot_image_sizes,
+        "images_per_patient": plots.plot_images_per_patient,
+    }
+    if name not in draw:
+        raise InputError(f"unknown figure {name!r} (known: {', '.join(draw)})")
+    return draw[name](index, path=Path(out_dir) / f"{name}.png")
+
+
+def comparison_figure(name: str, report_dir: str | Path):
+    """Show one of the sweep's comparison figures (`roc_overlay`, `metric_bars`), redrawn from its runs."""
+    report_dir = Path(report_dir)
+    path = report_dir / "figures" / f"{name}.png"
+    if name == "roc_overlay":
+        runs = finished_runs(report_dir)
+        frames = {n: pd.read_csv(run / "predictions.csv") for n, run in runs.items()}
+        return plots.plot_roc_overlay(frames, title="Test ROC curves", path=path)
+    if name == "metric_bars":
+        return plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
+    raise InputError(f"unknown figure {name!r} (known: roc_overlay, metric_bars)")
+
+
+def study_comparison(report_dir: str | Path) -> pd.DataFrame:
+    """Our accuracy and F1 at 0.5 beside the study's published accuracy and weighted F1, per backbone."""
+    rows = []
+    for name, run in finished_runs(report_dir).items():
+        half = json.loads((run / "metrics.json").read_text())["at_0.5"]
+        study = STUDY_RESULTS.get(name, (None, None))
+        rows.append(
+            {
+                "backbone": name,
+                "accuracy at 0.5": half["accuracy"]["value"],
+                "F1 at 0.5": half["f1"]["value"],
+                "ROC-AUC": half["roc_auc"]["value"],
+                "study accuracy": study[0],
+                "study weighted F1": study[1],
+            }
+        )
+    return pd.DataFrame(rows).set_index("backbone")
+
+
+def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataFrame:
+    """Per backbone run in both sweeps: each leaderboard metric of `report_dir` minus that of `other_dir`."""
+    mine, other = leaderboard(report_dir).set_index("backbone"), leaderboard(other_dir).set_index("backbone")
+    shared = mine.index.intersection(other.index)
+    metrics = list(LEADERBOARD_METRICS)
+    return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")

@@ -1,0 +1,146 @@
+"""The sweep: the training notebook executed by papermill once per backbone, each in its own kernel."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from xraylib.errors import InputError
+from xraylib.fileio import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train_backbone.ipynb"
+DEMO_DATA = REPO / "data" / "demo"
+
+
+def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
+    """The demo's synthetic dataset, written on first use."""
+    from xraylib.synth import make_dataset
+
+    root = Path(root)
+    if not (root / "Chest_xray_Corona_Metadata.csv").is_file():
+        make_dataset(root, masks=True)
+    return root
+
+
+def run_status(run_dir: str | Path) -> dict:
+    """The status.json of one backbone's run (`{}` if it never started)."""
+    path = Path(run_dir) / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path) -> dict:
+    """The values papermill injects into the training notebook's `parameters` cell."""
+    return {
+        "backbone": backbone,
+        "data_dir": str(data),
+        "preset": preset,
+        "overrides": dict(overrides),
+        "out_dir": str(run_dir),
+    }
+
+
+def _follow_epochs(run_dir: Path, bar, stop: threading.Event) -> None:
+    """Show the current epoch of a running notebook (read from its history.csv) on the progress bar."""
+    history = run_dir / "history.csv"
+    while not stop.wait(2.0):
+        if history.is_file():
+            epochs = max(sum(1 for _ in history.open()) - 1, 0)
+            bar.set_postfix_str(f"{run_dir.name}: {epochs} epoch(s) done", refresh=True)
+
+
+def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path, bar=None) -> dict:
+    """Execute the training notebook for one backbone; record and return its status, never raise on failure."""
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    write_json(run_dir / "status.json", {"backbone": backbone, "status": "running", "started": started})
+    stop = threading.Event()
+    if bar is not None:
+        threading.Thread(target=_follow_epochs, args=(run_dir, bar, stop), daemon=True).start()
+    status = {"backbone": backbone, "status": "done", "error": ""}
+    log = run_dir / f"{backbone}.log"
+    try:
+        with log.open("w") as stream:
+            papermill.execute_notebook(
+                str(TRAIN_NOTEBOOK),
+                str(run_dir / f"{backbone}.ipynb"),
+                parameters=notebook_parameters(data, backbone, preset, overrides, run_dir),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=True,
+                stdout_file=stream,
+                stderr_file=stream,
+                cwd=str(run_dir),
+            )
+    except papermill.PapermillExecutionError as exc:
+        status.update(status="failed", error=f"{exc.ename}: {exc.evalue}".splitlines()[0])
+    except DeadKernelError:
+        status.update(status="failed", error="the kernel died (out of memory?); see the partial notebook")
+    except Exception as exc:  # a sweep outlives any one backbone: record and go on
+        status.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    finally:
+        stop.set()
+    status["seconds"] = round(time.time() - started, 1)
+    write_json(run_dir / "status.json", status)
+    return status
+
+
+def sweep(
+    data: str | Path,
+    backbones: list[str],
+    preset: str = "sound",
+    overrides: dict | None = None,
+    out: str | Path = "reports/sweep",
+    resume: bool = False,
+) -> list[str]:
+    """Train every backbone through the notebook, then build the comparison report. Returns the failed names."""
+    from tqdm.auto import tqdm
+
+    from xraylib.config import resolve_config
+    from xraylib.report import build_report
+
+    data, out = Path(data).resolve(), Path(out).resolve()
+    overrides = dict(overrides or {})
+    for name in backbones:  # reject bad options for every backbone before the first one starts
+        resolve_config(name, preset, overrides)
+    if not TRAIN_NOTEBOOK.is_file():
+        raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing (install xraylib from a clone)")
+    started = [b for b in backbones if run_status(out / b)]
+    if started and not resume:
+        raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")
+    failed = []
+    with tqdm(backbones, desc="sweep", unit="backbone") as bar:
+        for name in bar:
+            if run_status(out / name).get("status") == "done":
+                bar.write(f"{name}: finished earlier, skipped")
+                continue
+            bar.set_postfix_str(f"{name}: starting", refresh=True)
+            status = run_backbone(data, name, preset, overrides, out / name, bar)
+            bar.write(f"{name}: {status['status']} in {status['seconds']:.0f} s {status['error']}".rstrip())
+            if status["status"] != "done":
+                failed.append(name)
+    print(build_report(out))
+    if failed:
+        print(f"{len(failed)} backbone(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
+    return failed
+
+
+def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:
+    """A notebook's data and output folders as absolute paths; empty means the demo data and reports/notebook/."""
+    data = Path(data_dir).expanduser().resolve() if data_dir else demo_data_dir()
+    out = Path(out_dir).expanduser().resolve() if out_dir else REPO / "reports" / "notebook" / backbone
+    return data, out
+
+
+def report_path(path: str | Path) -> Path:
+    """An absolute folder: as given if absolute or present under the working directory, else in the repository."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return REPO / path

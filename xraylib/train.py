@@ -1,0 +1,405 @@
+"""Training: data preparation, fit with callbacks, resume, distribution strategy, and the run's files."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xraylib.config import RunConfig
+from xraylib.errors import InputError
+from xraylib.fileio import write_csv, write_json
+
+MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+@dataclass
+class PreparedData:
+    """The index with its subsets, and the decoded images and labels of each subset."""
+
+    index: pd.DataFrame
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def rows(self, subset: str) -> pd.DataFrame:
+        """The index rows of one subset (train, val or test), in the order of its images."""
+        return self.index[self.index["subset"] == subset].reset_index(drop=True)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on."""
+    import keras
+    import matplotlib
+    import sklearn
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def seed_everything(cfg: RunConfig) -> None:
+    """One seed for Python, NumPy and TensorFlow; optionally deterministic ops."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
+    """Index the dataset, split it, and decode (or load from cache) every image once."""
+    from xraylib.data import assign_subsets, build_index, fingerprint, limit_subsets
+    from xraylib.pipeline import cached_images
+
+    index = build_index(data, missing="drop")
+    index = assign_subsets(index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed)
+    index = limit_subsets(index, cfg.limit, seed=cfg.seed)
+    prepared = PreparedData(index=index, fingerprint=fingerprint(index))
+    for subset in ("train", "val", "test"):
+        rows = prepared.rows(subset)
+        if rows.empty:
+            raise InputError(f"the {subset} subset of {data} is empty")
+        key = f"{prepared.fingerprint}-{subset}-{cfg.limit}-{cfg.seed}-{cfg.validation}-{cfg.val_fraction}"
+        prepared.images[subset] = cached_images(list(rows["path"]), cfg.image_size, cfg.cache_dir, key=key)
+        prepared.labels[subset] = (rows["label"] == "pneumonia").to_numpy(np.float32)
+    return prepared
+
+
+def subset_counts(prepared: PreparedData) -> dict:
+    """Images, patients and pneumonia share of each subset."""
+    out = {}
+    for subset in ("train", "val", "test"):
+        rows = prepared.rows(subset)
+        out[subset] = {
+            "images": len(rows),
+            "patients": int(rows["patient"].nunique()),
+            "pneumonia": int((rows["label"] == "pneumonia").sum()),
+            "normal": int((rows["label"] == "normal").sum()),
+        }
+    return out
+
+
+def distribution_strategy(name: str):
+    """The tf.distribute strategy for `auto | mirrored | multiworker | tpu | none`."""
+    import tensorflow as tf
+
+    if name == "tpu" or (name == "auto" and _tpu_address()):
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"setting strategy=tpu: no TPU found ({str(exc).splitlines()[0]})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _tpu_address() -> str:
+    import os
+
+    return os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or ""
+
+
+def precision_policy(cfg: RunConfig, strategy) -> str:
+    """Set and return Keras' global dtype policy: mixed precision on accelerators unless turned off."""
+    import keras
+    import tensorflow as tf
+
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    accelerated = on_tpu or bool(tf.config.list_logical_devices("GPU"))
+    wanted = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and accelerated)
+    policy = ("mixed_bfloat16" if on_tpu or not accelerated else "mixed_float16") if wanted else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def compile_model(model, cfg: RunConfig) -> None:
+    """Attach optimizer, loss and the metrics named in history.csv (loss, accuracy, auc)."""
+    import keras
+
+    optimizers = {
+        "adamax": keras.optimizers.Adamax,
+        "adam": keras.optimizers.Adam,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    model.compile(
+        optimizer=optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        jit_compile=cfg.jit_compile,
+        steps_per_execution=cfg.steps_per_execution,
+    )
+
+
+def training_stream(images: np.ndarray, labels: np.ndarray, cfg: RunConfig, first_epoch: int):
+    """Endless batches where epoch e's order depends only on (seed, e), so a resumed run sees the same data."""
+    import tensorflow as tf
+
+    base = tf.data.Dataset.from_tensor_slices((images, _targets(labels, cfg)))
+    n = len(images)
+
+    def epoch(e):
+        return base.shuffle(n, seed=cfg.seed * 100_003 + e, reshuffle_each_iteration=False)
+
+    stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(epoch)
+    stream = stream.batch(cfg.batch_size, drop_remainder=False)
+    return stream.map(_as_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_stream(images: np.ndarray, labels: np.ndarray, cfg: RunConfig):
+    """Batches in index order, never shuffled or augmented."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, _targets(labels, cfg))).batch(cfg.batch_size)
+    return ds.map(_as_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _targets(labels: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """Labels as the head expects them: (N,) for the sound head, one-hot (N, 2) for the study's head."""
+    if cfg.head == "seed":
+        return np.stack([1.0 - labels, labels], axis=1).astype(np.float32)
+    return labels.astype(np.float32)
+
+
+def _as_float(x, y):
+    import tensorflow as tf
+
+    return tf.cast(x, tf.float32), y
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Balanced class weights (scikit-learn's rule) for labels 0/1."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    classes = np.array([0, 1])
+    weights = compute_class_weight("balanced", classes=classes, y=labels.astype(int))
+    return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
+
+
+def resume_epoch(out: Path) -> int:
+    """The epoch an interrupted run in `out` continues from (0 for a new run)."""
+    meta = out / "backup" / "training_metadata.json"
+    if not meta.is_file():
+        return 0
+    return int(json.loads(meta.read_text()).get("epoch", 0))
+
+
+def _history_writer(out: Path, first_epoch: int, n_train: int):
+    """A callback that keeps history.csv: one row per epoch with metrics, learning rate and timings."""
+    import keras
+
+    path = out / "history.csv"
+    rows = []
+    if first_epoch and path.is_file():
+        rows = pd.read_csv(path).query("epoch < @first_epoch").to_dict("records")
+
+    class HistoryWriter(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 0 and not hasattr(self, "first_step_seconds"):
+                self.first_step_seconds = time.perf_counter() - self.started
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+            row.update(learning_rate=lr, seconds=round(seconds, 3), images_per_s=round(n_train / seconds, 2))
+            rows.append(row)
+            write_csv(path, pd.DataFrame(rows))
+
+    return HistoryWriter()
+
+
+def build_run_model(cfg: RunConfig):
+    """Seed everything, pick the strategy and precision, then build and compile the model in its scope."""
+    from xraylib.models import build_model
+
+    seed_everything(cfg)
+    strategy = distribution_strategy(cfg.strategy)
+    precision_policy(cfg, strategy)
+    with strategy.scope():
+        model = build_model(cfg)
+        compile_model(model, cfg)
+    return model
+
+
+def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.DataFrame:
+    """Train `model`, resuming an interrupted run in `out`; keep the best (or last) weights. Returns the history."""
+    import keras
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    first_epoch = resume_epoch(out)
+    if first_epoch and cfg.verbose:
+        print(f"resuming at epoch {first_epoch + 1} from {out / 'backup'}")
+    mode = MONITOR_MODE[cfg.monitor]
+    n_train = len(prepared.labels["train"])
+    history = _history_writer(out, first_epoch, n_train)
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), history]
+    best_path = out / "best.weights.h5"
+    if cfg.keep == "best":
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(best_path), monitor=cfg.monitor, mode=mode, save_best_only=True, save_weights_only=True
+            )
+        )
+    if cfg.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.early_stopping))
+    if cfg.reduce_lr:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=cfg.monitor, mode=mode, factor=0.3, patience=cfg.reduce_lr, min_lr=1e-7
+            )
+        )
+    use_weights = cfg.class_weight and cfg.head == "sound"
+    started = time.perf_counter()
+    model.fit(
+        training_stream(prepared.images["train"], prepared.labels["train"], cfg, first_epoch),
+        steps_per_epoch=math.ceil(n_train / cfg.batch_size),
+        validation_data=evaluation_stream(prepared.images["val"], prepared.labels["val"], cfg),
+        epochs=cfg.epochs,
+        class_weight=class_weights(prepared.labels["train"]) if use_weights else None,
+        callbacks=callbacks,
+        verbose=cfg.verbose,
+    )
+    timings = {
+        "fit_seconds": round(time.perf_counter() - started, 2),
+        "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
+    }
+    if cfg.keep == "best" and best_path.is_file():
+        model.load_weights(str(best_path))
+    write_json(out / "timings.json", timings)
+    return pd.read_csv(out / "history.csv")
+
+
+def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """P(pneumonia) per image; with `cfg.tta`, averaged with the horizontally flipped image."""
+    from xraylib.models import probability
+
+    def run(x):
+        return probability(model.predict(evaluation_stream(x, np.zeros(len(x), np.float32), cfg), verbose=0))
+
+    p = run(images)
+    if cfg.tta:
+        p = (p + run(images[:, :, ::-1, :])) / 2.0
+    return p
+
+
+def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd.DataFrame:
+    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, path."""
+    return pd.DataFrame(
+        {
+            "file": rows["file"],
+            "patient": rows["patient"],
+            "label": rows["label"],
+            "p_pneumonia": np.round(p.astype(float), 6),
+            "predicted": np.where(p >= threshold, "pneumonia", "normal"),
+            "path": rows["path"],
+        }
+    )
+
+
+def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
+    """Choose the threshold on validation, predict the test set, write predictions.csv and metrics.json."""
+    from xraylib.metrics import choose_threshold, evaluate
+
+    out = Path(out)
+    val_p = predict_probabilities(model, prepared.images["val"], cfg)
+    threshold = choose_threshold(prepared.labels["val"], val_p, cfg.threshold)
+    test_rows = prepared.rows("test")
+    test_p = predict_probabilities(model, prepared.images["test"], cfg)
+    frame = predictions_frame(test_rows, test_p, threshold)
+    write_csv(out / "predictions.csv", frame)
+    write_csv(out / "val_predictions.csv", predictions_frame(prepared.rows("val"), val_p, threshold))
+    y, groups = prepared.labels["test"], test_rows["patient"].to_numpy()
+    result = {
+        "backbone": cfg.backbone,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "threshold": {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"},
+        "n_test_images": int(len(y)),
+        "n_test_patients": int(len(set(groups))),
+        "at_threshold": evaluate(y, test_p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "at_0.5": evaluate(y, test_p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
+    }
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
+    """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
+    path = Path(out) / "config.json"
+    config = {
+        "run": cfg.to_json(),
+        "data": {"dir": str(Path(data).resolve()), "fingerprint": prepared.fingerprint},
+        "subsets": subset_counts(prepared),
+        "versions": library_versions(),
+    }
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [k for k, v in config["run"].items() if before["run"].get(k) != v and k != "verbose"]
+        if before["data"]["fingerprint"] != prepared.fingerprint:
+            changed.append("data")
+        if changed:
+            raise InputError(f"{out} holds a run with other settings ({', '.join(changed)}): choose another --out")
+    write_json(path, config)
+    return config
+
+
+def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
+    """The whole run, as the training notebook tells it: prepare, fit (or resume), save, evaluate, draw."""
+    from xraylib import report
+
+    out = Path(out)
+    if (out / "metrics.json").is_file():
+        raise InputError(f"{out} already holds a finished run: choose another --out")
+    prepared = prepare_data(data, cfg)
+    write_config(prepared, cfg, data, out)
+    for name in ("class_distribution", "augmentations"):
+        report.data_figure(name, prepared, cfg, out)
+    model = build_run_model(cfg)
+    fit(model, prepared, cfg, out)
+    save_model(model, out)
+    evaluate_run(model, prepared, cfg, out)
+    report.save_run_figures(out, model=model)
+    return out
+
+
+def save_model(model, out: str | Path) -> Path:
+    """Write model.keras; a failure leaves no half-written file behind."""
+    import os
+
+    path = Path(out) / "model.keras"
+    partial = path.with_name(".model.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
