@@ -1,0 +1,634 @@
+"""Every figure of a run and of a comparison: each `plot_*` returns a matplotlib Figure and saves a PNG if asked.
+
+Figures are built with `matplotlib.figure.Figure` (the Agg canvas), never through pyplot's global state: they work
+headless, leak nothing in long sweeps, and still display in Jupyter when returned from a cell.
+Classes are called Normal and Pneumonia everywhere (the study's "Covid" label was wrong: its test set holds none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+
+from xraylib.errors import InputError
+from xraylib.fileio import atomic_path
+
+CLASS_NAMES = ("Normal", "Pneumonia")
+CLASS_COLORS = {"Normal": "#4C72B0", "Pneumonia": "#DD8452"}
+TRAIN_COLOR, VAL_COLOR, BEST_COLOR, ERROR_COLOR = "#4C72B0", "#DD8452", "#2CA02C", "#D62728"
+DPI = 150
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """Seaborn's whitegrid look at a readable paper size, scoped to one figure."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    rc = dict(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.85))
+    rc.update(
+        {
+            "figure.dpi": 100,
+            "savefig.dpi": DPI,
+            "axes.titleweight": "bold",
+            "legend.framealpha": 0.9,
+            "figure.titlesize": "large",
+            "figure.titleweight": "bold",
+        }
+    )
+    with mpl.rc_context(rc):
+        yield
+
+
+def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+    """Save the figure as PNG (dpi 150, tight box, atomically) when a path is given."""
+    if path is not None:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
+    return fig
+
+
+def _frame(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Columns y_true, p, y_pred from either read_predictions' frame or a raw predictions.csv frame."""
+    from xraylib.metrics import LABEL_VALUES
+
+    frame = predictions.copy()
+    renames = {"label": "y_true", "p_pneumonia": "p", "predicted": "y_pred"}
+    for raw, tidy in renames.items():
+        if tidy not in frame and raw in frame:
+            values = frame[raw]
+            if values.dtype == object:
+                values = values.astype(str).str.strip().str.lower().map(LABEL_VALUES)
+            frame[tidy] = values
+    missing = [c for c in ("y_true", "p") if c not in frame]
+    if missing:
+        raise InputError(f"predictions frame lacks column(s) {', '.join(missing)} (or label, p_pneumonia)")
+    if "y_pred" not in frame:
+        frame["y_pred"] = (frame["p"] >= 0.5).astype(int)
+    return frame
+
+
+def _name(y: int) -> str:
+    return CLASS_NAMES[int(y)]
+
+
+def _gray_limits(images: np.ndarray) -> tuple[float, float]:
+    """Fixed display range so brightness differences stay visible: [0, 255] or [0, 1]."""
+    return (0.0, 1.0) if images.dtype.kind == "f" and np.nanmax(images) <= 1.0 else (0.0, 255.0)
+
+
+def _thumbnail(image: np.ndarray, side: int = 400) -> np.ndarray:
+    """Downscale to at most `side` pixels on the long side and pad to a square (black), keeping the aspect."""
+    from PIL import Image
+
+    if max(image.shape) > side:
+        small = Image.fromarray(image)
+        small.thumbnail((side, side), Image.Resampling.LANCZOS)
+        image = np.asarray(small)
+    h, w = image.shape
+    square = np.zeros((max(h, w), max(h, w)), dtype=image.dtype)  # letterbox: equal tiles, aspect kept
+    top, left = (max(h, w) - h) // 2, (max(h, w) - w) // 2
+    square[top : top + h, left : left + w] = image
+    return square
+
+
+def _frame_axis(ax, error: bool | None) -> None:
+    """No ticks; a thick red frame for errors, a thin grey one otherwise."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+        spine.set_color(ERROR_COLOR if error else "#BBBBBB")
+        spine.set_linewidth(4.0 if error else 0.8)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+TRAINING_PANELS = (("loss", "Loss (binary cross-entropy)"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy"))
+
+
+def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> tuple[int | None, str | None]:
+    """Row position of the best epoch by `monitor` (max for AUC/accuracy, min for loss), or (None, None)."""
+    for column in (monitor, "val_auc", "val_loss", "val_accuracy"):
+        if column in history and history[column].notna().any():
+            values = history[column]
+            return int(values.idxmin() if "loss" in column else values.idxmax()), column
+    return None, None
+
+
+def plot_training_curves(
+    history: pd.DataFrame, monitor: str = "val_auc", title: str | None = None, path: str | os.PathLike | None = None
+) -> Figure:
+    """Loss, ROC-AUC and accuracy per epoch, train vs validation, the best epoch marked (history.csv frame)."""
+    if history is None or len(history) == 0:
+        raise InputError("training history is empty: no epoch to plot")
+    history = history.reset_index(drop=True)
+    if "epoch" in history:
+        epochs = history["epoch"].to_numpy() + (1 if history["epoch"].min() == 0 else 0)
+    else:
+        epochs = np.arange(1, len(history) + 1)
+    best, best_column = best_epoch(history, monitor)
+    marker = "o" if len(history) <= 30 else None
+    with _style():
+        fig = Figure(figsize=(13, 3.9), layout="constrained")
+        axes = fig.subplots(1, 3)
+        for ax, (key, label) in zip(axes, TRAINING_PANELS, strict=True):
+            drawn = False
+            for column, name, color in ((key, "train", TRAIN_COLOR), (f"val_{key}", "validation", VAL_COLOR)):
+                if column in history and history[column].notna().any():
+                    ax.plot(epochs, history[column], marker=marker, ms=3.5, color=color, lw=1.8, label=name)
+                    drawn = True
+            ax.set_title(label)
+            if not drawn:
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"{label.split(' (')[0]}\nnot recorded in the history",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.4",
+                    fontsize=11,
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                continue
+            if best is not None:
+                ax.axvline(
+                    epochs[best],
+                    color=BEST_COLOR,
+                    ls="--",
+                    lw=1.2,
+                    label=f"best epoch {epochs[best]} ({'min' if 'loss' in best_column else 'max'} {best_column})",
+                )
+                if f"val_{key}" in history and pd.notna(history.loc[best, f"val_{key}"]):
+                    ax.plot(epochs[best], history.loc[best, f"val_{key}"], "*", color=BEST_COLOR, ms=13, zorder=5)
+            ax.set_xlabel("Epoch")
+            ax.set_ylabel(label.split(" (")[0])
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)
+            if key != "loss":
+                low = np.nanmin([history[c].min() for c in (key, f"val_{key}") if c in history] or [0.0])
+                ax.set_ylim(max(0.0, min(low, 0.9) - 0.05), 1.01)
+            ax.legend(loc="best", fontsize="small")
+        fig.suptitle(title or "Training curves")
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- one run
+
+
+def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
+    """2x2 confusion matrix: counts and row percentages, Normal / Pneumonia, shaded by row percentage."""
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    counts = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rows = counts / counts.sum(axis=1, keepdims=True) * 100
+    with _style():
+        fig = Figure(figsize=(5.0, 4.3), layout="constrained")
+        ax = fig.subplots()
+        image = ax.imshow(np.nan_to_num(rows), cmap="Blues", vmin=0, vmax=100)
+        for i in range(2):
+            for j in range(2):
+                percent = "n/a" if np.isnan(rows[i, j]) else f"{rows[i, j]:.1f} %"
+                color = "white" if np.nan_to_num(rows[i, j]) > 55 else "black"
+                ax.text(
+                    j,
+                    i,
+                    f"{counts[i, j]}\n{percent}",
+                    ha="center",
+                    va="center",
+                    color=color,
+                    fontsize=13,
+                    fontweight="bold",
+                )
+        ax.set_xticks([0, 1], CLASS_NAMES)
+        ax.set_yticks([0, 1], CLASS_NAMES)
+        ax.set_xlabel("Predicted label")
+        ax.set_ylabel("True label")
+        ax.grid(False)
+        ax.set_title(title or f"Confusion matrix (n = {counts.sum()})")
+        bar = fig.colorbar(image, ax=ax, shrink=0.85)
+        bar.set_label("% of the true class (row)")
+    return _finish(fig, path)
+
+
+def _ci_text(entry: dict | None) -> str:
+    if not entry or entry.get("low") is None:
+        return ""
+    return f" (95 % CI {entry['low']:.3f}–{entry['high']:.3f})"
+
+
+def plot_roc_pr(
+    y,
+    p,
+    threshold: float = 0.5,
+    groups=None,
+    metrics: dict | None = None,
+    n_boot: int = 500,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """ROC and precision-recall curves, AUC with its patient-bootstrap CI in the legend, operating point marked.
+
+    `metrics`: a result of xraylib.metrics.evaluate at `threshold` (computed here when absent).
+    """
+    from xraylib.metrics import evaluate
+
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    if not 0 < y.sum() < len(y) or np.isnan(p).any():
+        raise InputError("ROC and PR curves need probabilities and both classes")
+    metrics = metrics or evaluate(y, p, groups, threshold, n_boot=n_boot)
+    fpr, tpr, _ = skm.roc_curve(y, p)
+    precision, recall, _ = skm.precision_recall_curve(y, p)
+    pred = p >= threshold
+    sens, spec = (pred & (y == 1)).sum() / y.sum(), (~pred & (y == 0)).sum() / (y == 0).sum()
+    ppv = (pred & (y == 1)).sum() / max(pred.sum(), 1)
+    prevalence = y.mean()
+    point = f"threshold {threshold:.3g}"
+    with _style():
+        fig = Figure(figsize=(10, 5.3), layout="constrained")
+        roc, pr = fig.subplots(1, 2)
+        roc.plot(
+            fpr,
+            tpr,
+            color=TRAIN_COLOR,
+            lw=2,
+            label=f"ROC-AUC {metrics['roc_auc']['value']:.3f}{_ci_text(metrics['roc_auc'])}",
+        )
+        roc.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1, label="chance")
+        roc.plot(
+            1 - spec,
+            sens,
+            "o",
+            ms=9,
+            color=ERROR_COLOR,
+            mec="white",
+            mew=1.5,
+            zorder=5,
+            label=f"{point}: sensitivity {sens:.3f}, specificity {spec:.3f}",
+        )
+        roc.set_xlabel("1 − specificity (false positive rate)")
+        roc.set_ylabel("Sensitivity (true positive rate)")
+        roc.set_title("ROC curve")
+        pr.step(
+            recall,
+            precision,
+            where="post",
+            color=TRAIN_COLOR,
+            lw=2,
+            label=f"PR-AUC (AP) {metrics['pr_auc']['value']:.3f}{_ci_text(metrics['pr_auc'])}",
+        )
+        pr.axhline(prevalence, ls=":", color="0.5", lw=1, label=f"chance (prevalence {prevalence:.3f})")
+        pr.plot(
+            sens,
+            ppv,
+            "o",
+            ms=9,
+            color=ERROR_COLOR,
+            mec="white",
+            mew=1.5,
+            zorder=5,
+            label=f"{point}: recall {sens:.3f}, precision {ppv:.3f}",
+        )
+        pr.set_xlabel("Recall (sensitivity)")
+        pr.set_ylabel("Precision (PPV)")
+        pr.set_title("Precision–recall curve")
+        for ax in (roc, pr):
+            ax.set_xlim(-0.01, 1.01)
+            ax.set_ylim(-0.01, 1.01)
+            ax.set_aspect("equal")
+            ax.legend(loc="lower right" if ax is roc else "lower left", fontsize="small")
+        n_pat = metrics.get("n_patients", len(y))
+        fig.suptitle(
+            title
+            or f"ROC and precision–recall curves: {len(y)} test images, {n_pat} patients\n"
+            "(95 % CI: bootstrap over patients)"
+        )
+    return _finish(fig, path)
+
+
+def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
+    """Reliability diagram (observed pneumonia rate vs mean predicted probability per bin) with the ECE, and the
+    histogram of predicted probabilities by true class below."""
+    from xraylib.metrics import expected_calibration_error
+
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    if np.isnan(p).any():
+        raise InputError("a reliability diagram needs probabilities, not hard labels")
+    edges = np.linspace(0, 1, n_bins + 1)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    filled = count > 0
+    mean_p = np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled]
+    rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled]
+    ece = expected_calibration_error(y, p, n_bins)
+    with _style():
+        fig = Figure(figsize=(5.6, 6.4), layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.2))
+        centers = (edges[:-1] + edges[1:])[filled] / 2
+        top.bar(
+            centers,
+            rate,
+            width=1 / n_bins,
+            color=TRAIN_COLOR,
+            alpha=0.25,
+            edgecolor=TRAIN_COLOR,
+            label="observed rate per bin",
+        )
+        top.plot([0, 1], [0, 1], ls=":", color="0.4", lw=1.2, label="perfect calibration")
+        top.plot(mean_p, rate, "o-", color=TRAIN_COLOR, lw=2, ms=6, label=f"model (ECE {ece:.3f}, {n_bins} bins)")
+        top.set_ylabel("Observed fraction of pneumonia")
+        top.set_ylim(-0.01, 1.01)
+        top.legend(loc="upper left", fontsize="small")
+        top.set_title(title or "Reliability diagram")
+        for label in (0, 1):
+            bottom.hist(
+                p[y == label], bins=edges, alpha=0.6, color=CLASS_COLORS[_name(label)], label=f"true {_name(label)}"
+            )
+        bottom.set_xlabel("Predicted probability of pneumonia")
+        bottom.set_ylabel("Images")
+        bottom.set_xlim(0, 1)
+        bottom.set_ylim(0, bottom.get_ylim()[1] * 1.3)  # room for the legend
+        bottom.legend(loc="upper center", fontsize="small", ncols=2)
+    return _finish(fig, path)
+
+
+def _sample_outcomes(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Up to n rows spread evenly over TP, TN, FP, FN (short categories filled from the others)."""
+    outcome = np.where(
+        frame["y_true"] == 1, np.where(frame["y_pred"] == 1, "TP", "FN"), np.where(frame["y_pred"] == 1, "FP", "TN")
+    )
+    frame = frame.assign(outcome=outcome)
+    rng = np.random.default_rng(seed)
+    pools = {k: list(rng.permutation(np.flatnonzero(outcome == k))) for k in ("TP", "TN", "FP", "FN")}
+    chosen: list[int] = []
+    while len(chosen) < min(n, len(frame)):
+        for key in pools:
+            if pools[key] and len(chosen) < n:
+                chosen.append(pools[key].pop())
+    order = {"TP": 0, "TN": 1, "FP": 2, "FN": 3}
+    return frame.iloc[chosen].sort_values("outcome", key=lambda s: s.map(order), kind="stable")
+
+
+def plot_examples(
+    predictions: pd.DataFrame,
+    n: int = 16,
+    ncols: int = 4,
+    seed: int = 0,
+    image_size: int | None = None,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """A grid of test images sampled across TP/TN/FP/FN: true, predicted and P(pneumonia) in each title; errors
+    framed in red. `predictions` needs a `path` column (images are read with xraylib.images.load_gray)."""
+    from xraylib.images import load_gray
+
+    frame = _frame(predictions)
+    if "path" not in frame:
+        raise InputError("the example grid needs a `path` column with each image's file")
+    sample = _sample_outcomes(frame, n, seed)
+    rows = math.ceil(len(sample) / ncols)
+    with _style():
+        fig = Figure(figsize=(3.0 * ncols, 3.35 * rows + 0.6), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
+        for ax, (_, row) in zip(axes, sample.iterrows(), strict=False):
+            image = _thumbnail(load_gray(row["path"], size=image_size))
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+            error = row["y_true"] != row["y_pred"]
+            prob = "" if pd.isna(row["p"]) else f", p = {row['p']:.3f}"
+            ax.set_title(
+                f"{row['outcome']} · true {_name(row['y_true'])}\npredicted {_name(row['y_pred'])}{prob}",
+                fontsize=9.5,
+                color=ERROR_COLOR if error else "black",
+                fontweight="bold" if error else "normal",
+            )
+            _frame_axis(ax, error)
+        for ax in axes[len(sample) :]:
+            ax.set_visible(False)
+        fig.suptitle(title or "Example test predictions (p = P(pneumonia); errors framed in red)")
+    return _finish(fig, path)
+
+
+def plot_gradcam_grid(
+    images: np.ndarray,
+    heatmaps: np.ndarray,
+    titles: Sequence[str] | None = None,
+    errors: Sequence[bool] | None = None,
+    alpha: float = 0.45,
+    cmap: str = "jet",
+    ncols: int = 4,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Grad-CAM heatmaps (N, S, S) in [0, 1] over their images (N, S, S) (or (N, S, S, 1)); errors framed red."""
+    images = np.asarray(images)
+    heatmaps = np.asarray(heatmaps, dtype=float)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if heatmaps.ndim == 4 and heatmaps.shape[-1] == 1:
+        heatmaps = heatmaps[..., 0]
+    if images.ndim != 3 or heatmaps.ndim != 3 or len(images) != len(heatmaps) or not len(images):
+        raise InputError(
+            f"Grad-CAM grid needs images (N,S,S) and heatmaps (N,S,S); got {images.shape}, {heatmaps.shape}"
+        )
+    count = len(images)
+    for name, seq in (("titles", titles), ("errors", errors)):
+        if seq is not None and len(seq) != count:
+            raise InputError(f"Grad-CAM grid: {len(seq)} {name} for {count} images")
+    ncols = min(ncols, count)
+    rows = math.ceil(count / ncols)
+    vmin, vmax = _gray_limits(images)
+    with _style():
+        fig = Figure(figsize=(3.0 * ncols + 0.9, 3.2 * rows + 0.6), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
+        overlay = None
+        for i, ax in enumerate(axes[:count]):
+            h, w = images[i].shape
+            extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+            ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax, extent=extent)
+            overlay = ax.imshow(
+                np.clip(heatmaps[i], 0, 1),
+                cmap=cmap,
+                alpha=alpha,
+                vmin=0,
+                vmax=1,
+                extent=extent,
+                interpolation="bilinear",
+            )
+            error = bool(errors[i]) if errors is not None else None
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=9.5, color=ERROR_COLOR if error else "black")
+            _frame_axis(ax, error)
+        for ax in axes[count:]:
+            ax.set_visible(False)
+        bar = fig.colorbar(overlay, ax=axes.tolist(), shrink=0.6, pad=0.02)
+        bar.set_label("Grad-CAM activation (normalised)")
+        suffix = "; errors framed in red" if errors is not None and any(errors) else ""
+        fig.suptitle(title or f"Grad-CAM: where the model looked{suffix}")
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- the dataset
+
+
+def plot_class_distribution(
+    index: pd.DataFrame, title: str | None = None, path: str | os.PathLike | None = None
+) -> Figure:
+    """Normal / Pneumonia counts in all images, train and test (index frame: label, split), counts on the bars."""
+    missing = [c for c in ("label", "split") if c not in index]
+    if missing:
+        raise InputError(f"class distribution needs the index columns label and split (missing {', '.join(missing)})")
+    labels = index["label"].astype(str).str.lower()
+    split = index["split"].astype(str).str.lower()
+    panels = (("All images", np.ones(len(index), bool)), ("Train", split == "train"), ("Test", split == "test"))
+    with _style():
+        fig = Figure(figsize=(12, 4.2), layout="constrained")
+        axes = fig.subplots(1, 3)
+        for ax, (name, mask) in zip(axes, panels, strict=True):
+            counts = [int(((labels == c.lower()) & mask).sum()) for c in CLASS_NAMES]
+            total = max(sum(counts), 1)
+            bars = ax.bar(CLASS_NAMES, counts, color=[CLASS_COLORS[c] for c in CLASS_NAMES], width=0.6)
+            ax.bar_label(bars, labels=[f"{c:,}\n({c / total:.0%})" for c in counts], padding=3, fontsize=10)
+            ax.set_ylim(0, max(max(counts), 1) * 1.22)
+            ax.set_title(f"{name} (n = {sum(counts):,})")
+            ax.set_ylabel("Images")
+            ax.grid(axis="x", visible=False)
+        fig.suptitle(title or "Class distribution")
+    return _finish(fig, path)
+
+
+def plot_augmentations(
+    original: np.ndarray,
+    augmented: np.ndarray | Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int = 4,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """One image and several augmentation draws of it, on a fixed gray scale so brightness changes show."""
+    original = np.squeeze(np.asarray(original))
+    augmented = [np.squeeze(np.asarray(a)) for a in augmented]
+    if original.ndim != 2 or any(a.ndim != 2 for a in augmented) or not augmented:
+        raise InputError("augmentation grid needs a 2-D image and a list of 2-D augmented images")
+    images = [original, *augmented]
+    names = ["original", *(titles or [f"draw {i + 1}" for i in range(len(augmented))])]
+    vmin, vmax = _gray_limits(np.asarray(original))
+    ncols = min(ncols, len(images))
+    rows = math.ceil(len(images) / ncols)
+    with _style():
+        fig = Figure(figsize=(2.8 * ncols, 2.95 * rows + 0.5), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
+        for ax, image, name in zip(axes, images, names, strict=False):
+            ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
+            ax.set_title(name, fontsize=10, fontweight="bold" if name == "original" else "normal")
+            _frame_axis(ax, None)
+        for ax in axes[len(images) :]:
+            ax.set_visible(False)
+        fig.suptitle(title or "Training augmentation: zoom ±10 %, shift ±10 %, brightness ×[0.5, 1.3]")
+    return _finish(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------- comparisons
+
+
+def plot_roc_overlay(
+    predictions: dict[str, pd.DataFrame], title: str | None = None, path: str | os.PathLike | None = None
+) -> Figure:
+    """ROC curves of several backbones on one set of axes, AUC in the legend (hard-label files: one point)."""
+    if not predictions:
+        raise InputError("ROC overlay needs at least one backbone's predictions")
+    curves = []
+    for name, raw in predictions.items():
+        frame = _frame(raw)
+        y = frame["y_true"].to_numpy().astype(int)
+        p = frame["p"].to_numpy(dtype=float)
+        if np.isnan(p).any():
+            pred = frame["y_pred"].to_numpy().astype(int)
+            tpr, fpr = (pred & y).sum() / y.sum(), (pred & (1 - y)).sum() / (1 - y).sum()
+            curves.append((float("-inf"), name, None, (fpr, tpr)))
+        else:
+            fpr, tpr, _ = skm.roc_curve(y, p)
+            curves.append((skm.roc_auc_score(y, p), name, (fpr, tpr), None))
+    curves.sort(key=lambda c: -c[0])
+    import seaborn as sns
+
+    colors = sns.color_palette("tab10" if len(curves) <= 10 else "husl", len(curves))
+    with _style():
+        fig = Figure(figsize=(6.4, 6.0), layout="constrained")
+        ax = fig.subplots()
+        for color, (auc, name, curve, point) in zip(colors, curves, strict=True):
+            if curve is not None:
+                ax.plot(*curve, color=color, lw=1.8, label=f"{name} (AUC {auc:.3f})")
+            else:
+                ax.plot(*point, "D", color=color, ms=8, label=f"{name} (hard labels: one point)")
+        ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1, label="chance")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("1 − specificity (false positive rate)")
+        ax.set_ylabel("Sensitivity (true positive rate)")
+        ax.legend(loc="lower right", fontsize="small")
+        ax.set_title(title or "ROC curves of the backbones (test set)")
+    return _finish(fig, path)
+
+
+def plot_metric_bars(
+    leaderboard: pd.DataFrame,
+    metrics: Sequence[str] = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity", "f1"),
+    name_column: str = "backbone",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """One panel per metric: a horizontal bar per backbone with its 95 % CI (columns m, m_low, m_high), sorted by
+    the first metric (leaderboard frame as built from xraylib.metrics.leaderboard_row)."""
+    from xraylib.metrics import TITLES
+
+    table = leaderboard.copy()
+    if name_column not in table:
+        table[name_column] = table.index.astype(str)
+    metrics = [m for m in metrics if m in table and table[m].notna().any()]
+    if not metrics or table.empty:
+        raise InputError("the leaderboard holds none of the metrics to plot")
+    table = table.sort_values(metrics[0], ascending=True, na_position="first").reset_index(drop=True)
+    names = table[name_column].astype(str).tolist()
+    with _style():
+        fig = Figure(figsize=(2.9 * len(metrics) + 1.2, 0.42 * len(table) + 1.8), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
+        for ax, metric in zip(axes, metrics, strict=True):
+            value = table[metric].astype(float).to_numpy()
+            low = table.get(f"{metric}_low", pd.Series(np.nan, index=table.index)).astype(float).to_numpy()
+            high = table.get(f"{metric}_high", pd.Series(np.nan, index=table.index)).astype(float).to_numpy()
+            err = np.vstack([np.nan_to_num(value - low), np.nan_to_num(high - value)])
+            ax.barh(names, np.nan_to_num(value), color=TRAIN_COLOR, alpha=0.8, height=0.65)
+            ax.errorbar(value, np.arange(len(names)), xerr=err, fmt="none", ecolor="black", capsize=3, lw=1.1)
+            for i, v in enumerate(value):
+                if np.isfinite(v):
+                    ax.text(0.02, i, f"{v:.3f}", va="center", ha="left", color="white", fontsize=8.5, fontweight="bold")
+            ax.set_xlim(0, 1.06)
+            ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0", "0.25", "0.5", "0.75", "1"])
+            ax.set_title(TITLES.get(metric, metric).split(" (")[0])
+            ax.set_xlabel("value (95 % CI)")
+            ax.grid(axis="y", visible=False)
+        fig.suptitle(title or "Test metrics by backbone (bars: point estimate; whiskers: 95 % patient-bootstrap CI)")
+    return _finish(fig, path)
+
+
+def save_all(figures: dict[str, Figure], folder: str | os.PathLike) -> list[Path]:
+    """Save several figures as <folder>/<name>.png; returns the paths."""
+    paths = []
+    for name, fig in figures.items():
+        paths.append(Path(folder) / f"{name}.png")
+        _finish(fig, paths[-1])
+    return paths
