@@ -194,8 +194,7 @@ def _marker(image: Image.Image, rng: np.random.Generator) -> None:
     px, py = rng.uniform(0.04, 0.2) * w, rng.uniform(0.04, 0.2) * h
     if rng.random() < 0.5:
         px = w - px - 12
-    fill = 230 if image.mode in ("L", "RGB") else (230, 230, 230, 255)
-    draw.text((px, py), "R" if rng.random() < 0.7 else "L", fill=fill)
+    draw.text((px, py), "R" if rng.random() < 0.7 else "L", fill=230)
 
 
 def _render(item: _Item, seed: int, folder: Path, masks: Path | None) -> None:
@@ -317,8 +316,9 @@ def _plan(n_train: int, n_test: int, seed: int) -> list[_Item]:
 
 def _metadata(items: list[_Item], rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, ids, nxt = [], [], 0
-    for it in items:
-        if it.source == "other" and rng.random() < 0.3:
+    first_other = next((i for i, it in enumerate(items) if it.source == "other"), -1)
+    for i, it in enumerate(items):
+        if it.source == "other" and (i == first_other or rng.random() < 0.3):
             nxt += int(rng.integers(1, 3))  # the real index has gaps in this block
         label, l1, l2 = _LABELS[it.subtype]
         rows.append((it.file, label, it.split.upper(), l2, l1))

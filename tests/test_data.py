@@ -1,0 +1,339 @@
+"""Dataset index: real metadata counts, layouts, bad input, patient keys, splits, fingerprint, fetch."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from xraylib import data
+from xraylib.data import (
+    COLUMNS,
+    assign_subsets,
+    build_index,
+    fetch,
+    fingerprint,
+    limit_subsets,
+    patient_key,
+    summarize,
+)
+from xraylib.errors import InputError
+
+HEADER = ",X_ray_image_name,Label,Dataset_type,Label_2_Virus_category,Label_1_Virus_category"
+ROWS = [
+    (0, "IM-0128-0001.jpeg", "Normal", "TRAIN", "", ""),
+    (1, "IM-0128-0001-0002.jpeg", "Normal", "TRAIN", "", ""),
+    (2, "NORMAL2-IM-0406-0001-0002.jpeg", "Normal", "TRAIN", "", ""),
+    (3, "person1946_bacteria_4875.jpeg", "Pnemonia", "TRAIN", "", "bacteria"),
+    (4, "person1946_virus_12.jpeg", "Pnemonia", "TRAIN", "", "Virus"),
+    (6, "ABCD-1234.jpg", "Pnemonia", "TRAIN", "COVID-19", "Virus"),
+    (7, "ards-1.png", "Pnemonia", "TRAIN", "ARDS", "Stress-Smoking"),
+    (8, "IM-0001-0001.jpeg", "Normal", "TEST", "", ""),
+    (9, "person1_virus_6.jpeg", "Pnemonia", "TEST", "", "Virus"),
+]
+
+
+def _image(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (8, 6), 120).save(path, format="PNG" if path.suffix == ".png" else "JPEG")
+
+
+def _coronahack(root: Path, rows=ROWS, images: bool = True) -> Path:
+    """A tiny CoronaHack zip-root layout."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER] + [",".join(str(v) for v in r) for r in rows]
+    (root / data.METADATA_CSV).write_text("\n".join(lines) + "\n")
+    inner = root / data.IMAGES_DIR / data.IMAGES_DIR
+    for _, name, _, split, _, _ in rows:
+        if images:
+            _image(inner / split.lower() / name)
+    (inner / "train").mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _kermany(root: Path) -> Path:
+    files = {
+        "train/NORMAL": ["IM-0115-0001.jpeg", "NORMAL2-IM-0427-0001.jpeg"],
+        "train/PNEUMONIA": ["person1_bacteria_1.jpeg", "person1_virus_6.jpeg", "person22_virus_55.jpeg"],
+        "val/NORMAL": ["NORMAL2-IM-1427-0001.jpeg"],
+        "val/PNEUMONIA": ["person1946_bacteria_4874.jpeg"],
+        "test/NORMAL": ["IM-0001-0001.jpeg"],
+        "test/PNEUMONIA": ["person100_bacteria_475.jpeg"],
+    }
+    for folder, names in files.items():
+        for name in names:
+            _image(root / "chest_xray" / folder / name)
+    return root
+
+
+# --------------------------------------------------------------------------------------------- real metadata
+def test_real_metadata_reproduces_brief_counts(shared_data):
+    index = build_index(shared_data / "coronahack", missing="keep")
+    assert list(index.columns) == COLUMNS
+    assert len(index) == 5910
+    assert index["split"].value_counts().to_dict() == {"train": 5286, "test": 624}
+    by = index.groupby(["subtype", "split"]).size().to_dict()
+    expected = {
+        ("none", "train"): 1342,
+        ("none", "test"): 234,
+        ("virus", "train"): 1345,
+        ("virus", "test"): 148,
+        ("bacteria", "train"): 2530,
+        ("bacteria", "test"): 242,
+        ("covid-19", "train"): 58,
+        ("sars", "train"): 4,
+        ("streptococcus", "train"): 5,
+        ("ards", "train"): 2,
+    }
+    assert by == expected
+    assert (index.loc[index["subtype"] == "none", "label"] == "normal").all()
+    assert (index.loc[index["subtype"] != "none", "label"] == "pneumonia").all()
+    assert index.groupby("split")["label"].value_counts().to_dict() == {
+        ("test", "normal"): 234,
+        ("test", "pneumonia"): 390,
+        ("train", "normal"): 1342,
+        ("train", "pneumonia"): 3944,
+    }
+    # 70 non-Kermany TRAIN images (69 with a Label_2 subtype and one Normal); the test set is pure Kermany
+    assert index.loc[index["source"] == "other", "split"].value_counts().to_dict() == {"train": 70}
+    # metadata order: the first 1341 rows are all Normal
+    assert (index["label"].iloc[:1341] == "normal").all() and index["label"].iloc[1341] == "pneumonia"
+    assert index["file"].iloc[0] == "IM-0128-0001.jpeg"
+    assert all(Path(p).is_absolute() and Path(p).name == f for p, f in zip(index["path"], index["file"], strict=True))
+    text = summarize(index)
+    assert "missing files: 5910 of 5910" in text
+    assert "2530" in text and "1345" in text
+
+
+def test_real_metadata_without_images_is_an_error_by_default(shared_data):
+    with pytest.raises(InputError, match=r"5910 of 5910 .*missing .*IM-0128-0001\.jpeg"):
+        build_index(shared_data / "coronahack")
+
+
+def test_patient_split_on_real_metadata(shared_data):
+    index = build_index(shared_data / "coronahack", missing="keep")
+    fraction = 0.15
+    split = assign_subsets(index, mode="patient", fraction=fraction, seed=42)
+    assert (split["subset"] == "test").equals(split["split"] == "test")  # the test set is never touched
+    train = split[split["split"] == "train"]
+    val_patients = set(train.loc[train["subset"] == "val", "patient"])
+    assert not val_patients & set(train.loc[train["subset"] == "train", "patient"])
+    for label, rows in train.groupby("label"):
+        share = (rows["subset"] == "val").mean()
+        assert abs(share - fraction) <= 0.02, (label, share)
+
+
+def test_patient_split_is_seeded(synth_data):
+    index = build_index(synth_data)
+    first = assign_subsets(index, mode="patient", fraction=0.1, seed=7)
+    assert first["subset"].equals(assign_subsets(index, mode="patient", fraction=0.1, seed=7)["subset"])
+    assert not first["subset"].equals(assign_subsets(index, mode="patient", fraction=0.1, seed=8)["subset"])
+
+
+def test_seed_split_is_the_first_rows_like_keras_validation_split(shared_data):
+    index = build_index(shared_data / "coronahack", missing="keep")
+    split = assign_subsets(index, mode="seed", fraction=0.1)
+    val = split[split["subset"] == "val"]
+    assert len(val) == int(0.1 * 5286) == 528
+    assert list(val.index) == list(range(528))  # the first TRAIN rows in metadata order
+    assert (val["label"] == "normal").all()  # the study's validation set held one class only
+    assert (split["subset"] == "test").sum() == 624
+
+
+# --------------------------------------------------------------------------------------------- keys
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("person1946_bacteria_4875.jpeg", "kermany-person1946"),
+        ("person1946_virus_3.jpeg", "kermany-person1946"),
+        ("person447_virus_921_1.jpeg", "kermany-person447"),
+        ("IM-0128-0001.jpeg", "kermany-IM-0128"),
+        ("IM-0128-0001-0002.jpeg", "kermany-IM-0128"),
+        ("NORMAL2-IM-0406-0001-0002.jpeg", "kermany-NORMAL2-IM-0406"),
+        ("NORMAL2-IM-0406-0001.jpeg", "kermany-NORMAL2-IM-0406"),
+        ("/some/dir/test/IM-0001-0001.jpg", "kermany-IM-0001"),
+        ("F051E018-DAD1-4506-AD43-BE4CA29E960B.jpeg", "other-F051E018-DAD1-4506-AD43-BE4CA29E960B"),
+        (
+            "streptococcus-pneumoniae-pneumonia-temporal-evolution-1-day3.jpg",
+            "other-streptococcus-pneumoniae-pneumonia-temporal-evolution-1",
+        ),
+        ("jkms-35-e79-g001-l-c.jpg", "other-jkms-35-e79-g001"),
+    ],
+)
+def test_patient_key(name, key):
+    assert patient_key(name) == key
+
+
+# --------------------------------------------------------------------------------------------- layouts
+def test_coronahack_layout_found_from_root_inner_and_parent(tmp_path):
+    root = _coronahack(tmp_path / "coronahack-chest-xraydataset")
+    inner = root / data.IMAGES_DIR / data.IMAGES_DIR
+    first = build_index(root)
+    assert list(first["file"]) == [r[1] for r in ROWS]
+    assert list(first["split"]) == ["train"] * 7 + ["test"] * 2
+    assert list(first["subtype"]) == ["none", "none", "none", "bacteria", "virus", "covid-19", "ards", "none", "virus"]
+    assert list(first["source"]) == ["kermany"] * 5 + ["other"] * 2 + ["kermany"] * 2
+    assert first["patient"].iloc[3] == first["patient"].iloc[4] == "kermany-person1946"
+    assert first.attrs["layout"] == "coronahack"
+    for where in (inner, inner.parent, tmp_path):  # inner folder, outer folder, /kaggle/input-like parent
+        assert build_index(where)["path"].equals(first["path"])
+    assert all(Path(p).is_file() for p in first["path"])
+
+
+def test_kermany_layout(tmp_path):
+    _kermany(tmp_path)
+    index = build_index(tmp_path)
+    assert index.attrs["layout"] == "kermany"
+    assert len(index) == 9
+    assert index["split"].value_counts().to_dict() == {"train": 7, "test": 2}  # val counts as train
+    by_file = index.set_index("file")
+    assert by_file.loc["person1946_bacteria_4874.jpeg", "split"] == "train"
+    assert by_file.loc["person1_virus_6.jpeg", "subtype"] == "virus"
+    assert by_file.loc["person1_bacteria_1.jpeg", "subtype"] == "bacteria"
+    assert by_file.loc["IM-0115-0001.jpeg", ["label", "subtype"]].tolist() == ["normal", "none"]
+    assert by_file.loc["person100_bacteria_475.jpeg", ["label", "split"]].tolist() == ["pneumonia", "test"]
+    assert (index["source"] == "kermany").all()
+    assert build_index(tmp_path / "chest_xray")["path"].equals(index["path"])
+
+
+def test_listed_jpeg_found_under_jpg_suffix(tmp_path):
+    root = _coronahack(tmp_path / "ds", rows=ROWS[:2])
+    train = root / data.IMAGES_DIR / data.IMAGES_DIR / "train"
+    (train / "IM-0128-0001.jpeg").rename(train / "IM-0128-0001.jpg")
+    index = build_index(root)
+    assert index["file"].iloc[0] == "IM-0128-0001.jpg"
+
+
+def test_no_dataset_found(tmp_path):
+    with pytest.raises(InputError, match="no dataset found"):
+        build_index(tmp_path)
+    with pytest.raises(InputError, match="no such dataset directory"):
+        build_index(tmp_path / "absent")
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def test_missing_column_is_named(tmp_path):
+    root = _coronahack(tmp_path / "ds", rows=ROWS[:2])
+    meta = root / data.METADATA_CSV
+    table = pd.read_csv(meta, dtype=str, keep_default_na=False)
+    table.drop(columns=["Label", "Label_1_Virus_category"]).to_csv(meta, index=False)
+    with pytest.raises(InputError, match="Label, Label_1_Virus_category") as err:
+        build_index(root)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ((0, "IM-0128-0001.jpeg", "Covid", "TRAIN", "", ""), r"line 2: unknown Label 'Covid'"),
+        ((0, "IM-0128-0001.jpeg", "Normal", "VALID", "", ""), r"line 2: unknown Dataset_type 'VALID'"),
+        ((0, "IM-0128-0001.jpeg", "Pnemonia", "TRAIN", "", "fungus"), r"line 2: unknown Label_1.*'fungus'"),
+        ((0, "../x.jpeg", "Normal", "TRAIN", "", ""), r"line 2: .*'\.\./x\.jpeg' escapes the image folder"),
+        ((0, "a/../../x.jpeg", "Normal", "TRAIN", "", ""), r"escapes the image folder"),
+        ((0, "/etc/x.jpeg", "Normal", "TRAIN", "", ""), r"line 2: .*'/etc/x\.jpeg' is an absolute path"),
+        ((0, "C:\\x.jpeg", "Normal", "TRAIN", "", ""), r"is an absolute path"),
+    ],
+)
+def test_bad_rows_are_rejected_in_one_line(tmp_path, row, message):
+    root = _coronahack(tmp_path / "ds", rows=[row], images=False)
+    with pytest.raises(InputError, match=message) as err:
+        build_index(root, missing="keep")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_files_error_drop_keep(tmp_path):
+    root = _coronahack(tmp_path / "ds")
+    train = root / data.IMAGES_DIR / data.IMAGES_DIR / "train"
+    for name in ("IM-0128-0001.jpeg", "ards-1.png"):
+        (train / name).unlink()
+    with pytest.raises(InputError, match=r"2 of 9 .*missing \(first: IM-0128-0001\.jpeg, ards-1\.png\)"):
+        build_index(root)
+    dropped = build_index(root, missing="drop")
+    assert len(dropped) == 7 and "IM-0128-0001.jpeg" not in set(dropped["file"])
+    assert "2 listed but missing, dropped" in summarize(dropped)
+    kept = build_index(root, missing="keep")
+    assert len(kept) == 9
+    assert "missing files: 2 of 9" in summarize(kept)
+    with pytest.raises(InputError, match="missing="):
+        build_index(root, missing="ignore")
+
+
+# --------------------------------------------------------------------------------------------- synthetic set
+def test_synthetic_set_indexes_like_the_real_layout(synth_data):
+    index = build_index(synth_data)
+    assert index.attrs["layout"] == "coronahack"
+    assert len(index) == 220
+    assert index["split"].value_counts().to_dict() == {"train": 160, "test": 60}
+    assert set(index.loc[index["split"] == "test", "source"]) == {"kermany"}
+    assert (index["source"] == "other").sum() >= 4
+    split = assign_subsets(index, mode="patient", fraction=0.2, seed=0)
+    val = set(split.loc[split["subset"] == "val", "patient"])
+    assert val and not val & set(split.loc[split["subset"] == "train", "patient"])
+    assert set(split.loc[split["subset"] == "val", "label"]) == {"normal", "pneumonia"}
+
+
+def test_limit_subsets(synth_data):
+    index = assign_subsets(build_index(synth_data), mode="patient", fraction=0.2, seed=0)
+    assert limit_subsets(index, 0, seed=0) is index
+    small = limit_subsets(index, 20, seed=3)
+    counts = small["subset"].value_counts()
+    assert (counts <= 20).all() and set(counts.index) == {"train", "val", "test"}
+    assert counts["test"] == 20
+    for subset, rows in small.groupby("subset"):
+        full = index[index["subset"] == subset]
+        share, full_share = (rows["label"] == "pneumonia").mean(), (full["label"] == "pneumonia").mean()
+        assert abs(share - full_share) <= 0.1
+    assert list(small.index) == sorted(small.index)  # metadata order kept
+    assert small.equals(limit_subsets(index, 20, seed=3))
+
+
+def test_fingerprint(synth_data):
+    index = build_index(synth_data)
+    fp = fingerprint(index)
+    assert len(fp) == 16 and fp == fingerprint(build_index(synth_data))
+    changed = index.copy()
+    changed.loc[0, "label"] = "pneumonia"
+    assert fingerprint(changed) != fp
+    assert fingerprint(index.iloc[:-1]) != fp
+
+
+def test_assign_subsets_rejects_bad_arguments(synth_data):
+    index = build_index(synth_data)
+    with pytest.raises(InputError, match="fraction"):
+        assign_subsets(index, fraction=1.5)
+    with pytest.raises(InputError, match="mode"):
+        assign_subsets(index, mode="random")
+    assert (assign_subsets(index, fraction=0)["subset"] != "val").all()
+
+
+# --------------------------------------------------------------------------------------------- fetch
+def test_fetch_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.socket, "create_connection", unreachable)  # never a real request
+    monkeypatch.setitem(sys.modules, "kagglehub", types.ModuleType("kagglehub"))
+    start = time.monotonic()
+    with pytest.raises(InputError, match="cannot reach www.kaggle.com") as err:
+        fetch(tmp_path / "download")
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "download").exists()
+
+
+def test_fetch_without_tools_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # import fails
+    monkeypatch.setattr(data.shutil, "which", lambda name: None)
+    monkeypatch.setattr(data, "_online", lambda *a, **k: pytest.fail("must not go online"))
+    with pytest.raises(InputError, match="pip install kagglehub"):
+        fetch(tmp_path / "download")
+
+
+def test_fetch_returns_an_existing_dataset(synth_data, monkeypatch):
+    monkeypatch.setattr(data, "_online", lambda *a, **k: pytest.fail("must not go online"))
+    assert fetch(synth_data) == synth_data
