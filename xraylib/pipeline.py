@@ -181,14 +181,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _fit_throughput(model, dataset, warmup_steps: int, steps: int, batch_size: int) -> tuple[float, float]:
-    """(seconds of the first `warmup_steps` (graph building), images/s over `steps` more steps)."""
+def _timed_fit(model, dataset, steps: int) -> float:
+    """Seconds taken by `steps` training steps of model.fit (the dataset shuffles itself)."""
     t0 = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=warmup_steps, verbose=0)
-    build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    return build, steps * batch_size / (time.perf_counter() - t0)
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return time.perf_counter() - t0
 
 
 def _compiled_model(backbone: str, image_size: int, augment: bool):
@@ -204,7 +201,14 @@ def _compiled_model(backbone: str, image_size: int, augment: bool):
     return model, cfg
 
 
-def bench_pipeline(data: str | os.PathLike, backbone: str = "resnet34", image_size: int = 150, limit: int = 0) -> dict:
+def bench_pipeline(
+    data: str | os.PathLike,
+    backbone: str = "resnet34",
+    image_size: int = 150,
+    limit: int = 0,
+    rounds: int = 3,
+    steps: int = 3,
+) -> dict:
     """Cold decode, cached+augmentation, model-only and end-to-end training throughput; peak memory."""
     import keras
     import tensorflow as tf
@@ -229,10 +233,13 @@ def bench_pipeline(data: str | os.PathLike, backbone: str = "resnet34", image_si
     }
 
     # 1. cold decode: every file decoded and resized, no disk cache
-    t0 = time.perf_counter()
+    result["load_average_start"] = round(os.getloadavg()[0], 2)
+    t0, c0 = time.perf_counter(), time.process_time()
     images = cached_images(paths, image_size, cache_dir="none")
-    cold = time.perf_counter() - t0
+    cold, cpu = time.perf_counter() - t0, time.process_time() - c0
     result.update(cold_decode_seconds=round(cold, 2), cold_decode_images_per_s=round(len(paths) / cold, 1))
+    # CPU time per image: what the decode costs whatever else the machine runs at the same time
+    result["cold_decode_cpu_ms_per_image"] = round(1000 * cpu / len(paths), 2)
     result["cache_mb"] = round(images.nbytes / 1e6, 1)
     result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
 
@@ -260,7 +267,9 @@ def bench_pipeline(data: str | os.PathLike, backbone: str = "resnet34", image_si
         result["cached_augmented_images_per_s"] = None
         result["notes"].append(f"augmentation not measured: {exc}")
 
-    # 3. model-only: a fixed in-memory batch, model.fit after warm-up (graph building timed separately)
+    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (make_dataset of the cached arrays, augmentation
+    # inside the model), both with model.fit; measured in alternating rounds so that a load change on a shared
+    # machine hits both alike; the figures are medians over the rounds, the ratio the median of per-round ratios.
     keras.utils.set_random_seed(0)
     model, cfg = _compiled_model(backbone, image_size, augment=False)
     bs = cfg.batch_size
@@ -269,29 +278,34 @@ def bench_pipeline(data: str | os.PathLike, backbone: str = "resnet34", image_si
     xb = np.concatenate([images] * reps)[:bs].astype(np.float32)
     yb = np.concatenate([labels] * reps)[:bs]
     fixed = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
-    steps = 12
-    build, model_only = _fit_throughput(model, fixed, 2, steps, bs)
-    result.update(graph_build_seconds=round(build, 1), model_only_images_per_s=round(model_only, 1))
-    del model
-    keras.backend.clear_session()
-
-    # 4. end-to-end: model.fit on make_dataset of the cached arrays, augmentation inside the model
+    result["graph_build_seconds"] = round(_timed_fit(model, fixed, 1), 1)  # first step: tracing + graph building
+    _timed_fit(model, fixed, 1)  # warm-up
+    e2e_model, ds = None, None
     try:
-        model, _ = _compiled_model(backbone, image_size, augment=True)
+        e2e_model, _ = _compiled_model(backbone, image_size, augment=True)
         usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
         ds = make_dataset(xi, yi, bs, shuffle=True, seed=0).repeat()
-        build_e2e, e2e = _fit_throughput(model, ds, 2, steps, bs)
-        result.update(
-            graph_build_seconds_end_to_end=round(build_e2e, 1),
-            end_to_end_images_per_s=round(e2e, 1),
-            end_to_end_vs_model_only=round(e2e / model_only, 3),
-        )
+        result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1), 1)
+        _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:
-        result.update(end_to_end_images_per_s=None, end_to_end_vs_model_only=None)
         result["notes"].append(f"end-to-end not measured: {exc}")
+        e2e_model = None
+    only, e2e, ratios = [], [], []
+    for _ in range(rounds):
+        only.append(steps * bs / _timed_fit(model, fixed, steps))
+        if e2e_model is not None:
+            e2e.append(steps * bs / _timed_fit(e2e_model, ds, steps))
+            ratios.append(e2e[-1] / only[-1])
+    result["model_only_images_per_s"] = round(float(np.median(only)), 2)
+    result["model_only_rounds"] = [round(v, 2) for v in only]
+    result["end_to_end_images_per_s"] = round(float(np.median(e2e)), 2) if e2e else None
+    result["end_to_end_rounds"] = [round(v, 2) for v in e2e]
+    result["end_to_end_vs_model_only"] = round(float(np.median(ratios)), 3) if ratios else None
+    result["steps_per_round"] = steps
     result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
     return result
 
 
@@ -308,16 +322,21 @@ def format_bench(result: dict) -> str:
         f"{result['backbone']}, batch {result.get('batch_size', '?')}, {result['decode_workers']} decode threads",
         f"  cold decode (decode + resize, no disk cache)   {fig('cold_decode_images_per_s')}"
         f"  ({result['cold_decode_seconds']} s)",
+        f"  cold decode CPU time per image                 {fig('cold_decode_cpu_ms_per_image', 'ms')}",
         f"  cached epoch, no augmentation                  {fig('cached_images_per_s')}",
         f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}",
-        f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}",
-        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}",
+        f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}"
+        f"  (rounds: {result.get('model_only_rounds')})",
+        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}"
+        f"  (rounds: {result.get('end_to_end_rounds')})",
         f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}",
-        f"  graph building (first 2 steps)                 {fig('graph_build_seconds', 's')} model-only, "
+        f"  first training step (graph building)           {fig('graph_build_seconds', 's')} model-only, "
         f"{fig('graph_build_seconds_end_to_end', 's')} end-to-end",
         f"  image cache of this run                        {fig('cache_mb', 'MB')} "
         f"(full 5,910 images at 224 px: {result['cache_mb_full_dataset_224px']:.1f} MB, uint8, one channel)",
         f"  peak memory (RSS)                              {fig('peak_rss_mb', 'MB')}",
+        f"  load average (1 min) at start / end            {result.get('load_average_start')} / "
+        f"{result.get('load_average_end')} on {result['cpu_cores']} cores",
     ]
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
