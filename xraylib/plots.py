@@ -59,6 +59,11 @@ def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
     return fig
 
 
+def _title(title: str | None, default: str, note: str = "") -> str:
+    """The caller's title (or the default), with an explanatory note on a second line."""
+    return (title or default) + (f"\n{note}" if note else "")
+
+
 def _frame(predictions: pd.DataFrame) -> pd.DataFrame:
     """Columns y_true, p, y_pred from either read_predictions' frame or a raw predictions.csv frame."""
     from xraylib.metrics import LABEL_VALUES
@@ -220,7 +225,7 @@ def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | 
         ax.set_xlabel("Predicted label")
         ax.set_ylabel("True label")
         ax.grid(False)
-        ax.set_title(title or f"Confusion matrix (n = {counts.sum()})")
+        ax.set_title(_title(title, "Confusion matrix", f"n = {counts.sum()} images"))
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
         bar.set_label("% of the true class (row)")
     return _finish(fig, path)
@@ -313,11 +318,8 @@ def plot_roc_pr(
             ax.set_aspect("equal")
             ax.legend(loc="lower right" if ax is roc else "lower left", fontsize="small")
         n_pat = metrics.get("n_patients", len(y))
-        fig.suptitle(
-            title
-            or f"ROC and precision–recall curves: {len(y)} test images, {n_pat} patients\n"
-            "(95 % CI: bootstrap over patients)"
-        )
+        note = f"{len(y)} test images, {n_pat} patients; 95 % CI: bootstrap over patients"
+        fig.suptitle(_title(title, "ROC and precision–recall curves", note))
     return _finish(fig, path)
 
 
@@ -367,6 +369,14 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
     return _finish(fig, path)
 
 
+def infer_threshold(frame: pd.DataFrame) -> float | None:
+    """The threshold behind hard predictions: the lowest p predicted pneumonia, if no lower p is; else None."""
+    p, pred = frame["p"].to_numpy(dtype=float), frame["y_pred"].to_numpy().astype(int)
+    if np.isnan(p).any() or not pred.any() or (p[pred == 0] >= p[pred == 1].min()).any():
+        return None
+    return float(p[pred == 1].min())
+
+
 def sample_outcomes(predictions: pd.DataFrame, n: int = 16, seed: int = 0) -> pd.DataFrame:
     """Up to n rows spread evenly over TP, TN, FP, FN (short categories filled from the others), in that order.
 
@@ -395,16 +405,20 @@ def plot_examples(
     ncols: int = 4,
     seed: int = 0,
     image_size: int | None = None,
+    threshold: float | None = None,
     title: str | None = None,
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """A grid of test images sampled across TP/TN/FP/FN: true, predicted and P(pneumonia) in each title; errors
-    framed in red. `predictions` needs a `path` column (images are read with xraylib.images.load_gray)."""
+    framed in red. `predictions` needs a `path` column (images are read with xraylib.images.load_gray); the
+    threshold shown is inferred from the predictions when not given."""
     from xraylib.images import load_gray
 
     if "path" not in predictions:
         raise InputError("the example grid needs a `path` column with each image's file")
     sample = sample_outcomes(predictions, n, seed)
+    if threshold is None:
+        threshold = infer_threshold(_frame(predictions))
     rows = math.ceil(len(sample) / ncols)
     with _style():
         fig = Figure(figsize=(3.0 * ncols, 3.35 * rows + 0.6), layout="constrained")
@@ -423,7 +437,8 @@ def plot_examples(
             _frame_axis(ax, error)
         for ax in axes[len(sample) :]:
             ax.set_visible(False)
-        fig.suptitle(title or "Example test predictions (p = P(pneumonia); errors framed in red)")
+        cut = f", threshold {threshold:.3g}" if threshold is not None else ""
+        fig.suptitle(_title(title, "Example test predictions", f"p = P(pneumonia){cut}; errors framed in red"))
     return _finish(fig, path)
 
 
@@ -481,8 +496,8 @@ def plot_gradcam_grid(
             ax.set_visible(False)
         bar = fig.colorbar(overlay, ax=axes.tolist(), shrink=0.6, pad=0.02)
         bar.set_label("Grad-CAM activation (normalised)")
-        suffix = "; errors framed in red" if errors is not None and any(errors) else ""
-        fig.suptitle(title or f"Grad-CAM: where the model looked{suffix}")
+        suffix = "errors framed in red" if errors is not None and any(errors) else ""
+        fig.suptitle(_title(title, "Grad-CAM: where the model looked", suffix))
     return _finish(fig, path)
 
 
@@ -603,7 +618,7 @@ def plot_image_sizes(
             sizes.append((np.nan, np.nan))
     size = pd.DataFrame(sizes, columns=["width", "height"], index=rows.index)
     source = rows["source"].astype(str) if "source" in rows else pd.Series("all", index=rows.index)
-    sampled = f" (random {len(rows):,} of {len(index):,})" if len(rows) < len(index) else f" ({len(rows):,} images)"
+    sampled = f"random {len(rows):,} of {len(index):,} images" if len(rows) < len(index) else f"{len(rows):,} images"
     with _style():
         fig = Figure(figsize=(11, 4.6), layout="constrained")
         scatter, hist = fig.subplots(1, 2)
@@ -620,7 +635,7 @@ def plot_image_sizes(
         hist.set_ylabel("Images")
         hist.set_title("Aspect ratio")
         hist.legend(title="source", fontsize="small")
-        fig.suptitle(title or f"Image sizes{sampled}")
+        fig.suptitle(_title(title, "Image sizes", sampled))
     return _finish(fig, path)
 
 
@@ -768,7 +783,8 @@ def plot_metric_bars(
             ax.set_title(TITLES.get(metric, metric).split(" (")[0])
             ax.set_xlabel("value (95 % CI)")
             ax.grid(axis="y", visible=False)
-        fig.suptitle(title or "Test metrics by backbone (bars: point estimate; whiskers: 95 % patient-bootstrap CI)")
+        note = "bars: point estimate; whiskers: 95 % CI (bootstrap over patients)"
+        fig.suptitle(_title(title, "Test metrics by backbone", note))
     return _finish(fig, path)
 
 
