@@ -104,10 +104,18 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         with Image.open(path) as im:
             if im.format not in ("JPEG", "PNG", "MPO"):
                 raise _fail(path, f"{im.format} is not a supported format (JPEG or PNG)")
+            drafted = None
             if size is not None and im.format in ("JPEG", "MPO"):
                 # DCT-domain downscale (1/2, 1/4, 1/8), never below `size` on either side; luma straight from Y
-                im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (size, size))
+                drafted = im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (size, size))
             im.load()
+            if drafted is not None:
+                # a partial 8x8 block at the right/bottom edge becomes a last column/row that is mostly the
+                # encoder's padding (visibly dark): keep only whole scaled pixels (< 1 px of geometry)
+                box = drafted[1]
+                keep = (max(1, int(box[2])), max(1, int(box[3])))
+                if keep != im.size:
+                    im = im.crop((0, 0, *keep))
             im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
             if size is not None and (im.mode.startswith("I") or im.mode == "F"):
                 return _resize_16(im, size)
