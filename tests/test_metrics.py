@@ -265,7 +265,10 @@ def test_cli_evaluate_prints_json(tmp_path, capsys):
         ("Filename,real\na.jpeg,Normal\n", "missing column.*Predictions"),
         ("file,label,p_pneumonia\na.jpeg,cat,0.2\nb.jpeg,normal,0.1\n", "unknown label.*'cat'"),
         ("Filename,real,Predictions\na.jpeg,Normal,Dog\nb.jpeg,Pnemonia,Normal\n", "'Predictions'.*unknown.*'dog'"),
-        ("file,label,p_pneumonia\na.jpeg,normal,1.2\nb.jpeg,pneumonia,0.4\n", "outside \\[0, 1\\].*line 2"),
+        (
+            "file,label,p_pneumonia\na.jpeg,normal,1.2\nb.jpeg,pneumonia,0.4\n",
+            "outside \\[0, 1\\] \\(e.g. 1.2 on line 2\\)",
+        ),
         ("file,label,p_pneumonia\na.jpeg,normal,-0.1\nb.jpeg,pneumonia,0.4\n", "outside \\[0, 1\\]"),
         ("file,label,p_pneumonia\na.jpeg,normal,\nb.jpeg,pneumonia,0.4\n", "'p_pneumonia'.*missing value.*line 2"),
         ("file,label,p_pneumonia\na.jpeg,normal,NaN\nb.jpeg,pneumonia,0.4\n", "'p_pneumonia'.*missing value"),

@@ -124,6 +124,12 @@ def test_sample_outcomes_spreads_over_tp_tn_fp_fn(predictions):
     assert {"label", "predicted", "p_pneumonia"} <= set(sample.columns)  # the caller's columns are kept
 
 
+def test_infer_threshold():
+    frame = pd.DataFrame({"y_true": [0, 1, 1, 0], "p": [0.1, 0.7, 0.45, 0.3], "y_pred": [0, 1, 1, 0]})
+    assert P.infer_threshold(frame) == 0.45
+    assert P.infer_threshold(frame.assign(y_pred=[1, 1, 0, 0])) is None  # not a threshold of p
+
+
 def test_example_grid_frames_errors_in_red(tmp_path, image_files):
     y = np.array([1, 1, 1, 0, 0, 0, 1, 0, 1, 0, 1, 0])
     pred = np.array([1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 0])
@@ -139,6 +145,7 @@ def test_example_grid_frames_errors_in_red(tmp_path, image_files):
     fig = P.plot_examples(frame, n=8, ncols=4, path=tmp_path / "examples.png")
     words = check(fig, tmp_path / "examples.png")
     assert "FN · true Pneumonia\npredicted Normal, p = 0.200" in words
+    assert "threshold 0.8; errors framed in red" in words
     red = mcolors.to_rgba(P.ERROR_COLOR)
     framed = [ax for ax in fig.axes if ax.get_visible() and ax.spines["top"].get_edgecolor() == red]
     assert len(framed) == 4  # two FP, two FN

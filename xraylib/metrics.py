@@ -91,7 +91,7 @@ def _probabilities(values: pd.Series, column: str, path: str) -> np.ndarray:
         i = int(np.flatnonzero(outside)[0])
         raise InputError(
             f"{path}: column {column!r} has {int(outside.sum())} value(s) outside [0, 1] "
-            f"(e.g. {p[i]!r} on line {i + 2})"
+            f"(e.g. {float(p[i])!r} on line {i + 2})"
         )
     return p
 
