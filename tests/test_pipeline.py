@@ -1,0 +1,235 @@
+"""cached_images (parallel decode, one error for all bad files, disk cache) and make_dataset (shapes, shuffling)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraylib import pipeline
+from xraylib.errors import InputError
+from xraylib.images import load_gray
+from xraylib.pipeline import cache_file, cached_images, make_dataset, resolve_cache_dir
+
+
+def _images(folder, n: int = 12) -> list[str]:
+    """n small images of mixed kinds (gray/RGB JPEG, gray/16-bit/RGBA PNG), each with a distinct brightness."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        level = 10 + 20 * i
+        base = np.full((30 + i, 40), level, np.uint8)
+        kind = i % 4
+        if kind == 0:
+            path, im = folder / f"img{i:02d}.jpeg", Image.fromarray(base)
+        elif kind == 1:
+            path, im = folder / f"img{i:02d}.jpg", Image.fromarray(np.dstack([base] * 3))
+        elif kind == 2:
+            path, im = folder / f"img{i:02d}.png", Image.fromarray(base.astype(np.uint16) * 257)
+        else:
+            path, im = folder / f"img{i:02d}.png", Image.fromarray(np.dstack([base] * 3 + [np.full_like(base, 255)]))
+        im.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def test_cached_images_shape_values_and_order(tmp_path):
+    paths = _images(tmp_path / "img")
+    out = cached_images(paths, 16, cache_dir="none")
+    assert out.shape == (len(paths), 16, 16, 1) and out.dtype == np.uint8
+    for i, p in enumerate(paths):  # same result as the single-image decoder, in the given order
+        np.testing.assert_array_equal(out[i, :, :, 0], load_gray(p, 16))
+        assert abs(int(out[i].mean()) - (10 + 20 * i)) <= 2
+
+
+def test_cached_images_reports_every_bad_file_in_one_error(tmp_path):
+    paths = _images(tmp_path / "img", 6)
+    bad = tmp_path / "img"
+    (bad / "empty.jpeg").write_bytes(b"")
+    (bad / "notes.jpeg").write_text("not an image")
+    data = Path(paths[0]).read_bytes()
+    (bad / "cut.jpeg").write_bytes(data[: len(data) // 2])
+    broken = [str(bad / "empty.jpeg"), str(bad / "notes.jpeg"), str(bad / "cut.jpeg"), str(bad / "gone.png")]
+    everything = paths[:3] + broken[:2] + paths[3:] + broken[2:]
+    with pytest.raises(InputError) as info:
+        cached_images(everything, 16, cache_dir=tmp_path / "cache", key="abc")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"4 of {len(everything)} image files cannot be decoded")
+    for name in ("empty.jpeg", "notes.jpeg", "cut.jpeg", "gone.png"):
+        assert name in message
+    assert "img00" not in message
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())  # nothing cached
+
+
+def test_many_bad_files_shows_count_and_first_names(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    paths = []
+    for i in range(9):
+        (folder / f"b{i}.jpeg").write_bytes(b"")
+        paths.append(str(folder / f"b{i}.jpeg"))
+    with pytest.raises(InputError, match=r"^9 of 9 .*b0\.jpeg.*b4\.jpeg.*and 4 more") as info:
+        cached_images(paths, 8, cache_dir="none")
+    assert "b5.jpeg" not in str(info.value)
+
+
+def test_disk_cache_hit_and_misses(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "img", 8)
+    cache = tmp_path / "cache"
+    first = cached_images(paths, 16, cache_dir=cache, key="fp1")
+    files = list(cache.glob("*.npy"))
+    assert len(files) == 1 and not list(cache.glob("*.part"))
+    assert files[0].stat().st_size > first.nbytes  # header + data
+
+    calls = []
+    real = pipeline.load_gray
+    monkeypatch.setattr(pipeline, "load_gray", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = cached_images(paths, 16, cache_dir=cache, key="fp1")
+    assert calls == []  # a hit: nothing decoded
+    np.testing.assert_array_equal(again, first)
+
+    other_size = cached_images(paths, 20, cache_dir=cache, key="fp1")
+    assert other_size.shape[1:3] == (20, 20) and len(calls) == len(paths)
+    calls.clear()
+    cached_images(paths, 16, cache_dir=cache, key="fp2")  # another index fingerprint
+    assert len(calls) == len(paths)
+    calls.clear()
+    cached_images(paths[:-1], 16, cache_dir=cache, key="fp1")  # another file list under the same key
+    assert len(calls) == len(paths) - 1
+    assert len(list(cache.glob("*.npy"))) == 4
+
+
+def test_corrupt_cache_file_is_rebuilt(tmp_path):
+    paths = _images(tmp_path / "img", 4)
+    cache = tmp_path / "cache"
+    first = cached_images(paths, 16, cache_dir=cache, key="k")
+    target = cache_file(paths, 16, cache, "k")
+    target.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="ignoring"):
+        again = cached_images(paths, 16, cache_dir=cache, key="k")
+    np.testing.assert_array_equal(again, first)
+    assert np.load(target).shape == (4, 16, 16, 1)
+
+
+def test_no_disk_cache_without_key_or_with_none(tmp_path):
+    paths = _images(tmp_path / "img", 3)
+    cached_images(paths, 8, cache_dir=tmp_path / "c1", key=None)
+    cached_images(paths, 8, cache_dir="none", key="k")
+    assert not (tmp_path / "c1").exists()
+
+
+def test_resolve_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRAYLIB_CACHE", str(tmp_path / "env"))
+    assert resolve_cache_dir("auto") == tmp_path / "env"
+    monkeypatch.setenv("XRAYLIB_CACHE", "none")
+    assert resolve_cache_dir("auto") is None
+    monkeypatch.delenv("XRAYLIB_CACHE")
+    assert resolve_cache_dir("auto") == Path.home() / ".cache" / "xraylib"
+    assert resolve_cache_dir("none") is None and resolve_cache_dir(tmp_path) == tmp_path
+
+
+def test_cache_size_statement():
+    # uint8, one channel: the full 5,910-image dataset at 224 px is 297 MB, far under 1 GB
+    assert pipeline.FULL_DATASET * 224 * 224 == 296_540_160 < 1e9
+
+
+def test_real_samples_through_cache(shared_data, tmp_path):
+    folder = shared_data / "samples" / "coronahack-test"
+    paths = sorted(str(p) for p in folder.iterdir())
+    out = cached_images(paths, 150, cache_dir=tmp_path, key="samples")
+    assert out.shape == (10, 150, 150, 1) and out.dtype == np.uint8
+    assert (out.reshape(10, -1).std(axis=1) > 20).all()
+
+
+# -------------------------------------------------------------------------------------------------- datasets
+
+
+def _arrays(n: int = 10, size: int = 4):
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, size, size, 1), np.uint8)
+    labels = (np.arange(n) % 2).astype(np.int64)
+    return images, labels
+
+
+def _epoch(ds) -> tuple[list[int], list[float]]:
+    ids, ys = [], []
+    for x, y in ds:
+        ids += [int(v) for v in x[:, 0, 0, 0].numpy()]
+        ys += [float(v) for v in y.numpy()]
+    return ids, ys
+
+
+def test_make_dataset_shapes_and_dtypes():
+    import tensorflow as tf
+
+    images, labels = _arrays(10)
+    ds = make_dataset(images, labels, batch_size=4, shuffle=False, seed=0)
+    spec_x, spec_y = ds.element_spec
+    assert spec_x.dtype == tf.float32 and spec_y.dtype == tf.float32
+    batches = list(ds)
+    assert [tuple(x.shape) for x, _ in batches] == [(4, 4, 4, 1), (4, 4, 4, 1), (2, 4, 4, 1)]
+    assert [tuple(y.shape) for _, y in batches] == [(4,), (4,), (2,)]
+    x0 = batches[0][0].numpy()
+    assert x0.min() >= 0 and x0.max() <= 255
+    full = np.full((2, 3, 3, 1), 255, np.uint8)
+    (x, _), *_ = list(make_dataset(full, [1, 0], 2, shuffle=False, seed=0))
+    assert float(x.numpy().max()) == 255.0  # [0, 255], not rescaled
+
+
+def test_unshuffled_keeps_order_every_epoch():
+    images, labels = _arrays(10)
+    ds = make_dataset(images, labels, batch_size=3, shuffle=False, seed=5)
+    for _ in range(2):
+        ids, ys = _epoch(ds)
+        assert ids == list(range(10)) and ys == [float(i % 2) for i in range(10)]
+
+
+def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch():
+    images, labels = _arrays(64)
+    a = make_dataset(images, labels, batch_size=8, shuffle=True, seed=7)
+    b = make_dataset(images, labels, batch_size=8, shuffle=True, seed=7)
+    c = make_dataset(images, labels, batch_size=8, shuffle=True, seed=8)
+    a1, a2 = _epoch(a)[0], _epoch(a)[0]
+    b1, b2 = _epoch(b)[0], _epoch(b)[0]
+    assert a1 == b1 and a2 == b2  # same seed, same sequence of epochs
+    assert a1 != a2  # reshuffled each epoch
+    assert sorted(a1) == list(range(64)) and sorted(a2) == list(range(64))  # every image once per epoch
+    assert _epoch(c)[0] != a1
+    ids, ys = _epoch(a)
+    assert all(float(i % 2) == y for i, y in zip(ids, ys, strict=True))  # labels stay with their images
+
+
+def test_make_dataset_rejects_mismatch():
+    images, labels = _arrays(5)
+    with pytest.raises(InputError, match="labels"):
+        make_dataset(images, labels[:3], 2, shuffle=False, seed=0)
+
+
+def test_format_bench_prints_every_figure():
+    result = {
+        "images": 600,
+        "image_size": 150,
+        "backbone": "resnet34",
+        "batch_size": 32,
+        "decode_workers": 2,
+        "cpu_cores": 2,
+        "cold_decode_seconds": 2.5,
+        "cold_decode_images_per_s": 240.0,
+        "cold_decode_cpu_ms_per_image": 7.9,
+        "cached_images_per_s": 20000.0,
+        "cached_augmented_images_per_s": 2100.0,
+        "model_only_images_per_s": 10.0,
+        "end_to_end_images_per_s": 9.8,
+        "end_to_end_vs_model_only": 0.98,
+        "graph_build_seconds": 12.0,
+        "graph_build_seconds_end_to_end": 13.0,
+        "cache_mb": 13.5,
+        "cache_mb_full_dataset_224px": 296.6,
+        "peak_rss_mb": 2000.0,
+        "notes": ["a note"],
+    }
+    text = pipeline.format_bench(result)
+    for fragment in ("240.0 images/s", "2,100.0 images/s", "0.980", "296.6 MB", "2,000.0 MB", "a note"):
+        assert fragment in text
