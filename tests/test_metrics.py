@@ -341,6 +341,8 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
     for column in ("mcnemar_p", "mcnemar_p_holm", "auc_difference", "auc_difference_low", "auc_difference_p"):
         assert table[column].notna().all(), column
     assert (table["mcnemar_p_holm"] >= table["mcnemar_p"]).all()
+    with pytest.raises(InputError, match="more than once"):
+        M.compare({"a": frames["vgg16"], "b": pd.concat([frames["vgg19"], frames["vgg19"].iloc[:1]])})
     shuffled = frames["vgg19"].iloc[:-1]
     with pytest.raises(InputError, match="same test images"):
         M.compare({"a": frames["vgg16"], "b": shuffled})

@@ -585,7 +585,10 @@ def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int 
         raise InputError("comparing needs the predictions of at least two backbones")
     rows = []
     for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
-        both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
+        try:
+            both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
+        except pd.errors.MergeError:
+            raise InputError(f"{name_a} or {name_b} lists an image file more than once") from None
         if len(both) != len(a) or len(both) != len(b):
             raise InputError(
                 f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} rows, "
