@@ -21,6 +21,7 @@ METADATA_CSV = "Chest_xray_Corona_Metadata.csv"
 SUMMARY_CSV = "Chest_xray_Corona_dataset_Summary.csv"
 IMAGES_DIR = "Coronahack-Chest-XRay-Dataset"
 KAGGLE_HANDLE = "praveengovi/coronahack-chest-xraydataset"
+KAGGLE_MOUNT = Path("/kaggle/input/coronahack-chest-xraydataset")
 COLUMNS = ["path", "file", "label", "split", "subtype", "patient", "source"]
 SUBTYPES = ("bacteria", "virus", "covid-19", "sars", "ards", "streptococcus", "none")
 REQUIRED = ["X_ray_image_name", "Label", "Dataset_type", "Label_2_Virus_category", "Label_1_Virus_category"]
@@ -401,6 +402,8 @@ def fetch(dir: str | os.PathLike) -> Path:
     dest = Path(dir).expanduser().absolute()
     if dest.is_dir() and _holds_dataset(dest):
         return dest
+    if _holds_dataset(KAGGLE_MOUNT):  # inside a Kaggle notebook the dataset is mounted read-only
+        return KAGGLE_MOUNT
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise InputError(f"{dest}: exists and is not empty; choose a new directory for the download")
     try:

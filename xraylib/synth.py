@@ -162,7 +162,7 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 weight = 0.4 + 0.6 * _smooth(au - 0.55, 0.1)
             opacity = patches * weight * 0.85
         opacity = np.clip(opacity, 0, 1) * lungs
-        strength = 0.5 if sub in ("bacteria", "streptococcus") else 0.38
+        strength = 0.7 if sub in ("bacteria", "streptococcus") else 0.5
         img += strength * severity * opacity * (1 - 0.4 * heart)
     else:
         severity = 0.0
