@@ -117,7 +117,7 @@ def run_figure(name: str, run_dir: str | Path, model=None):
     if name == "reliability":
         return plots.plot_reliability(y, p, title=title, path=path)
     if name == "examples":
-        return plots.plot_examples(frame, seed=cfg.seed, image_size=cfg.image_size, title=title, path=path)
+        return plots.plot_examples(frame, seed=cfg.seed, title=title, path=path)
     if name == "gradcam":
         return gradcam_figure(run_dir, cfg, frame, model=model, path=path)
     raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
