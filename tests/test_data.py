@@ -246,6 +246,12 @@ def test_bad_rows_are_rejected_in_one_line(tmp_path, row, message):
     assert "\n" not in str(err.value)
 
 
+def test_duplicate_rows_are_rejected(tmp_path):
+    root = _coronahack(tmp_path / "ds", rows=[ROWS[0], ROWS[1], (5, *ROWS[0][1:])])
+    with pytest.raises(InputError, match=r"'IM-0128-0001\.jpeg' listed more than once \(lines 2, 4\)"):
+        build_index(root)
+
+
 def test_missing_files_error_drop_keep(tmp_path):
     root = _coronahack(tmp_path / "ds")
     train = root / data.IMAGES_DIR / data.IMAGES_DIR / "train"

@@ -167,7 +167,13 @@ def _index_coronahack(meta: Path) -> pd.DataFrame:
         sub = "none" if lab == "normal" else (_LABEL2[label2.lower()] or _LABEL1[label1.lower()] or "none")
         path = _resolve(images / spl, name)
         rows.append((str(path.absolute()), path.name, lab, spl, sub, patient_key(name), _source(name)))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    index = pd.DataFrame(rows, columns=COLUMNS)
+    dup = index.duplicated(["split", "path"], keep=False)
+    if dup.any():
+        lines = [str(i + 2) for i in np.flatnonzero(dup)[:4]]
+        name = index.loc[dup, "file"].iloc[0]
+        raise InputError(f"{meta.name}: image {name!r} listed more than once (lines {', '.join(lines)})")
+    return index
 
 
 def _index_kermany(root: Path) -> pd.DataFrame:

@@ -180,7 +180,7 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.array(Image.fromarray(a.astype(np.float32)).resize((w, h), how), dtype=np.float32)
 
     img = up(img, Image.BICUBIC)
-    img += rng.normal(0, rng.uniform(0.008, 0.025), img.shape).astype(np.float32)
+    img += rng.uniform(0.008, 0.025) * rng.standard_normal(img.shape, dtype=np.float32)
     img = np.clip(img, 0, 1)
     lung_mask = up(lungs) > 0.5
     opacity_mask = (up(opacity) > 0.3) & lung_mask if severity > 0 else np.zeros_like(lung_mask)
@@ -221,8 +221,10 @@ def _render(item: _Item, seed: int, folder: Path, masks: Path | None) -> None:
             rgb.save(path, quality=90)
     if masks is not None:
         stem = Path(item.file).stem
-        Image.fromarray(lungs.astype(np.uint8) * 255).save(masks / item.split / f"{stem}_lungs.png")
-        Image.fromarray(opacity.astype(np.uint8) * 255).save(masks / item.split / f"{stem}_opacity.png")
+        Image.fromarray(lungs.astype(np.uint8) * 255).save(masks / item.split / f"{stem}_lungs.png", compress_level=1)
+        Image.fromarray(opacity.astype(np.uint8) * 255).save(
+            masks / item.split / f"{stem}_opacity.png", compress_level=1
+        )
 
 
 # --------------------------------------------------------------------------------------------- metadata
@@ -373,4 +375,7 @@ def make_dataset(
             pool.shutdown(wait=True, cancel_futures=True)
         meta.to_csv(tmp / METADATA_CSV)
         summary.to_csv(tmp / SUMMARY_CSV)
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a dataset folder is an ordinary one
     return out
