@@ -203,6 +203,12 @@ def _render(item: _Item, seed: int, folder: Path, masks: Path | None) -> None:
     gray = Image.fromarray((img * 255 + 0.5).astype(np.uint8))
     if rng.random() < 0.5:
         _marker(gray, rng)
+    if item.source == "other":  # a figure from a paper: white frame and a panel letter
+        draw = ImageDraw.Draw(gray)
+        w, h = gray.size
+        border = int(rng.integers(3, 9))
+        draw.rectangle([0, 0, w - 1, h - 1], outline=255, width=border)
+        draw.text((border + 6, border + 4), "ABCD"[int(rng.integers(0, 4))], fill=255)
     path = folder / item.file
     if item.mode == "L":
         gray.save(path, quality=int(rng.integers(80, 95)) if item.file.endswith(("jpeg", "jpg")) else None)
