@@ -43,6 +43,7 @@ def tiny_cnn() -> keras.Model:
     return keras.Model(inp, layers.Dense(1, activation="sigmoid", name="pneumonia")(h))
 
 
+@pytest.mark.slow  # trains a tiny CNN for about 10 s
 def test_gradcam_of_a_trained_model_points_at_the_signal():
     keras.utils.set_random_seed(0)
     x, y, boxes = squares(256)
