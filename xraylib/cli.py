@@ -48,9 +48,7 @@ def _sweep(a: argparse.Namespace) -> int:
     from xraylib.models import resolve_backbones
     from xraylib.sweep import sweep
 
-    failed = sweep(
-        a.data, resolve_backbones(a.backbones), a.preset, parse_overrides(a.set), a.out, resume=a.resume
-    )
+    failed = sweep(a.data, resolve_backbones(a.backbones), a.preset, parse_overrides(a.set), a.out, resume=a.resume)
     return min(len(failed), 100)
 
 
@@ -180,5 +178,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from xraylib.errors import InputError
@@ -45,11 +49,26 @@ def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict,
 
 def _follow_epochs(run_dir: Path, bar, stop: threading.Event) -> None:
     """Show the current epoch of a running notebook (read from its history.csv) on the progress bar."""
-    history = run_dir / "history.csv"
+    history, shown = run_dir / "history.csv", 0
     while not stop.wait(2.0):
-        if history.is_file():
-            epochs = max(sum(1 for _ in history.open()) - 1, 0)
+        epochs = max(sum(1 for _ in history.open()) - 1, 0) if history.is_file() else 0
+        if epochs != shown:
+            shown = epochs
             bar.set_postfix_str(f"{run_dir.name}: {epochs} epoch(s) done", refresh=True)
+
+
+@contextlib.contextmanager
+def _stderr_into(stream) -> Iterator[None]:
+    """Point file descriptor 2 at `stream`, so the kernel process (which inherits it) logs there, not on screen."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path, bar=None) -> dict:
@@ -66,7 +85,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     status = {"backbone": backbone, "status": "done", "error": ""}
     log = run_dir / f"{backbone}.log"
     try:
-        with log.open("w") as stream:
+        with log.open("w") as stream, _stderr_into(stream):
             papermill.execute_notebook(
                 str(TRAIN_NOTEBOOK),
                 str(run_dir / f"{backbone}.ipynb"),
@@ -115,7 +134,7 @@ def sweep(
     if started and not resume:
         raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")
     failed = []
-    with tqdm(backbones, desc="sweep", unit="backbone") as bar:
+    with tqdm(backbones, desc="sweep", unit="backbone", file=sys.stdout, dynamic_ncols=True) as bar:
         for name in bar:
             if run_status(out / name).get("status") == "done":
                 bar.write(f"{name}: finished earlier, skipped")
