@@ -1,0 +1,377 @@
+"""Use a trained model: P(pneumonia) for any chest X-ray files, with Grad-CAM explanations on request.
+
+The run directory next to `model.keras` (written by `xraylib train`) supplies everything else: config.json gives
+the image size (and test-time augmentation), metrics.json the decision threshold chosen on validation data. The
+model holds its own preprocessing (gray -> RGB -> the backbone's preprocess_input), so its input is the gray image
+resized to the run's size, float32 in [0, 255], shape (N, S, S, 1), exactly what training fed it
+(`xraylib.images.load_gray`, the same decoder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from xraylib.errors import InputError
+from xraylib.images import IMAGE_SUFFIXES, ImageDecodeError, load_gray
+
+if TYPE_CHECKING:
+    import keras
+    from matplotlib.figure import Figure
+
+    from xraylib.config import RunConfig
+
+BATCH_SIZE = 32  # images per forward pass
+CHUNK = 256  # images decoded, predicted and explained together (bounds memory on large folders)
+COLUMNS = ("path", "p_pneumonia", "predicted", "error")
+SHOW_ROWS = 25  # rows printed by format_predictions before it abbreviates
+FIGURE_SIDE = 768  # long side (pixels) of the radiograph drawn in a Grad-CAM PNG
+
+
+@dataclass
+class Predictor:
+    """A loaded model with what it needs from its run: image size, threshold (and where it came from), TTA."""
+
+    model: keras.Model
+    path: Path
+    image_size: int
+    threshold: float
+    threshold_source: str
+    config: RunConfig | None = None
+
+    @property
+    def tta(self) -> bool:
+        """Average with the horizontally flipped image, as the run's own evaluation did."""
+        return bool(self.config is not None and self.config.tta)
+
+
+def _model_size(model: keras.Model, path: Path) -> int:
+    """The square input size of a model (H == W), from its input shape."""
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[3] != 1 or shape[1] is None or shape[1] != shape[2]:
+        raise InputError(f"{path}: input shape {shape} is not the (None, S, S, 1) gray image of `xraylib train`")
+    return int(shape[1])
+
+
+def _run_threshold(run_dir: Path) -> float | None:
+    """The decision threshold in the run's metrics.json, or None when there is none."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        value = float(json.loads(path.read_text())["threshold"]["value"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: no readable threshold.value ({type(exc).__name__}: {exc})") from None
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise InputError(f"{path}: threshold.value {value} is not in [0, 1]")
+    return value
+
+
+def load_predictor(model_path: str | os.PathLike, threshold: float | None = None) -> Predictor:
+    """Load model.keras (safe mode) with its run's image size and threshold: given > metrics.json > 0.5."""
+    from xraylib.models import load_model
+    from xraylib.report import run_config
+
+    path = Path(model_path)
+    model = load_model(path)
+    run_dir = path.parent
+    cfg = run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    size = _model_size(model, path)
+    if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
+        raise InputError(f"{run_dir / 'config.json'}: image_size {cfg.image_size} but the model takes {size} px")
+    if threshold is not None:
+        threshold = float(threshold)
+        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+            raise InputError(f"--threshold {threshold}: expected a number in [0, 1]")
+        source = "--threshold"
+    elif (value := _run_threshold(run_dir)) is not None:
+        threshold, source = value, f"the run's {run_dir / 'metrics.json'}"
+    else:
+        threshold, source = 0.5, "default; no metrics.json beside the model"
+    return Predictor(model, path, size, threshold, source, cfg)
+
+
+def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Files as given (any name) and folders searched recursively for .jpeg/.jpg/.png (any case), sorted; no repeats.
+
+    A path that does not exist is kept, so it gets its own error row; an input list naming no file is an error.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    found: list[Path] = []
+    seen: set[str] = set()
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            files = sorted(
+                (p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                key=lambda p: str(p.relative_to(item)).lower(),
+            )
+            if not files:
+                raise InputError(f"{item}: folder holds no .jpeg, .jpg or .png file")
+        else:
+            files = [item]
+        for p in files:
+            key = os.path.realpath(p)
+            if key not in seen:
+                seen.add(key)
+                found.append(p)
+    if not found:
+        raise InputError("no image file or folder given")
+    return found
+
+
+def _decode(paths: list[Path], size: int) -> tuple[np.ndarray, list[str]]:
+    """uint8 (N, S, S, 1) images, in parallel, and one error string per file ("" when it decoded)."""
+    from xraylib.pipeline import decode_workers
+
+    images = np.zeros((len(paths), size, size, 1), dtype=np.uint8)
+    errors = [""] * len(paths)
+
+    def work(i: int) -> None:
+        try:
+            images[i, :, :, 0] = load_gray(paths[i], size)
+        except ImageDecodeError as exc:
+            errors[i] = exc.reason
+        except InputError as exc:
+            errors[i] = str(exc)
+
+    with ThreadPoolExecutor(max_workers=decode_workers(), thread_name_prefix="xraylib-predict") as pool:
+        list(pool.map(work, range(len(paths))))
+    return images, errors
+
+
+def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """(N,) P(pneumonia) for uint8 or float (N, S, S, 1) images in [0, 255], batched (TTA if the run used it)."""
+    from xraylib.config import RunConfig
+    from xraylib.train import predict_probabilities
+
+    if len(images) == 0:
+        return np.zeros(0)
+    cfg = predictor.config or RunConfig(tta=False)
+    return predict_probabilities(predictor.model, images, dataclasses.replace(cfg, batch_size=batch_size))
+
+
+def gradcam_names(paths: list[Path]) -> list[str]:
+    """A unique PNG name per input: `<stem>.png`, else `<parent>_<stem>.png`, else a numbered `<stem>-<k>.png`."""
+    stems = [p.stem for p in paths]
+    counts = pd.Series([s.lower() for s in stems]).value_counts()
+    names, used = [], set()
+    for p, stem in zip(paths, stems, strict=True):
+        name = stem if counts[stem.lower()] == 1 else f"{p.parent.name}_{stem}" if p.parent.name else stem
+        base, k = name, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}-{k}"
+        used.add(name.lower())
+        names.append(f"{name}.png")
+    return names
+
+
+def _label(p: float, threshold: float) -> str:
+    return "pneumonia" if p >= threshold else "normal"
+
+
+def _display_image(path: Path) -> np.ndarray:
+    """The whole radiograph at its own aspect, long side at most FIGURE_SIDE pixels (uint8 gray)."""
+    from PIL import Image
+
+    gray = load_gray(path)
+    if max(gray.shape) <= FIGURE_SIDE:
+        return gray
+    h, w = gray.shape
+    scale = FIGURE_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS))
+
+
+def smooth_heatmaps(model: keras.Model, heatmaps: np.ndarray) -> np.ndarray:
+    """Blur Grad-CAM maps by half a feature cell (display only): bilinear upsampling of a coarse grid (3x3 for a
+    96 px ResNet) leaves diamond-shaped seams that are not in the evidence; each map is rescaled to peak 1."""
+    from scipy.ndimage import gaussian_filter
+
+    from xraylib.explain import last_conv_layer
+
+    heatmaps = np.asarray(heatmaps, dtype="float32")
+    cells = model.get_layer(last_conv_layer(model)).output.shape[1] or heatmaps.shape[1]
+    sigma = 0.5 * heatmaps.shape[1] / max(1, int(cells))
+    out = np.stack([gaussian_filter(h, sigma, mode="nearest") for h in heatmaps]) if len(heatmaps) else heatmaps
+    peak = out.reshape(len(out), -1).max(axis=1) if len(out) else np.zeros(0)
+    return np.where(peak[:, None, None] > 0, out / np.maximum(peak, 1e-12)[:, None, None], 0.0)
+
+
+def heat_overlay(heatmap: np.ndarray, cmap: str = "jet", max_alpha: float = 0.6) -> np.ndarray:
+    """RGBA overlay of a [0, 1] heatmap: colour by value, opacity rising with it (cold areas leave the image clear)."""
+    from matplotlib import colormaps
+
+    heat = np.clip(np.asarray(heatmap, dtype=float), 0.0, 1.0)
+    rgba = colormaps[cmap](heat)
+    rgba[..., 3] = max_alpha * np.clip((heat - 0.1) / 0.5, 0.0, 1.0) ** 0.8
+    return rgba
+
+
+def plot_prediction(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    p: float,
+    threshold: float,
+    title: str = "",
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """The radiograph and its Grad-CAM overlay side by side, titled with the prediction (heatmap stretched over the
+    whole image: the model saw the whole image resized to a square, without cropping)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    from xraylib.plots import CLASS_COLORS, _finish, _frame_axis, _style
+
+    predicted = _label(p, threshold).capitalize()
+    explained = "pneumonia" if p >= 0.5 else "normal"  # explain.gradcam explains the class with p >= 0.5
+    h, w = image.shape
+    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    with _style():
+        fig = Figure(figsize=(2 * 4.2 * w / max(h, w) + 1.1, 4.2 * h / max(h, w) + 1.1), layout="constrained")
+        axes = fig.subplots(1, 2)
+        for ax in axes:
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent)
+            _frame_axis(ax, None)
+        axes[1].imshow(heat_overlay(heatmap), extent=extent, interpolation="bilinear")
+        axes[0].set_title("Radiograph", fontsize=10)
+        axes[1].set_title(f"Grad-CAM: evidence for {explained}", fontsize=10)
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1], shrink=0.8, pad=0.02)
+        bar.set_label("Grad-CAM activation (normalised)", fontsize=8)
+        fig.suptitle(
+            f"{predicted} · P(pneumonia) = {p:.3f} (threshold {threshold:.3g})" + (f"\n{title}" if title else ""),
+            color=CLASS_COLORS[predicted],
+        )
+    return _finish(fig, path)
+
+
+def predict_files(
+    model: str | os.PathLike | Predictor,
+    inputs: list[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    gradcam_dir: str | os.PathLike | None = None,
+    threshold: float | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
+    """One row per image (path, p_pneumonia, predicted, error [, gradcam]); a bad file gets its error, the rest is
+    predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given."""
+    from xraylib.fileio import write_csv
+
+    predictor = model if isinstance(model, Predictor) else load_predictor(model, threshold)
+    paths = find_images(inputs)
+    p_all = np.full(len(paths), np.nan)
+    errors = [""] * len(paths)
+    pngs = [""] * len(paths)
+    names = gradcam_names(paths) if gradcam_dir is not None else []
+    if gradcam_dir is not None:
+        Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
+    seconds = 0.0  # decoding + prediction, without Grad-CAM
+    for start in range(0, len(paths), CHUNK):
+        chunk = list(range(start, min(start + CHUNK, len(paths))))
+        started = time.perf_counter()
+        images, chunk_errors = _decode([paths[i] for i in chunk], predictor.image_size)
+        good = [k for k, e in enumerate(chunk_errors) if not e]
+        p = predict_images(predictor, images[good], batch_size)
+        seconds += time.perf_counter() - started
+        for k, e in enumerate(chunk_errors):
+            errors[chunk[k]] = e
+        for k, value in zip(good, p, strict=True):
+            p_all[chunk[k]] = value
+        if gradcam_dir is not None and good:
+            targets = [Path(gradcam_dir) / names[chunk[k]] for k in good]
+            _write_gradcams(predictor, [paths[chunk[k]] for k in good], images[good], p, targets)
+            for k, target in zip(good, targets, strict=True):
+                pngs[chunk[k]] = str(target)
+    table = pd.DataFrame(
+        {
+            "path": [str(p.absolute()) for p in paths],
+            "p_pneumonia": np.round(p_all, 6),
+            "predicted": [_label(v, predictor.threshold) if not np.isnan(v) else "" for v in p_all],
+            "error": errors,
+        }
+    )
+    if gradcam_dir is not None:
+        table["gradcam"] = pngs
+    table.attrs.update(
+        threshold=predictor.threshold,
+        threshold_source=predictor.threshold_source,
+        model=str(predictor.path),
+        image_size=predictor.image_size,
+        seconds=seconds,
+        out=str(out) if out else "",
+        gradcam_dir=str(gradcam_dir) if gradcam_dir else "",
+    )
+    if out:
+        write_csv(out, table)
+    return table
+
+
+def _write_gradcams(
+    predictor: Predictor, paths: list[Path], images: np.ndarray, p: np.ndarray, targets: list[Path]
+) -> None:
+    """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
+    from xraylib.explain import gradcam
+
+    heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2)
+    heatmaps = smooth_heatmaps(predictor.model, heatmaps)
+    for path, heat, value, target in zip(paths, heatmaps, p, targets, strict=True):
+        plot_prediction(_display_image(path), heat, float(value), predictor.threshold, title=path.name, path=target)
+
+
+def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
+    """A short printable table (file, P(pneumonia), prediction or error) with a count line and the threshold."""
+    shown = table.head(rows)
+    width = max([len(Path(p).name) for p in shown["path"]] + [4])
+    lines = [f"{'file':<{width}}  {'P(pneumonia)':>12}  prediction"]
+    for _, row in shown.iterrows():
+        name = Path(row["path"]).name
+        if row["error"]:
+            lines.append(f"{name:<{width}}  {'-':>12}  error: {row['error']}")
+        else:
+            lines.append(f"{name:<{width}}  {row['p_pneumonia']:>12.3f}  {row['predicted']}")
+    if len(table) > rows:
+        lines.append(f"... and {len(table) - rows} more rows" + (" (see the CSV)" if table.attrs.get("out") else ""))
+    n_err = int((table["error"] != "").sum())
+    counts = table.loc[table["error"] == "", "predicted"].value_counts()
+    attrs = table.attrs
+    summary = (
+        f"{len(table)} images: {counts.get('pneumonia', 0)} pneumonia, {counts.get('normal', 0)} normal, "
+        f"{n_err} unreadable"
+    )
+    if "threshold" in attrs:
+        summary += f"; threshold {attrs['threshold']:.4g} ({attrs['threshold_source']})"
+    lines.append(summary)
+    if attrs.get("seconds") and len(table) - n_err:
+        rate = (len(table) - n_err) / attrs["seconds"]
+        lines.append(f"model {attrs['model']} at {attrs['image_size']} px: {rate:.1f} images/s (decode + predict)")
+    if attrs.get("out"):
+        lines.append(f"predictions written to {attrs['out']}")
+    if attrs.get("gradcam_dir"):
+        lines.append(f"Grad-CAM PNGs written to {attrs['gradcam_dir']}")
+    return "\n".join(lines)
+
+
+def bench_predict(model_path: str | os.PathLike, paths: list[str | os.PathLike], repeats: int = 3) -> float:
+    """Images per second of decode + batched prediction (best of `repeats` passes after one warm-up pass)."""
+    predictor = load_predictor(model_path)
+    files = find_images(paths)
+    predict_files(predictor, files)  # warm-up: traces the predict function
+    best = math.inf
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        predict_files(predictor, files)
+        best = min(best, time.perf_counter() - start)
+    return len(files) / best
