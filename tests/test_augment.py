@@ -108,3 +108,24 @@ def test_augmentation_runs_in_a_tf_data_stream_at_speed():
     images_per_second = bench_augmentation(image_size=150, batch_size=64, batches=10)
     print(f"augmentation: {images_per_second:.0f} images/s (150 px, batch 64, tf.data)")
     assert images_per_second > 200  # issue 7's target is 2,000 on an idle 2-core machine; this only guards a blunder
+
+
+def test_seed_state_is_saved_with_the_weights_so_a_resumed_run_draws_the_same(tmp_path):
+    from xraylib.augment import SeededDropout
+
+    def model():
+        inp = keras.Input((16, 16, 1))
+        x = keras.layers.Flatten()(augmentation(3)(inp))
+        return keras.Model(inp, SeededDropout(0.5, seed=4)(x))
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+    running = model()
+    running(x, training=True)  # "epoch 1"
+    running.save_weights(tmp_path / "backup.weights.h5")
+    resumed = model()
+    resumed.load_weights(tmp_path / "backup.weights.h5")
+    assert np.array_equal(running(x, training=True), resumed(x, training=True))  # "epoch 2" draws agree
+    assert not np.array_equal(model()(x, training=True), resumed(x, training=True))
+    no_dropout = keras.Sequential([keras.Input((4,)), SeededDropout(0.0)])  # rate 0 has no seed generator
+    no_dropout.save_weights(tmp_path / "plain.weights.h5")
+    no_dropout.load_weights(tmp_path / "plain.weights.h5")

@@ -10,6 +10,7 @@ layers on RGB. Every layer is active only when called with training=True.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 ZOOM = 0.1
@@ -17,8 +18,25 @@ SHIFT = 0.1
 BRIGHTNESS = (0.5, 1.3)
 
 
+class SavesSeedState:
+    """Saves the seed generator's state with the weights: a run resumed from a checkpoint (BackupAndRestore) draws
+    the augmentations an uninterrupted run would have drawn (Keras' own random layers restart from the seed)."""
+
+    def save_own_variables(self, store) -> None:
+        """Store the seed generator state next to the layer's (no) variables."""
+        super().save_own_variables(store)
+        if getattr(self, "seed_generator", None) is not None:
+            store["seed_state"] = ops.convert_to_numpy(self.seed_generator.state.value)
+
+    def load_own_variables(self, store) -> None:
+        """Restore the seed generator state when the file holds one (files without it load unchanged)."""
+        if "seed_state" in store and getattr(self, "seed_generator", None) is not None:
+            state = np.asarray(store["seed_state"])
+            self.seed_generator.state.assign(ops.cast(state, self.seed_generator.state.dtype))
+
+
 @keras.saving.register_keras_serializable(package="xraylib")
-class RandomZoomShift(keras.layers.Layer):
+class RandomZoomShift(SavesSeedState, keras.layers.Layer):
     """Random zoom (x and y factors in [1 - zoom, 1 + zoom]) and shift (± shift of width/height) as one affine map."""
 
     def __init__(
@@ -69,7 +87,7 @@ class RandomZoomShift(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="xraylib")
-class RandomBrightnessFactor(keras.layers.Layer):
+class RandomBrightnessFactor(SavesSeedState, keras.layers.Layer):
     """Multiply each image by a factor drawn from [lower, upper], clipped to value_range (the study's brightness)."""
 
     def __init__(
@@ -103,6 +121,11 @@ class RandomBrightnessFactor(keras.layers.Layer):
         config = super().get_config()
         config.update(factor=list(self.factor), value_range=list(self.value_range), seed=self.seed)
         return config
+
+
+@keras.saving.register_keras_serializable(package="xraylib")
+class SeededDropout(SavesSeedState, keras.layers.Dropout):
+    """keras.layers.Dropout whose seed state is saved with the weights (the head's dropout; exact resume)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

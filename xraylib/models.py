@@ -305,7 +305,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     """
     import keras
 
-    from xraylib.augment import BackbonePreprocess, GrayToRGB, augmentation
+    from xraylib.augment import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation
 
     bb = get_backbone(cfg.backbone)
     size = int(cfg.image_size or bb.default_size)
@@ -338,7 +338,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
         output = keras.layers.Dense(2, activation="sigmoid", dtype="float32", name="predictions")(base.output)
     else:
         y = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
-        y = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
+        y = SeededDropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
         output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
     model = keras.Model(image, output, name=f"{bb.name}_{cfg.head}")
     if weights not in ("imagenet", "none") and _is_model_file(weights):
