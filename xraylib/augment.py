@@ -193,12 +193,16 @@ def bench_augmentation(image_size: int = 150, batch_size: int = 64, batches: int
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (batch_size * 8, image_size, image_size, 1), dtype=np.uint8)
     layer = augmentation(seed)
+
+    def augment(batch):
+        return layer(tf.cast(batch, "float32"), training=True)
+
     ds = (
         tf.data.Dataset.from_tensor_slices(images)
         .cache()
         .repeat()
         .batch(batch_size)
-        .map(lambda x: layer(tf.cast(x, "float32"), training=True), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     it = iter(ds)
