@@ -181,11 +181,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def _timed_fit(model, dataset, steps: int) -> float:
-    """Seconds taken by `steps` training steps of model.fit (the dataset shuffles itself)."""
-    t0 = time.perf_counter()
+def _timed_fit(model, dataset, steps: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of `steps` training steps of model.fit (the dataset shuffles itself)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def _compiled_model(backbone: str, image_size: int, augment: bool):
@@ -252,12 +252,13 @@ def bench_pipeline(
         ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
         for x, _ in ds.take(2):  # warm-up: tracing
             step(x)
-        seen, t0 = 0, time.perf_counter()
+        seen, t0, c0 = 0, time.perf_counter(), time.process_time()
         while seen < max(len(paths), 2000):
             for x, _ in ds:
                 _ = step(x)
                 seen += int(x.shape[0])
         result["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        result["cached_augmented_cpu_ms_per_image"] = round(1000 * (time.process_time() - c0) / seen, 3)
         t0, seen = time.perf_counter(), 0
         while seen < max(len(paths), 2000):
             for x, _ in ds:
@@ -278,7 +279,7 @@ def bench_pipeline(
     xb = np.concatenate([images] * reps)[:bs].astype(np.float32)
     yb = np.concatenate([labels] * reps)[:bs]
     fixed = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
-    result["graph_build_seconds"] = round(_timed_fit(model, fixed, 1), 1)  # first step: tracing + graph building
+    result["graph_build_seconds"] = round(_timed_fit(model, fixed, 1)[0], 1)  # first step: tracing + graph building
     _timed_fit(model, fixed, 1)  # warm-up
     e2e_model, ds = None, None
     try:
@@ -287,17 +288,27 @@ def bench_pipeline(
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
         ds = make_dataset(xi, yi, bs, shuffle=True, seed=0).repeat()
-        result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1), 1)
+        result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
         _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:
         result["notes"].append(f"end-to-end not measured: {exc}")
         e2e_model = None
-    only, e2e, ratios = [], [], []
+    only, e2e, ratios, cpu_only, cpu_e2e = [], [], [], [], []
+    n_img = steps * bs
     for _ in range(rounds):
-        only.append(steps * bs / _timed_fit(model, fixed, steps))
+        wall, cpu = _timed_fit(model, fixed, steps)
+        only.append(n_img / wall)
+        cpu_only.append(1000 * cpu / n_img)
         if e2e_model is not None:
-            e2e.append(steps * bs / _timed_fit(e2e_model, ds, steps))
+            wall, cpu = _timed_fit(e2e_model, ds, steps)
+            e2e.append(n_img / wall)
+            cpu_e2e.append(1000 * cpu / n_img)
             ratios.append(e2e[-1] / only[-1])
+    # CPU time per trained image (all threads of this process): robust to other processes sharing the cores
+    result["model_only_cpu_ms_per_image"] = round(float(np.median(cpu_only)), 1)
+    if cpu_e2e:
+        result["end_to_end_cpu_ms_per_image"] = round(float(np.median(cpu_e2e)), 1)
+        result["end_to_end_vs_model_only_cpu"] = round(float(np.median(cpu_only) / np.median(cpu_e2e)), 3)
     result["model_only_images_per_s"] = round(float(np.median(only)), 2)
     result["model_only_rounds"] = [round(v, 2) for v in only]
     result["end_to_end_images_per_s"] = round(float(np.median(e2e)), 2) if e2e else None
@@ -324,12 +335,15 @@ def format_bench(result: dict) -> str:
         f"  ({result['cold_decode_seconds']} s)",
         f"  cold decode CPU time per image                 {fig('cold_decode_cpu_ms_per_image', 'ms')}",
         f"  cached epoch, no augmentation                  {fig('cached_images_per_s')}",
-        f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}",
+        f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}"
+        f"  (CPU {result.get('cached_augmented_cpu_ms_per_image')} ms/image)",
         f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}"
         f"  (rounds: {result.get('model_only_rounds')})",
         f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}"
         f"  (rounds: {result.get('end_to_end_rounds')})",
-        f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}",
+        f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}"
+        f" (wall, median of rounds); by CPU time per image: {result.get('end_to_end_vs_model_only_cpu')}"
+        f" ({result.get('model_only_cpu_ms_per_image')} vs {result.get('end_to_end_cpu_ms_per_image')} ms)",
         f"  first training step (graph building)           {fig('graph_build_seconds', 's')} model-only, "
         f"{fig('graph_build_seconds_end_to_end', 's')} end-to-end",
         f"  image cache of this run                        {fig('cache_mb', 'MB')} "
