@@ -250,10 +250,17 @@ def _is_model_file(path: str) -> bool:
 def _copy_weights(model: keras.Model, path: str) -> None:
     """Load a whole model's weights from a `.weights.h5` file or a saved `.keras` model of the same architecture."""
     if path.endswith(".weights.h5"):
+        import warnings
+
         try:
-            model.load_weights(path)
+            with warnings.catch_warnings():  # Keras warns about each mismatched layer before it raises
+                warnings.simplefilter("ignore", UserWarning)
+                model.load_weights(path)
         except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
-            raise InputError(f"weights={path}: does not fit this model ({_first_line(exc)})") from None
+            raise InputError(
+                f"weights={path}: does not fit this model (saved from another backbone, head or image size?): "
+                f"{_first_line(exc)}"
+            ) from None
         return
     source = load_model(path)
     mine = [layer for layer in model.layers if layer.weights]
