@@ -310,11 +310,15 @@ def build_model(cfg: RunConfig) -> keras.Model:
     earlier run's model.keras); any other file (e.g. Keras' `*_notop.h5` ImageNet file) loads into the BACKBONE.
     Not compiled.
     """
+    bb = get_backbone(cfg.backbone)
+    weights = str(cfg.weights)
+    if weights == "imagenet" and bb.weights_file:
+        check_imagenet(bb.name)  # before importing TensorFlow: offline, fail in well under a second
+
     import keras
 
     from xraylib.augment import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation
 
-    bb = get_backbone(cfg.backbone)
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
     x = augmentation(cfg.seed)(image) if cfg.augment else image
@@ -322,10 +326,8 @@ def build_model(cfg: RunConfig) -> keras.Model:
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
     front = {id(layer) for layer in keras.Model(image, x).layers}
 
-    weights = str(cfg.weights)
     backbone_weights = None
     if weights == "imagenet" and bb.weights_file:
-        check_imagenet(bb.name)
         backbone_weights = "imagenet"
     elif weights not in ("imagenet", "none") and not _is_model_file(weights):
         backbone_weights = weights
