@@ -110,6 +110,19 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     return status
 
 
+def _invalid_configs(backbones: list[str], preset: str, overrides: dict) -> dict[str, str]:
+    """Backbone name -> the one-line reason its configuration is impossible (e.g. an image size below its minimum)."""
+    from xraylib.config import resolve_config
+
+    invalid = {}
+    for name in backbones:
+        try:
+            resolve_config(name, preset, overrides)
+        except InputError as exc:
+            invalid[name] = str(exc)
+    return invalid
+
+
 def sweep(
     data: str | Path,
     backbones: list[str],
@@ -121,13 +134,13 @@ def sweep(
     """Train every backbone through the notebook, then build the comparison report. Returns the failed names."""
     from tqdm.auto import tqdm
 
-    from xraylib.config import resolve_config
     from xraylib.report import build_report
 
     data, out = Path(data).resolve(), Path(out).resolve()
     overrides = dict(overrides or {})
-    for name in backbones:  # reject bad options for every backbone before the first one starts
-        resolve_config(name, preset, overrides)
+    invalid = _invalid_configs(backbones, preset, overrides)
+    if len(invalid) == len(backbones):  # wrong for every backbone: the option itself is wrong
+        raise InputError(next(iter(invalid.values())))
     if not TRAIN_NOTEBOOK.is_file():
         raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing (install xraylib from a clone)")
     started = [b for b in backbones if run_status(out / b)]
@@ -140,11 +153,18 @@ def sweep(
                 bar.write(f"{name}: finished earlier, skipped")
                 continue
             bar.set_postfix_str(f"{name}: starting", refresh=True)
-            status = run_backbone(data, name, preset, overrides, out / name, bar)
+            if name in invalid:
+                status = {"backbone": name, "status": "failed", "error": invalid[name], "seconds": 0.0}
+                write_json(out / name / "status.json", status)
+            else:
+                status = run_backbone(data, name, preset, overrides, out / name, bar)
             bar.write(f"{name}: {status['status']} in {status['seconds']:.0f} s {status['error']}".rstrip())
             if status["status"] != "done":
                 failed.append(name)
-    print(build_report(out))
+    try:
+        print(build_report(out))
+    except InputError as exc:  # nothing finished: there is no comparison to make
+        print(f"no report: {exc}")
     if failed:
         print(f"{len(failed)} backbone(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
     return failed

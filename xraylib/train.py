@@ -286,6 +286,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
         epochs=cfg.epochs,
         class_weight=class_weights(prepared.labels["train"]) if use_weights else None,
         callbacks=callbacks,
+        shuffle=False,  # the stream is already shuffled, per epoch, by seed
         verbose=cfg.verbose,
     )
     timings = {

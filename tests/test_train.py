@@ -1,0 +1,128 @@
+"""Training end to end on the synthetic set: run files, resume after a kill, two-replica mirrored strategy."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from xraylib.cli import main
+from xraylib.config import resolve_config
+from xraylib.train import train
+
+SMOKE = {"image_size": "32", "limit": "40", "batch_size": "8", "bootstrap": "30", "gradcam_images": "4", "epochs": "2"}
+RUN_FILES = ("config.json", "history.csv", "model.keras", "predictions.csv", "metrics.json")
+FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(synth_data, tmp_path_factory):
+    cfg = resolve_config("resnet34", "smoke", SMOKE)
+    return train(synth_data, cfg, tmp_path_factory.mktemp("runs") / "resnet34")
+
+
+def test_smoke_run_writes_every_file(smoke_run):
+    for name in RUN_FILES:
+        assert (smoke_run / name).stat().st_size > 0, name
+    for name in FIGURES + ("class_distribution", "augmentations"):
+        assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 1000, name
+    assert not (smoke_run / "backup").exists(), "the resume backup is removed once training ends"
+
+
+def test_config_records_seed_versions_and_data(smoke_run):
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["run"]["seed"] == 42 and config["run"]["backbone"] == "resnet34"
+    assert config["versions"]["tensorflow"] and config["versions"]["keras"].startswith("3")
+    assert len(config["data"]["fingerprint"]) >= 12
+    assert set(config["subsets"]) == {"train", "val", "test"}
+
+
+def test_history_and_predictions(smoke_run):
+    history = pd.read_csv(smoke_run / "history.csv")
+    assert list(history["epoch"]) == [0, 1]
+    assert {"loss", "auc", "val_loss", "val_auc", "learning_rate", "images_per_s"} <= set(history.columns)
+    predictions = pd.read_csv(smoke_run / "predictions.csv")
+    assert list(predictions.columns[:5]) == ["file", "patient", "label", "p_pneumonia", "predicted"]
+    assert predictions["p_pneumonia"].between(0, 1).all()
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    threshold = metrics["threshold"]["value"]
+    expected = predictions["p_pneumonia"].ge(threshold).map({True: "pneumonia", False: "normal"})
+    assert (predictions["predicted"] == expected).all()
+    assert metrics["threshold"]["chosen_on"] == "validation"
+    for entry in (metrics["at_threshold"]["accuracy"], metrics["at_0.5"]["accuracy"]):
+        assert entry["low"] <= entry["value"] <= entry["high"]
+
+
+def test_finished_run_is_not_overwritten(smoke_run, synth_data):
+    before = (smoke_run / "model.keras").stat().st_mtime
+    code = main(
+        ["train", "--data", str(synth_data), "--backbone", "resnet34", "--preset", "smoke", "--out", str(smoke_run)]
+    )
+    assert code == 2 and (smoke_run / "model.keras").stat().st_mtime == before
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--backbone", "resnet50"], "resnet50"),
+        (["--backbone", "vgg16", "--set", "epochs=-3"], "epochs"),
+        (["--backbone", "inceptionv3", "--set", "image_size=50"], "image_size"),
+        (["--backbone", "vgg16", "--preset", "fast"], "fast"),
+    ],
+)
+def test_bad_options_one_line(args, named, synth_data, tmp_path, capsys):
+    assert main(["train", "--data", str(synth_data), "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def _train_command(data, out):
+    verb = ["train", "--data", str(data), "--backbone", "resnet34", "--preset", "smoke", "--out", str(out)]
+    return [sys.executable, "-m", "xraylib.cli", *verb, *[f"--set={k}={v}" for k, v in SMOKE.items()]]
+
+
+def test_killed_run_resumes_at_next_epoch_with_same_result(smoke_run, synth_data, tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_train_command(synth_data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        history = killed / "history.csv"
+        if history.is_file() and len(pd.read_csv(history)) >= 1:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(pd.read_csv(killed / "history.csv")) == 1, "the run was not killed after its first epoch"
+    assert not (killed / "metrics.json").exists()
+    result = subprocess.run(_train_command(synth_data, killed), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resuming at epoch 2" in result.stdout
+    whole, resumed = pd.read_csv(smoke_run / "history.csv"), pd.read_csv(killed / "history.csv")
+    assert list(resumed["epoch"]) == [0, 1]
+    for column in ("loss", "val_loss", "val_auc"):
+        pd.testing.assert_series_equal(whole[column], resumed[column], rtol=1e-4)
+
+
+MIRRORED = """
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from xraylib.config import resolve_config
+from xraylib.train import distribution_strategy, train
+assert distribution_strategy("mirrored").num_replicas_in_sync == 2
+cfg = resolve_config("resnet34", "smoke", dict(image_size="32", limit="40", batch_size="8", bootstrap="20",
+                     gradcam_images="2", strategy="mirrored"))
+train(sys.argv[1], cfg, sys.argv[2])
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus(synth_data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(synth_data), str(tmp_path / "run")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
