@@ -13,7 +13,14 @@ from PIL import Image
 
 from xraylib.cli import main
 from xraylib.errors import InputError
-from xraylib.predict import find_images, format_predictions, gradcam_names, load_predictor, predict_files
+from xraylib.predict import (
+    find_images,
+    format_predictions,
+    gradcam_names,
+    load_predictor,
+    predict_files,
+    resolve_threshold,
+)
 
 SIZE = 32
 
@@ -29,6 +36,36 @@ def run_dir(tmp_path_factory) -> Path:
     build_model(cfg).save(out / "model.keras")
     (out / "config.json").write_text(json.dumps({"run": cfg.to_json()}))
     (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.4}}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    """The run's model loaded once for the module (a ResNet-34 takes seconds to load and trace)."""
+    return load_predictor(run_dir / "model.keras")
+
+
+def _tiny_model(path: Path) -> Path:
+    """A small gray-input CNN with a Dense head, saved as model.keras: fast to load for the CLI tests."""
+    import keras
+
+    image = keras.Input((SIZE, SIZE, 1), name="image")
+    x = keras.layers.Rescaling(1 / 255)(image)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    output = keras.layers.Dense(1, activation="sigmoid", name="pneumonia")(x)
+    path.mkdir(parents=True, exist_ok=True)
+    keras.Model(image, output).save(path / "model.keras")
+    return path / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, run_dir) -> Path:
+    """A run directory holding the tiny model, with the real run's config.json and metrics.json."""
+    out = tmp_path_factory.mktemp("tiny")
+    _tiny_model(out)
+    for name in ("config.json", "metrics.json"):
+        shutil.copy(run_dir / name, out / name)
     return out
 
 
@@ -49,15 +86,16 @@ def odd_dir(tmp_path_factory) -> Path:
     return root
 
 
-def test_real_samples_and_odd_files(run_dir, odd_dir, shared_data, tmp_path):
+def test_real_samples_and_odd_files(predictor, odd_dir, shared_data, tmp_path):
     samples = shared_data / "samples" / "coronahack-test"
     real = sorted(samples.glob("*.jp*g"))
     assert len(real) >= 5
-    twin = odd_dir / "deeper" / real[0].name  # same file name as a real sample: Grad-CAM names must differ
+    twin = tmp_path / "twin" / real[0].name  # same file name as a real sample: Grad-CAM names must differ
+    twin.parent.mkdir()
     shutil.copy(real[0], twin)
     out, cams = tmp_path / "pred.csv", tmp_path / "cams"
 
-    table = predict_files(run_dir / "model.keras", [samples, odd_dir], out=out, gradcam_dir=cams)
+    table = predict_files(predictor, [samples, odd_dir, twin.parent], out=out, gradcam_dir=cams)
 
     assert list(table.columns) == ["path", "p_pneumonia", "predicted", "error", "gradcam"]
     assert len(table) == len(real) + 6  # + sixteen, alpha, empty, notes, gray, twin; readme.txt skipped
@@ -86,26 +124,35 @@ def test_real_samples_and_odd_files(run_dir, odd_dir, shared_data, tmp_path):
             assert im.format == "PNG" and im.width > im.height > 200
 
     text = format_predictions(table)
-    assert f"{len(table)} images:" in text and "2 unreadable" in text and "threshold 0.4" in text
+    assert f"{len(table)} images:" in text and "2 unreadable" in text and "threshold 0.400" in text
     assert "empty.jpeg" in text and "error" in text
 
 
-def test_threshold_sources_and_size_without_config(run_dir, odd_dir, tmp_path):
-    image = odd_dir / "sixteen.png"
-    given = predict_files(run_dir / "model.keras", [image], threshold=0.0)
+def test_threshold_sources(predictor, run_dir, odd_dir, tmp_path):
+    assert resolve_threshold(run_dir) == (0.4, f"the run's {run_dir / 'metrics.json'}")
+    assert resolve_threshold(run_dir, 0.7) == (0.7, "--threshold")
+    assert resolve_threshold(tmp_path) == (0.5, "default; no metrics.json beside the model")
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(InputError, match="threshold"):
+            resolve_threshold(run_dir, bad)
+    (tmp_path / "metrics.json").write_text(json.dumps({"threshold": {}}))
+    with pytest.raises(InputError, match="metrics.json"):
+        resolve_threshold(tmp_path)
+    with pytest.raises(InputError, match="threshold"):  # refused before the model is loaded
+        load_predictor(run_dir / "model.keras", threshold=2.0)
+
+    given = predict_files(predictor, [odd_dir / "sixteen.png"], threshold=0.0)
     assert given.loc[0, "predicted"] == "pneumonia" and given.attrs["threshold_source"] == "--threshold"
+    assert predictor.threshold == 0.4  # the override did not change the loaded predictor
 
-    bare = tmp_path / "bare"  # a model alone: size from its input shape, threshold 0.5
-    bare.mkdir()
-    shutil.copy(run_dir / "model.keras", bare / "model.keras")
-    predictor = load_predictor(bare / "model.keras")
+
+def test_model_alone_size_from_input_shape(tmp_path, odd_dir):
+    predictor = load_predictor(_tiny_model(tmp_path / "bare"))
     assert predictor.image_size == SIZE and predictor.threshold == 0.5 and predictor.config is None
-    table = predict_files(predictor, [image])
-    assert table.loc[0, "error"] == "" and 0.0 <= table.loc[0, "p_pneumonia"] <= 1.0
+    table = predict_files(predictor, [odd_dir / "sixteen.png", odd_dir / "alpha.PNG"], gradcam_dir=tmp_path / "cams")
+    assert (table["error"] == "").all() and table["p_pneumonia"].between(0.0, 1.0).all()
+    assert all(Path(p).is_file() for p in table["gradcam"])
     assert "default" in format_predictions(table)
-
-    with pytest.raises(InputError, match="threshold"):
-        load_predictor(run_dir / "model.keras", threshold=1.5)
 
 
 def test_find_images(odd_dir, tmp_path):
@@ -126,18 +173,14 @@ def test_gradcam_names_unique():
     assert names[2] == "y.png" and names[4] == "z.png" and names[0] == "a_x.png"
 
 
-def test_cli_predict(run_dir, odd_dir, tmp_path, capsys):
-    out = tmp_path / "cli.csv"
-    code = main(["predict", str(run_dir / "model.keras"), str(odd_dir / "deeper"), "--out", str(out)])
-    assert code == 0 and out.is_file()
+def test_cli_predict(tiny_run, odd_dir, tmp_path, capsys):
+    out, missing = tmp_path / "cli.csv", tmp_path / "nowhere.png"
+    argv = ["predict", str(tiny_run / "model.keras"), str(odd_dir / "deeper"), str(missing), "--out", str(out)]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "images:" in printed and "threshold 0.4" in printed
-
-
-def test_cli_missing_image_is_a_row(run_dir, tmp_path, capsys):
-    code = main(["predict", str(run_dir / "model.keras"), str(tmp_path / "nowhere.png")])
-    assert code == 0
-    assert "not found" in capsys.readouterr().out
+    assert "threshold 0.400" in printed and "1 unreadable" in printed and "not found" in printed
+    saved = pd.read_csv(out, keep_default_na=False)
+    assert len(saved) == 2 and saved.loc[1, "error"] == "file not found" and saved.loc[1, "predicted"] == ""
 
 
 def _one_line_error(argv: list[str], capsys) -> str:

@@ -35,7 +35,8 @@ BATCH_SIZE = 32  # images per forward pass
 CHUNK = 256  # images decoded, predicted and explained together (bounds memory on large folders)
 COLUMNS = ("path", "p_pneumonia", "predicted", "error")
 SHOW_ROWS = 25  # rows printed by format_predictions before it abbreviates
-FIGURE_SIDE = 768  # long side (pixels) of the radiograph drawn in a Grad-CAM PNG
+FIGURE_SIDE = 600  # long side (pixels) of the radiograph drawn in a Grad-CAM PNG (about its size at 150 dpi)
+HEAT_CMAP = "jet"  # as in xraylib.plots.plot_gradcam_grid
 
 
 @dataclass
@@ -77,27 +78,33 @@ def _run_threshold(run_dir: Path) -> float | None:
     return value
 
 
+def resolve_threshold(run_dir: str | os.PathLike, threshold: float | None = None) -> tuple[float, str]:
+    """The decision threshold and where it came from: the one given, else the run's metrics.json, else 0.5."""
+    if threshold is not None:
+        value = float(threshold)
+        if not 0.0 <= value <= 1.0 or math.isnan(value):
+            raise InputError(f"--threshold {threshold}: expected a number in [0, 1]")
+        return value, "--threshold"
+    run_dir = Path(run_dir)
+    value = _run_threshold(run_dir)
+    if value is not None:
+        return value, f"the run's {run_dir / 'metrics.json'}"
+    return 0.5, "default; no metrics.json beside the model"
+
+
 def load_predictor(model_path: str | os.PathLike, threshold: float | None = None) -> Predictor:
     """Load model.keras (safe mode) with its run's image size and threshold: given > metrics.json > 0.5."""
     from xraylib.models import load_model
     from xraylib.report import run_config
 
     path = Path(model_path)
-    model = load_model(path)
     run_dir = path.parent
+    threshold, source = resolve_threshold(run_dir, threshold)  # bad values fail before the slow model load
     cfg = run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    model = load_model(path)
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
         raise InputError(f"{run_dir / 'config.json'}: image_size {cfg.image_size} but the model takes {size} px")
-    if threshold is not None:
-        threshold = float(threshold)
-        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-            raise InputError(f"--threshold {threshold}: expected a number in [0, 1]")
-        source = "--threshold"
-    elif (value := _run_threshold(run_dir)) is not None:
-        threshold, source = value, f"the run's {run_dir / 'metrics.json'}"
-    else:
-        threshold, source = 0.5, "default; no metrics.json beside the model"
     return Predictor(model, path, size, threshold, source, cfg)
 
 
@@ -182,6 +189,16 @@ def _label(p: float, threshold: float) -> str:
     return "pneumonia" if p >= threshold else "normal"
 
 
+def _number(x: float, threshold: float | None = None) -> str:
+    """3 decimals, or as many as it takes (up to 7) to show that x differs from 0, 1 or the threshold."""
+    for digits in range(3, 8):
+        text = f"{x:.{digits}f}"
+        close = [float(text) == v != x for v in (0.0, 1.0, threshold) if v is not None]
+        if not any(close) and (threshold is None or (float(text) >= threshold) == (x >= threshold)):
+            return text
+    return f"{x:.7f}"
+
+
 def _display_image(path: Path) -> np.ndarray:
     """The whole radiograph at its own aspect, long side at most FIGURE_SIDE pixels (uint8 gray)."""
     from PIL import Image
@@ -210,14 +227,28 @@ def smooth_heatmaps(model: keras.Model, heatmaps: np.ndarray) -> np.ndarray:
     return np.where(peak[:, None, None] > 0, out / np.maximum(peak, 1e-12)[:, None, None], 0.0)
 
 
-def heat_overlay(heatmap: np.ndarray, cmap: str = "jet", max_alpha: float = 0.6) -> np.ndarray:
-    """RGBA overlay of a [0, 1] heatmap: colour by value, opacity rising with it (cold areas leave the image clear)."""
+def _heat_rgba(heat: np.ndarray, cmap: str = HEAT_CMAP, max_alpha: float = 0.55) -> np.ndarray:
+    """Colour and opacity of [0, 1] heat values: the colour map's colour, opacity rising with the value, so cold
+    areas leave the radiograph clear (a uniform wash of blue would hide it)."""
     from matplotlib import colormaps
 
-    heat = np.clip(np.asarray(heatmap, dtype=float), 0.0, 1.0)
-    rgba = colormaps[cmap](heat)
-    rgba[..., 3] = max_alpha * np.clip((heat - 0.1) / 0.5, 0.0, 1.0) ** 0.8
+    heat = np.clip(np.asarray(heat, dtype="float32"), 0.0, 1.0)
+    rgba = colormaps[cmap](heat).astype("float32")
+    rgba[..., 3] = max_alpha * np.clip((heat - 0.2) / 0.6, 0.0, 1.0)
     return rgba
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): the heatmap, stretched over the whole gray image (the model saw the whole image resized to a
+    square, without cropping), blended onto it."""
+    from PIL import Image
+
+    h, w = image.shape
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype="float32")).resize((w, h), Image.Resampling.BILINEAR))
+    rgba = _heat_rgba(heat)
+    alpha = rgba[..., 3:]
+    gray = np.repeat(image[..., None].astype("float32") / 255.0, 3, axis=2)
+    return np.rint(255.0 * ((1.0 - alpha) * gray + alpha * rgba[..., :3])).astype(np.uint8)
 
 
 def plot_prediction(
@@ -228,10 +259,9 @@ def plot_prediction(
     title: str = "",
     path: str | os.PathLike | None = None,
 ) -> Figure:
-    """The radiograph and its Grad-CAM overlay side by side, titled with the prediction (heatmap stretched over the
-    whole image: the model saw the whole image resized to a square, without cropping)."""
+    """The radiograph and its Grad-CAM overlay side by side, titled with the prediction (P(pneumonia), threshold)."""
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+    from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
 
     from xraylib.plots import CLASS_COLORS, _finish, _frame_axis, _style
@@ -239,20 +269,25 @@ def plot_prediction(
     predicted = _label(p, threshold).capitalize()
     explained = "pneumonia" if p >= 0.5 else "normal"  # explain.gradcam explains the class with p >= 0.5
     h, w = image.shape
-    extent = (-0.5, w - 0.5, h - 0.5, -0.5)
+    values = np.linspace(0.0, 1.0, 256)
+    key = _heat_rgba(values)
+    key = (1.0 - key[:, 3:]) * 0.5 + key[:, 3:] * key[:, :3]  # the blend as it looks over mid-gray
     with _style():
-        fig = Figure(figsize=(2 * 4.2 * w / max(h, w) + 1.1, 4.2 * h / max(h, w) + 1.1), layout="constrained")
+        fig = Figure(figsize=(2 * 4.0 * w / max(h, w) + 1.0, 4.0 * h / max(h, w) + 1.0), layout="constrained")
         axes = fig.subplots(1, 2)
+        axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+        axes[1].imshow(overlay(image, heatmap))
         for ax in axes:
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255, extent=extent)
             _frame_axis(ax, None)
-        axes[1].imshow(heat_overlay(heatmap), extent=extent, interpolation="bilinear")
         axes[0].set_title("Radiograph", fontsize=10)
-        axes[1].set_title(f"Grad-CAM: evidence for {explained}", fontsize=10)
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes[1], shrink=0.8, pad=0.02)
+        heat = np.asarray(heatmap, dtype="float32")
+        note = " (none found)" if heat.max() <= 0 else " (uniform: no localisation)" if np.ptp(heat) < 1e-3 else ""
+        axes[1].set_title(f"Grad-CAM: evidence for {explained}{note}", fontsize=10)
+        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), ListedColormap(key)), ax=axes[1], shrink=0.8, pad=0.02)
         bar.set_label("Grad-CAM activation (normalised)", fontsize=8)
         fig.suptitle(
-            f"{predicted} · P(pneumonia) = {p:.3f} (threshold {threshold:.3g})" + (f"\n{title}" if title else ""),
+            f"{predicted} · P(pneumonia) = {_number(p, threshold)} (threshold {_number(threshold)})"
+            + (f"\n{title}" if title else ""),
             color=CLASS_COLORS[predicted],
         )
     return _finish(fig, path)
@@ -270,7 +305,13 @@ def predict_files(
     predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given."""
     from xraylib.fileio import write_csv
 
-    predictor = model if isinstance(model, Predictor) else load_predictor(model, threshold)
+    if isinstance(model, Predictor):
+        if threshold is not None:
+            value, source = resolve_threshold(model.path.parent, threshold)
+            model = dataclasses.replace(model, threshold=value, threshold_source=source)
+        predictor = model
+    else:
+        predictor = load_predictor(model, threshold)
     paths = find_images(inputs)
     p_all = np.full(len(paths), np.nan)
     errors = [""] * len(paths)
@@ -284,7 +325,7 @@ def predict_files(
         started = time.perf_counter()
         images, chunk_errors = _decode([paths[i] for i in chunk], predictor.image_size)
         good = [k for k, e in enumerate(chunk_errors) if not e]
-        p = predict_images(predictor, images[good], batch_size)
+        p = np.round(predict_images(predictor, images[good], batch_size), 6)  # as the CSV stores it: labels agree
         seconds += time.perf_counter() - started
         for k, e in enumerate(chunk_errors):
             errors[chunk[k]] = e
@@ -298,7 +339,7 @@ def predict_files(
     table = pd.DataFrame(
         {
             "path": [str(p.absolute()) for p in paths],
-            "p_pneumonia": np.round(p_all, 6),
+            "p_pneumonia": p_all,
             "predicted": [_label(v, predictor.threshold) if not np.isnan(v) else "" for v in p_all],
             "error": errors,
         }
@@ -341,7 +382,8 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
         if row["error"]:
             lines.append(f"{name:<{width}}  {'-':>12}  error: {row['error']}")
         else:
-            lines.append(f"{name:<{width}}  {row['p_pneumonia']:>12.3f}  {row['predicted']}")
+            p = _number(row["p_pneumonia"], table.attrs.get("threshold"))
+            lines.append(f"{name:<{width}}  {p:>12}  {row['predicted']}")
     if len(table) > rows:
         lines.append(f"... and {len(table) - rows} more rows" + (" (see the CSV)" if table.attrs.get("out") else ""))
     n_err = int((table["error"] != "").sum())
@@ -352,7 +394,7 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
         f"{n_err} unreadable"
     )
     if "threshold" in attrs:
-        summary += f"; threshold {attrs['threshold']:.4g} ({attrs['threshold_source']})"
+        summary += f"; threshold {_number(attrs['threshold'])} ({attrs['threshold_source']})"
     lines.append(summary)
     if attrs.get("seconds") and len(table) - n_err:
         rate = (len(table) - n_err) / attrs["seconds"]
