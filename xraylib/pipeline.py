@@ -320,6 +320,12 @@ def bench_pipeline(
     return result
 
 
+def _idle(result: dict) -> str:
+    """Decode throughput the CPU time per image allows on otherwise idle cores (an estimate, not a measurement)."""
+    cpu = result.get("cold_decode_cpu_ms_per_image")
+    return f"{result['decode_workers'] * 1000 / cpu:,.0f}" if cpu else "?"
+
+
 def format_bench(result: dict) -> str:
     """A printable table of bench_pipeline's figures."""
 
@@ -333,7 +339,8 @@ def format_bench(result: dict) -> str:
         f"{result['backbone']}, batch {result.get('batch_size', '?')}, {result['decode_workers']} decode threads",
         f"  cold decode (decode + resize, no disk cache)   {fig('cold_decode_images_per_s')}"
         f"  ({result['cold_decode_seconds']} s)",
-        f"  cold decode CPU time per image                 {fig('cold_decode_cpu_ms_per_image', 'ms')}",
+        f"  cold decode CPU time per image                 {fig('cold_decode_cpu_ms_per_image', 'ms')}"
+        f"  (= {_idle(result)} images/s if {result['decode_workers']} cores were free for it)",
         f"  cached epoch, no augmentation                  {fig('cached_images_per_s')}",
         f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}"
         f"  (CPU {result.get('cached_augmented_cpu_ms_per_image')} ms/image)",
