@@ -185,14 +185,14 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
     values: dict = dict(PRESET_VALUES[preset])
     if preset == "seed" and bb.name == "resnet34":
         values.update(optimizer="adam", keep="best", monitor="val_accuracy")
-    if bb.name == "resnet34" and values.get("weights", "imagenet") == "imagenet":
-        values["weights"] = "none"  # the study trained its own CNN from scratch
     kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
     for key, value in (overrides or {}).items():
         if key not in kinds or key in ("backbone", "preset", "extra"):
             known = ", ".join(k for k in kinds if k not in ("backbone", "preset", "extra"))
             raise InputError(f"unknown setting {key!r} (known: {known})")
         values[key] = value
+    if bb.name == "resnet34" and str(values.get("weights", "imagenet")).strip() == "imagenet":
+        values["weights"] = "none"  # the study trained its own CNN from scratch (it has no ImageNet weights)
     values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
     cfg = RunConfig(backbone=bb.name, preset=preset, **values)
     if cfg.image_size is None:

@@ -380,6 +380,10 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
     out = Path(out)
     if (out / "metrics.json").is_file():
         raise InputError(f"{out} already holds a finished run: choose another --out")
+    if cfg.weights == "imagenet":
+        from xraylib.models import check_imagenet
+
+        check_imagenet(cfg.backbone)  # offline: one line in under a second, before minutes of decoding
     prepared = prepare_data(data, cfg)
     write_config(prepared, cfg, data, out)
     for name in ("class_distribution", "augmentations"):
