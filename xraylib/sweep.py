@@ -113,11 +113,13 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
 def _invalid_configs(backbones: list[str], preset: str, overrides: dict) -> dict[str, str]:
     """Backbone name -> the one-line reason its configuration is impossible (e.g. an image size below its minimum)."""
     from xraylib.config import resolve_config
+    from xraylib.models import check_imagenet
 
     invalid = {}
     for name in backbones:
         try:
-            resolve_config(name, preset, overrides)
+            if resolve_config(name, preset, overrides).weights == "imagenet":
+                check_imagenet(name)
         except InputError as exc:
             invalid[name] = str(exc)
     return invalid

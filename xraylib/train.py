@@ -70,13 +70,13 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     index = assign_subsets(index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed)
     index = limit_subsets(index, cfg.limit, seed=cfg.seed)
     prepared = PreparedData(index=index, fingerprint=fingerprint(index))
+    images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
     for subset in ("train", "val", "test"):
-        rows = prepared.rows(subset)
-        if rows.empty:
+        chosen = (index["subset"] == subset).to_numpy()
+        if not chosen.any():
             raise InputError(f"the {subset} subset of {data} is empty")
-        key = f"{prepared.fingerprint}-{subset}-{cfg.limit}-{cfg.seed}-{cfg.validation}-{cfg.val_fraction}"
-        prepared.images[subset] = cached_images(list(rows["path"]), cfg.image_size, cfg.cache_dir, key=key)
-        prepared.labels[subset] = (rows["label"] == "pneumonia").to_numpy(np.float32)
+        prepared.images[subset] = images[chosen]
+        prepared.labels[subset] = (index.loc[chosen, "label"] == "pneumonia").to_numpy(np.float32)
     return prepared
 
 
