@@ -155,6 +155,27 @@ def test_model_alone_size_from_input_shape(tmp_path, odd_dir):
     assert "default" in format_predictions(table)
 
 
+def test_tta_averages_the_flipped_image(tiny_run, odd_dir):
+    import dataclasses
+
+    from xraylib.predict import _decode, predict_images
+
+    plain = load_predictor(tiny_run / "model.keras")
+    assert not plain.tta
+    flipped = dataclasses.replace(plain, config=dataclasses.replace(plain.config, tta=True))
+    images, errors = _decode([odd_dir / "sixteen.png", odd_dir / "alpha.PNG"], SIZE)
+    assert errors == ["", ""]
+    mirror = predict_images(plain, images[:, :, ::-1, :])
+    expected = (predict_images(plain, images) + mirror) / 2
+    np.testing.assert_allclose(predict_images(flipped, images), expected, atol=1e-6)
+
+
+def test_broken_config(tiny_run, tmp_path, odd_dir, capsys):
+    shutil.copy(tiny_run / "model.keras", tmp_path / "model.keras")
+    (tmp_path / "config.json").write_text("{not json")
+    assert "config.json" in _one_line_error(["predict", str(tmp_path / "model.keras"), str(odd_dir)], capsys)
+
+
 def test_find_images(odd_dir, tmp_path):
     found = find_images([odd_dir, odd_dir / "sixteen.png"])  # repeats dropped
     names = [p.name for p in found]

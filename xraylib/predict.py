@@ -100,7 +100,12 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
     path = Path(model_path)
     run_dir = path.parent
     threshold, source = resolve_threshold(run_dir, threshold)  # bad values fail before the slow model load
-    cfg = run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    cfg = None
+    if (run_dir / "config.json").is_file():
+        try:
+            cfg = run_config(run_dir)
+        except (ValueError, TypeError) as exc:  # broken JSON or unknown field types
+            raise InputError(f"{run_dir / 'config.json'}: not a readable run configuration ({exc})") from None
     model = load_model(path)
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
