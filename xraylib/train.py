@@ -326,9 +326,25 @@ def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd
     )
 
 
+def run_metrics(cfg: RunConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float) -> dict:
+    """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5."""
+    from xraylib.metrics import evaluate
+
+    return {
+        "backbone": cfg.backbone,
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "threshold": {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"},
+        "n_test_images": int(len(y)),
+        "n_test_patients": int(len(set(groups))),
+        "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
+    }
+
+
 def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
     """Choose the threshold on validation, predict the test set, write predictions.csv and metrics.json."""
-    from xraylib.metrics import choose_threshold, evaluate
+    from xraylib.metrics import choose_threshold
 
     out = Path(out)
     val_p = predict_probabilities(model, prepared.images["val"], cfg)
@@ -338,17 +354,7 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     frame = predictions_frame(test_rows, test_p, threshold)
     write_csv(out / "predictions.csv", frame)
     write_csv(out / "val_predictions.csv", predictions_frame(prepared.rows("val"), val_p, threshold))
-    y, groups = prepared.labels["test"], test_rows["patient"].to_numpy()
-    result = {
-        "backbone": cfg.backbone,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
-        "threshold": {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"},
-        "n_test_images": int(len(y)),
-        "n_test_patients": int(len(set(groups))),
-        "at_threshold": evaluate(y, test_p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
-        "at_0.5": evaluate(y, test_p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
-    }
+    result = run_metrics(cfg, prepared.labels["test"], test_p, test_rows["patient"].to_numpy(), threshold)
     write_json(out / "metrics.json", result)
     return result
 

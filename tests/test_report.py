@@ -1,0 +1,85 @@
+"""The comparison report of a sweep, built from run folders alone."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xraylib import report
+from xraylib.config import resolve_config
+from xraylib.errors import InputError
+from xraylib.fileio import write_csv, write_json
+from xraylib.train import predictions_frame, run_metrics
+
+N_PATIENTS = 60
+
+
+def _fake_run(report_dir, backbone, skill, seed):
+    """A finished run folder whose probabilities separate the classes with the given skill."""
+    rng = np.random.default_rng(seed)
+    patients = np.repeat([f"kermany-person{i}" for i in range(N_PATIENTS)], 2)
+    y = np.repeat(np.random.default_rng(0).integers(0, 2, N_PATIENTS), 2).astype(float)  # same test set for all
+    p = np.clip(0.5 + skill * (y - 0.5) + rng.normal(0, 0.25, len(y)), 0, 1)
+    rows = pd.DataFrame(
+        {
+            "file": [f"person{i // 2}_{i}.jpeg" for i in range(len(y))],
+            "patient": patients,
+            "label": np.where(y == 1, "pneumonia", "normal"),
+            "path": "",
+        }
+    )
+    cfg = resolve_config(backbone, "demo")
+    run = report_dir / backbone
+    write_json(run / "config.json", {"run": cfg.to_json()})
+    write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
+    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5))
+    write_json(run / "status.json", {"backbone": backbone, "status": "done", "seconds": 1.0})
+    return run
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    for i, (name, skill) in enumerate([("vgg16", 0.2), ("resnet34", 0.6), ("xception", 0.4)]):
+        _fake_run(tmp_path, name, skill, seed=i)
+    write_json(tmp_path / "vgg19" / "status.json", {"backbone": "vgg19", "status": "failed", "error": "Boom: x"})
+    return tmp_path
+
+
+def test_leaderboard_sorted_by_auc_with_cis(report_dir):
+    board = report.leaderboard(report_dir)
+    assert list(board["backbone"]) == ["resnet34", "xception", "vgg16"]
+    assert (board["roc_auc_low"] <= board["roc_auc"]).all() and (board["roc_auc"] <= board["roc_auc_high"]).all()
+
+
+def test_build_report_writes_every_file(report_dir):
+    summary = report.build_report(report_dir)
+    for name in ("leaderboard.csv", "leaderboard.md", "comparison.csv", "summary.md"):
+        assert (report_dir / name).stat().st_size > 0
+    for name in ("roc_overlay", "metric_bars"):
+        assert (report_dir / "figures" / f"{name}.png").stat().st_size > 1000
+    assert "**resnet34**" in summary and "vgg19: Boom: x" in summary
+    assert "0.9183 / 0.9162" in (report_dir / "leaderboard.md").read_text()  # the study's VGG16 beside ours
+    pairs = pd.read_csv(report_dir / "comparison.csv")
+    assert len(pairs) == 3
+
+
+def test_study_comparison_and_recipe_difference(report_dir, tmp_path_factory):
+    table = report.study_comparison(report_dir)
+    assert table.loc["vgg16", "study accuracy"] == pytest.approx(0.9183)
+    other = tmp_path_factory.mktemp("other")
+    _fake_run(other, "vgg16", 0.6, seed=9)
+    diff = report.recipe_difference(report_dir, other)
+    assert list(diff.index) == ["vgg16"] and diff.loc["vgg16", "roc_auc difference"] < 0
+
+
+def test_report_of_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no finished run"):
+        report.build_report(tmp_path)
+
+
+def test_metrics_table_lists_both_thresholds(report_dir):
+    result = json.loads((report_dir / "vgg16" / "metrics.json").read_text())
+    table = report.metrics_table(result)
+    assert {"roc_auc", "sensitivity", "specificity"} <= set(table.index)
+    assert {"value", "95% CI", "at 0.5"} <= set(table.columns)
