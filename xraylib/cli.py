@@ -53,7 +53,7 @@ def _sweep(a: argparse.Namespace) -> int:
 
 
 def _report(a: argparse.Namespace) -> None:
-    from xraylib.sweep import build_report
+    from xraylib.report import build_report
 
     print(build_report(a.report_dir))
 

@@ -1,0 +1,78 @@
+"""The papermill sweep end to end: executed notebooks, a failing backbone, resume, the report, the notebooks."""
+
+import json
+
+import papermill
+import pytest
+
+from xraylib.cli import main
+from xraylib.sweep import NOTEBOOKS
+
+TINY = ["--set=image_size=32", "--set=limit=40", "--set=batch_size=8", "--set=bootstrap=30", "--set=gradcam_images=4"]
+
+
+@pytest.fixture(scope="module")
+def swept(synth_data, tmp_path_factory):
+    """A sweep of resnet34 (trains) and inceptionv3 (its image size is impossible, so it fails)."""
+    out = tmp_path_factory.mktemp("sweep") / "report"
+    args = ["sweep", "--data", str(synth_data), "--backbones", "resnet34,inceptionv3", "--preset", "smoke"]
+    code = main([*args, *TINY, "--out", str(out)])
+    return out, code, args
+
+
+def test_sweep_runs_the_notebook_and_reports(swept):
+    out, code, _ = swept
+    assert code == 1, "one backbone failed, so the exit status counts one failure"
+    run = out / "resnet34"
+    notebook = json.loads((run / "resnet34.ipynb").read_text())
+    assert any(c.get("outputs") for c in notebook["cells"]), "the executed notebook holds its outputs"
+    assert "papermill" in notebook["metadata"]
+    for name in ("config.json", "history.csv", "model.keras", "predictions.csv", "metrics.json", "resnet34.log"):
+        assert (run / name).is_file(), name
+    assert len(list((run / "figures").glob("*.png"))) >= 8
+    for name in ("leaderboard.csv", "leaderboard.md", "summary.md", "figures/roc_overlay.png"):
+        assert (out / name).is_file(), name
+
+
+def test_failed_backbone_is_recorded_and_the_others_finish(swept):
+    out, _, _ = swept
+    status = json.loads((out / "inceptionv3" / "status.json").read_text())
+    assert status["status"] == "failed" and "image_size" in status["error"]
+    assert json.loads((out / "resnet34" / "status.json").read_text())["status"] == "done"
+    assert "inceptionv3" in (out / "summary.md").read_text()
+
+
+def test_resume_skips_finished_backbones(swept, capsys):
+    out, _, args = swept
+    notebook = out / "resnet34" / "resnet34.ipynb"
+    before = notebook.stat().st_mtime_ns
+    assert main([*args, *TINY, "--out", str(out)]) == 2, "without --resume an existing report is refused"
+    assert main([*args, *TINY, "--out", str(out), "--resume"]) == 1
+    assert notebook.stat().st_mtime_ns == before
+    assert "resnet34: finished earlier, skipped" in capsys.readouterr().out
+
+
+def test_report_verb_rebuilds_from_finished_runs(swept, capsys):
+    out, _, _ = swept
+    (out / "leaderboard.csv").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "leaderboard.csv").is_file() and "resnet34" in capsys.readouterr().out
+
+
+def test_explore_and_compare_notebooks_execute(swept, synth_data, tmp_path, monkeypatch):
+    out, _, _ = swept
+    monkeypatch.chdir(tmp_path)  # the notebooks must not depend on the working directory
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "explore_dataset.ipynb"),
+        str(tmp_path / "explore.ipynb"),
+        parameters={"data_dir": str(synth_data), "out_dir": str(tmp_path / "explore")},
+        progress_bar=False,
+    )
+    assert len(list((tmp_path / "explore").glob("*.png"))) == 4
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "compare_backbones.ipynb"),
+        str(tmp_path / "compare.ipynb"),
+        parameters={"report_dir": str(out)},
+        progress_bar=False,
+    )
+    assert (tmp_path / "compare.ipynb").stat().st_size > 10_000
