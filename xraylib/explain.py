@@ -42,12 +42,13 @@ def gradcam(
     layer: str | None = None,
     target: str = "predicted",
     batch_size: int = 16,
+    threshold: float = 0.5,
 ) -> np.ndarray:
     """(N, S, S) heatmaps in [0, 1] for (N, S, S, 1) float images in [0, 255]; augmentation is inactive.
 
     The score differentiated is the pre-sigmoid evidence for pneumonia (the final Dense layer's logit, recomputed so
     the sigmoid cannot saturate the gradient); target "predicted" explains each image's predicted class (the sign
-    flips for images predicted normal), "pneumonia" always explains pneumonia.
+    flips for images predicted normal at `threshold`), "pneumonia" always explains pneumonia.
     """
     import keras
     import tensorflow as tf
@@ -80,7 +81,7 @@ def gradcam(
         feats, grads, out = step(tf.constant(images[start : start + batch_size]))
         feats, grads = tf.cast(feats, "float32"), tf.cast(grads, "float32")
         if target == "predicted":
-            sign = np.where(probability(out.numpy()) >= 0.5, 1.0, -1.0).astype("float32")
+            sign = np.where(probability(out.numpy()) >= threshold, 1.0, -1.0).astype("float32")
             grads = grads * sign[:, None, None, None]
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         cam = tf.nn.relu(tf.reduce_sum(weights * feats, axis=-1, keepdims=True))

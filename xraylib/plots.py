@@ -30,7 +30,7 @@ SUBSET_TITLES = {"train": "Train", "val": "Validation", "test": "Test"}
 
 
 @contextlib.contextmanager
-def _style() -> Iterator[None]:
+def style() -> Iterator[None]:
     """Seaborn's whitegrid look at a readable paper size, scoped to one figure."""
     import matplotlib as mpl
     import seaborn as sns
@@ -51,7 +51,7 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _finish(fig: Figure, path: str | os.PathLike | None) -> Figure:
+def save_png(fig: Figure, path: str | os.PathLike | None) -> Figure:
     """Save the figure as PNG (dpi 150, tight box, atomically) when a path is given."""
     if path is not None:
         with atomic_path(path) as tmp:
@@ -108,7 +108,7 @@ def _thumbnail(image: np.ndarray, side: int = 400) -> np.ndarray:
     return square
 
 
-def _frame_axis(ax, error: bool | None) -> None:
+def frame_axis(ax, error: bool | None) -> None:
     """No ticks; a thick red frame for errors, a thin grey one otherwise."""
     ax.set_xticks([])
     ax.set_yticks([])
@@ -147,7 +147,7 @@ def plot_training_curves(
         epochs = np.arange(1, len(history) + 1)
     best, best_column = best_epoch(history, monitor)
     marker = "o" if len(history) <= 30 else None
-    with _style():
+    with style():
         fig = Figure(figsize=(13, 3.9), layout="constrained")
         axes = fig.subplots(1, 3)
         for ax, (key, label) in zip(axes, TRAINING_PANELS, strict=True):
@@ -190,7 +190,7 @@ def plot_training_curves(
                 ax.set_ylim(max(0.0, min(low, 0.9) - 0.05), 1.01)
             ax.legend(loc="best", fontsize="small")
         fig.suptitle(title or "Training curves")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -202,7 +202,7 @@ def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | 
     counts = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = counts / counts.sum(axis=1, keepdims=True) * 100
-    with _style():
+    with style():
         fig = Figure(figsize=(5.0, 4.3), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(np.nan_to_num(rows), cmap="Blues", vmin=0, vmax=100)
@@ -228,7 +228,7 @@ def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | 
         ax.set_title(_title(title, "Confusion matrix", f"n = {counts.sum()} images"))
         bar = fig.colorbar(image, ax=ax, shrink=0.85)
         bar.set_label("% of the true class (row)")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def _ci_text(entry: dict | None) -> str:
@@ -264,7 +264,7 @@ def plot_roc_pr(
     ppv = (pred & (y == 1)).sum() / max(pred.sum(), 1)
     prevalence = y.mean()
     point = f"threshold {threshold:.3g}"
-    with _style():
+    with style():
         fig = Figure(figsize=(10, 5.3), layout="constrained")
         roc, pr = fig.subplots(1, 2)
         roc.plot(
@@ -320,7 +320,7 @@ def plot_roc_pr(
         n_pat = metrics.get("n_patients", len(y))
         note = f"{len(y)} test images, {n_pat} patients; 95 % CI: bootstrap over patients"
         fig.suptitle(_title(title, "ROC and precision–recall curves", note))
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
@@ -338,7 +338,7 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
     mean_p = np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled]
     rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled]
     ece = expected_calibration_error(y, p, n_bins)
-    with _style():
+    with style():
         fig = Figure(figsize=(5.6, 6.4), layout="constrained")
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1.2))
         centers = (edges[:-1] + edges[1:])[filled] / 2
@@ -366,7 +366,7 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
         bottom.set_xlim(0, 1)
         bottom.set_ylim(0, bottom.get_ylim()[1] * 1.3)  # room for the legend
         bottom.legend(loc="upper center", fontsize="small", ncols=2)
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def infer_threshold(frame: pd.DataFrame) -> float | None:
@@ -420,7 +420,7 @@ def plot_examples(
     if threshold is None:
         threshold = infer_threshold(_frame(predictions))
     rows = math.ceil(len(sample) / ncols)
-    with _style():
+    with style():
         fig = Figure(figsize=(3.0 * ncols, 3.35 * rows + 0.6), layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
         for ax, (_, row) in zip(axes, sample.iterrows(), strict=False):
@@ -434,12 +434,12 @@ def plot_examples(
                 color=ERROR_COLOR if error else "black",
                 fontweight="bold" if error else "normal",
             )
-            _frame_axis(ax, error)
+            frame_axis(ax, error)
         for ax in axes[len(sample) :]:
             ax.set_visible(False)
         cut = f", threshold {threshold:.3g}" if threshold is not None else ""
         fig.suptitle(_title(title, "Example test predictions", f"p = P(pneumonia){cut}; errors framed in red"))
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_gradcam_grid(
@@ -471,7 +471,7 @@ def plot_gradcam_grid(
     ncols = min(ncols, count)
     rows = math.ceil(count / ncols)
     vmin, vmax = _gray_limits(images)
-    with _style():
+    with style():
         fig = Figure(figsize=(3.0 * ncols + 0.9, 3.2 * rows + 0.6), layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
         overlay = None
@@ -491,14 +491,14 @@ def plot_gradcam_grid(
             error = bool(errors[i]) if errors is not None else None
             if titles is not None:
                 ax.set_title(titles[i], fontsize=9.5, color=ERROR_COLOR if error else "black")
-            _frame_axis(ax, error)
+            frame_axis(ax, error)
         for ax in axes[count:]:
             ax.set_visible(False)
         bar = fig.colorbar(overlay, ax=axes.tolist(), shrink=0.6, pad=0.02)
         bar.set_label("Grad-CAM activation (normalised)")
         suffix = "errors framed in red" if errors is not None and any(errors) else ""
         fig.suptitle(_title(title, "Grad-CAM: where the model looked", suffix))
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- the dataset
@@ -525,7 +525,7 @@ def plot_class_distribution(
             ("Train", (split == "train").to_numpy()),
             ("Test", (split == "test").to_numpy()),
         ]
-    with _style():
+    with style():
         fig = Figure(figsize=(4.0 * len(panels), 4.2), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(panels)))
         for ax, (name, mask) in zip(axes, panels, strict=True):
@@ -538,7 +538,7 @@ def plot_class_distribution(
             ax.set_ylabel("Images")
             ax.grid(axis="x", visible=False)
         fig.suptitle(title or "Class distribution")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_samples(
@@ -570,7 +570,7 @@ def plot_samples(
             rows.append((name, rng.choice(members, min(per_group, len(members)), replace=False)))
     if not rows:
         raise InputError("the index holds no image to show")
-    with _style():
+    with style():
         fig = Figure(figsize=(2.9 * per_group + 0.6, 3.2 * len(rows) + 0.4), layout="constrained")
         axes = np.atleast_2d(fig.subplots(len(rows), per_group))
         for r, (name, members) in enumerate(rows):
@@ -584,11 +584,11 @@ def plot_samples(
                 split = f" ({record['split']})" if "split" in index else ""
                 name_text = _short(str(record.get("file", Path(record["path"]).name)))
                 ax.set_title(f"{name_text}{split}", fontsize=8.5, fontweight="normal")
-                _frame_axis(ax, None)
+                frame_axis(ax, None)
                 if c == 0:
                     ax.set_ylabel(name, fontsize=11, fontweight="bold")
         fig.suptitle(title or "Sample images by class")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def _short(text: str, width: int = 30) -> str:
@@ -619,7 +619,7 @@ def plot_image_sizes(
     size = pd.DataFrame(sizes, columns=["width", "height"], index=rows.index)
     source = rows["source"].astype(str) if "source" in rows else pd.Series("all", index=rows.index)
     sampled = f"random {len(rows):,} of {len(index):,} images" if len(rows) < len(index) else f"{len(rows):,} images"
-    with _style():
+    with style():
         fig = Figure(figsize=(11, 4.6), layout="constrained")
         scatter, hist = fig.subplots(1, 2)
         for i, name in enumerate(sorted(source.unique())):
@@ -636,7 +636,7 @@ def plot_image_sizes(
         hist.set_title("Aspect ratio")
         hist.legend(title="source", fontsize="small")
         fig.suptitle(_title(title, "Image sizes", sampled))
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_images_per_patient(
@@ -647,7 +647,7 @@ def plot_images_per_patient(
     if missing:
         raise InputError(f"images per patient needs the index columns patient and split (missing {', '.join(missing)})")
     splits = [s for s in ("train", "test") if (index["split"] == s).any()] or sorted(index["split"].unique())
-    with _style():
+    with style():
         fig = Figure(figsize=(5.2 * len(splits), 4.3), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(splits)))
         for ax, split in zip(axes, splits, strict=True):
@@ -668,7 +668,7 @@ def plot_images_per_patient(
             )
             ax.grid(axis="x", visible=False)
         fig.suptitle(title or "Images per patient")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_augmentations(
@@ -689,17 +689,17 @@ def plot_augmentations(
     vmin, vmax = _gray_limits(np.asarray(original))
     ncols = min(ncols, len(images))
     rows = math.ceil(len(images) / ncols)
-    with _style():
+    with style():
         fig = Figure(figsize=(2.8 * ncols, 2.95 * rows + 0.5), layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
         for ax, image, name in zip(axes, images, names, strict=False):
             ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
             ax.set_title(name, fontsize=10, fontweight="bold" if name == "original" else "normal")
-            _frame_axis(ax, None)
+            frame_axis(ax, None)
         for ax in axes[len(images) :]:
             ax.set_visible(False)
         fig.suptitle(title or "Training augmentation: zoom ±10 %, shift ±10 %, brightness ×[0.5, 1.3]")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- comparisons
@@ -727,7 +727,7 @@ def plot_roc_overlay(
     import seaborn as sns
 
     colors = sns.color_palette("tab10" if len(curves) <= 10 else "husl", len(curves))
-    with _style():
+    with style():
         fig = Figure(figsize=(6.4, 6.0), layout="constrained")
         ax = fig.subplots()
         for color, (auc, name, curve, point) in zip(colors, curves, strict=True):
@@ -743,7 +743,7 @@ def plot_roc_overlay(
         ax.set_ylabel("Sensitivity (true positive rate)")
         ax.legend(loc="lower right", fontsize="small")
         ax.set_title(title or "ROC curves of the backbones (test set)")
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def plot_metric_bars(
@@ -765,7 +765,7 @@ def plot_metric_bars(
         raise InputError("the leaderboard holds none of the metrics to plot")
     table = table.sort_values(metrics[0], ascending=True, na_position="first").reset_index(drop=True)
     names = table[name_column].astype(str).tolist()
-    with _style():
+    with style():
         fig = Figure(figsize=(2.9 * len(metrics) + 1.2, 0.42 * len(table) + 1.8), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
         for ax, metric in zip(axes, metrics, strict=True):
@@ -785,7 +785,7 @@ def plot_metric_bars(
             ax.grid(axis="y", visible=False)
         note = "bars: point estimate; whiskers: 95 % CI (bootstrap over patients)"
         fig.suptitle(_title(title, "Test metrics by backbone", note))
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def save_all(figures: dict[str, Figure], folder: str | os.PathLike) -> list[Path]:
@@ -793,5 +793,5 @@ def save_all(figures: dict[str, Figure], folder: str | os.PathLike) -> list[Path
     paths = []
     for name, fig in figures.items():
         paths.append(Path(folder) / f"{name}.png")
-        _finish(fig, paths[-1])
+        save_png(fig, paths[-1])
     return paths

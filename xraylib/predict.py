@@ -269,7 +269,7 @@ def plot_prediction(
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
 
-    from xraylib.plots import CLASS_COLORS, _finish, _frame_axis, _style
+    from xraylib.plots import CLASS_COLORS, save_png, frame_axis, style
 
     predicted = _label(p, threshold).capitalize()
     explained = "pneumonia" if p >= 0.5 else "normal"  # explain.gradcam explains the class with p >= 0.5
@@ -277,13 +277,13 @@ def plot_prediction(
     values = np.linspace(0.0, 1.0, 256)
     key = _heat_rgba(values)
     key = (1.0 - key[:, 3:]) * 0.5 + key[:, 3:] * key[:, :3]  # the blend as it looks over mid-gray
-    with _style():
+    with style():
         fig = Figure(figsize=(2 * 4.0 * w / max(h, w) + 1.0, 4.0 * h / max(h, w) + 1.0), layout="constrained")
         axes = fig.subplots(1, 2)
         axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
         axes[1].imshow(overlay(image, heatmap))
         for ax in axes:
-            _frame_axis(ax, None)
+            frame_axis(ax, None)
         axes[0].set_title("Radiograph", fontsize=10)
         heat = np.asarray(heatmap, dtype="float32")
         note = " (none found)" if heat.max() <= 0 else " (uniform: no localisation)" if np.ptp(heat) < 1e-3 else ""
@@ -295,7 +295,7 @@ def plot_prediction(
             + (f"\n{title}" if title else ""),
             color=CLASS_COLORS[predicted],
         )
-    return _finish(fig, path)
+    return save_png(fig, path)
 
 
 def predict_files(
@@ -371,7 +371,7 @@ def _write_gradcams(
     """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
     from xraylib.explain import gradcam
 
-    heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2)
+    heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=predictor.threshold)
     heatmaps = smooth_heatmaps(predictor.model, heatmaps)
     for path, heat, value, target in zip(paths, heatmaps, p, targets, strict=True):
         plot_prediction(_display_image(path), heat, float(value), predictor.threshold, title=path.name, path=target)

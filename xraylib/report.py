@@ -132,7 +132,8 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=Non
     model = model or load_model(run_dir / "model.keras")
     sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
-    heatmaps = gradcam(model, images[..., None])
+    threshold = _read_json(run_dir / "metrics.json")["threshold"]["value"]
+    heatmaps = gradcam(model, images[..., None], threshold=threshold)
     titles = [
         f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
         for t, q, pp in zip(sample["label"], sample["predicted"], sample["p_pneumonia"], strict=True)
