@@ -269,7 +269,7 @@ def plot_prediction(
     from matplotlib.colors import ListedColormap, Normalize
     from matplotlib.figure import Figure
 
-    from xraylib.plots import CLASS_COLORS, save_png, frame_axis, style
+    from xraylib.plots import CLASS_COLORS, frame_axis, save_png, style
 
     predicted = _label(p, threshold).capitalize()
     explained = "pneumonia" if p >= 0.5 else "normal"  # explain.gradcam explains the class with p >= 0.5
@@ -371,7 +371,9 @@ def _write_gradcams(
     """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
     from xraylib.explain import gradcam
 
-    heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=predictor.threshold)
+    heatmaps = gradcam(
+        predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=predictor.threshold
+    )
     heatmaps = smooth_heatmaps(predictor.model, heatmaps)
     for path, heat, value, target in zip(paths, heatmaps, p, targets, strict=True):
         plot_prediction(_display_image(path), heat, float(value), predictor.threshold, title=path.name, path=target)
