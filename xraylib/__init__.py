@@ -1,1 +1,28 @@
-"""xraylib."""
+"""xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
+
+The public names below import without TensorFlow. Modules: data, synth, images, pipeline, augment, models, train,
+metrics, plots, explain, report, sweep, predict (the training and model functions load TensorFlow when called).
+"""
+
+from xraylib.config import PRESETS, RunConfig, resolve_config
+from xraylib.data import assign_subsets, build_index, summarize
+from xraylib.errors import InputError
+from xraylib.metrics import evaluate, evaluate_file
+from xraylib.models import BACKBONES, get_backbone
+from xraylib.synth import make_dataset
+
+__version__ = "0.1.0"
+__all__ = [
+    "BACKBONES",
+    "PRESETS",
+    "InputError",
+    "RunConfig",
+    "assign_subsets",
+    "build_index",
+    "evaluate",
+    "evaluate_file",
+    "get_backbone",
+    "make_dataset",
+    "resolve_config",
+    "summarize",
+]

@@ -35,6 +35,7 @@ class RunConfig:
     weights: str = "imagenet"  # imagenet | none | path to a weights file
     fine_tune: str = "all"  # all | none | N (the last N layers of the backbone are trained)
     dropout: float = 0.3
+    pooled_norm: bool = False  # BatchNormalization of the pooled features (for frozen, randomly initialised backbones)
     # optimisation
     optimizer: str = "adamax"
     learning_rate: float = 1e-4
@@ -74,18 +75,23 @@ SEED = dict(
     threshold="0.5",
     dropout=0.0,
 )
+# Offline there are no ImageNet weights, and fine-tuning whole backbones costs minutes of graph building each on a
+# CPU: the demo trains a normalised linear head on frozen, randomly initialised backbones (a random-features
+# baseline). Brightness jitter swamps what random features carry, so the demo trains without augmentation.
 DEMO = dict(
     weights="none",
-    image_size=96,
+    fine_tune="none",
+    pooled_norm=True,
+    augment=False,
+    image_size=80,
     batch_size=32,
-    epochs=4,
-    early_stopping=3,
+    epochs=10,
+    early_stopping=4,
     reduce_lr=2,
-    learning_rate=1e-3,
-    fine_tune="all",
-    bootstrap=300,
+    learning_rate=1e-2,
+    bootstrap=500,
 )
-SMOKE = dict(DEMO, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
+SMOKE = dict(DEMO, augment=True, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
 PRESET_VALUES: dict[str, dict] = {"seed": SEED, "sound": {}, "demo": DEMO, "smoke": SMOKE}
 
 CHOICES = {

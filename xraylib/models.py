@@ -347,6 +347,8 @@ def build_model(cfg: RunConfig) -> keras.Model:
         output = keras.layers.Dense(2, activation="sigmoid", dtype="float32", name="predictions")(base.output)
     else:
         y = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+        if cfg.pooled_norm:
+            y = keras.layers.BatchNormalization(momentum=0.9, name="pool_norm")(y)
         y = SeededDropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
         output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
     model = keras.Model(image, output, name=f"{bb.name}_{cfg.head}")
