@@ -335,11 +335,11 @@ def test_fetch_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
 def test_fetch_without_tools_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # import fails
     monkeypatch.setattr(data.shutil, "which", lambda name: None)
-    monkeypatch.setattr(data, "_online", lambda *a, **k: pytest.fail("must not go online"))
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("must not go online"))
     with pytest.raises(InputError, match="pip install kagglehub"):
         fetch(tmp_path / "download")
 
 
 def test_fetch_returns_an_existing_dataset(synth_data, monkeypatch):
-    monkeypatch.setattr(data, "_online", lambda *a, **k: pytest.fail("must not go online"))
+    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("must not go online"))
     assert fetch(synth_data) == synth_data

@@ -186,19 +186,37 @@ def test_unshuffled_keeps_order_every_epoch():
         assert ids == list(range(10)) and ys == [float(i % 2) for i in range(10)]
 
 
+def _epochs(ds, n_epochs: int, batches_per_epoch: int) -> list[tuple[list[int], list[float]]]:
+    """Split the first epochs of an endless training stream into (ids, labels) per epoch."""
+    out = []
+    stream = iter(ds)
+    for _ in range(n_epochs):
+        ids, ys = [], []
+        for _ in range(batches_per_epoch):
+            x, y = next(stream)
+            ids += [int(v) for v in x.numpy()[:, 0, 0, 0]]
+            ys += [float(v) for v in y.numpy()]
+        out.append((ids, ys))
+    return out
+
+
 def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch():
-    images, labels = _arrays(64)
-    a = make_dataset(images, labels, batch_size=8, shuffle=True, seed=7)
-    b = make_dataset(images, labels, batch_size=8, shuffle=True, seed=7)
-    c = make_dataset(images, labels, batch_size=8, shuffle=True, seed=8)
-    a1, a2 = _epoch(a)[0], _epoch(a)[0]
-    b1, b2 = _epoch(b)[0], _epoch(b)[0]
+    images, labels = _arrays(60)  # 60 / 8: the last batch of each epoch is short, epochs never mix
+    (a1, ya), (a2, _) = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=7), 2, 8)
+    (b1, _), (b2, _) = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=7), 2, 8)
+    (c1, _), _ = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=8), 2, 8)
     assert a1 == b1 and a2 == b2  # same seed, same sequence of epochs
     assert a1 != a2  # reshuffled each epoch
-    assert sorted(a1) == list(range(64)) and sorted(a2) == list(range(64))  # every image once per epoch
-    assert _epoch(c)[0] != a1
-    ids, ys = _epoch(a)
-    assert all(float(i % 2) == y for i, y in zip(ids, ys, strict=True))  # labels stay with their images
+    assert sorted(a1) == list(range(60)) and sorted(a2) == list(range(60))  # every image once per epoch
+    assert c1 != a1
+    assert all(float(i % 2) == y for i, y in zip(a1, ya, strict=True))  # labels stay with their images
+
+
+def test_resumed_stream_sees_the_same_epochs():
+    images, labels = _arrays(30)
+    whole = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3), 3, 4)
+    resumed = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3, first_epoch=2), 1, 4)
+    assert resumed[0] == whole[2]
 
 
 def test_make_dataset_rejects_mismatch():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import os
@@ -378,8 +379,9 @@ def fingerprint(index: pd.DataFrame) -> str:
 
 
 # --------------------------------------------------------------------------------------------- fetch
-def _online(host: str = "www.kaggle.com", port: int = 443, timeout: float = 4.0) -> bool:
-    """True when a TCP connection to `host` succeeds within `timeout` seconds (DNS included)."""
+@functools.lru_cache(maxsize=8)
+def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """True when a TCP connection to `host` opens within `timeout` seconds (DNS included); asked once per process."""
     result: list[bool] = []
 
     def attempt() -> None:
@@ -423,7 +425,7 @@ def fetch(dir: str | os.PathLike) -> Path:
             "neither kagglehub nor the kaggle CLI is installed: pip install kagglehub (or download "
             f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE} by hand and unzip it into {dest})"
         )
-    if not _online():
+    if not reachable("www.kaggle.com", timeout=4.0):
         raise InputError(
             f"cannot reach www.kaggle.com (no internet?): download https://www.kaggle.com/datasets/{KAGGLE_HANDLE} "
             f"elsewhere and unzip it into {dest}"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xraylib.data import reachable
 from xraylib.errors import InputError
 
 if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the registry stays cheap to import
@@ -210,30 +209,13 @@ def _keras_cache_dirs() -> list[Path]:
     return [Path.home() / ".keras" / "models", Path("/tmp/.keras/models")]
 
 
-def _reachable(host: str = "storage.googleapis.com", port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to host opens within timeout seconds (DNS included)."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
 def check_imagenet(name: str, timeout: float = 3.0) -> None:
     """Raise a one-line InputError in seconds when the backbone's ImageNet weights are neither cached nor reachable."""
     bb = get_backbone(name)
     if not bb.weights_file:
         return
     dirs = _keras_cache_dirs()
-    if any((d / bb.weights_file).is_file() for d in dirs) or _reachable(timeout=timeout):
+    if any((d / bb.weights_file).is_file() for d in dirs) or reachable("storage.googleapis.com", timeout=timeout):
         return
     raise InputError(
         f"weights=imagenet: {bb.weights_file} is not in the Keras cache ({dirs[0]}) and the download server is "
@@ -288,7 +270,9 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
     """all: every backbone layer trains; none: none does; N: the last N layers do, BatchNorm kept frozen.
 
     A frozen (trainable=False) BatchNormalization layer runs in inference mode in Keras 3: its moving statistics
-    are used and not updated, the Keras transfer-learning convention.
+    are used and not updated, the Keras transfer-learning convention. The frozen part's Dropout layers (the
+    stochastic depth of EfficientNetV2) are switched off for the same reason: a frozen feature extractor must give
+    the same features in training as at inference.
     """
     import keras
 
@@ -300,6 +284,8 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
     for i, layer in enumerate(layers):
         batchnorm = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = i >= first and not batchnorm
+        if i < first and isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
 
 
 def build_model(cfg: RunConfig) -> keras.Model:
@@ -347,14 +333,40 @@ def build_model(cfg: RunConfig) -> keras.Model:
         output = keras.layers.Dense(2, activation="sigmoid", dtype="float32", name="predictions")(base.output)
     else:
         y = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
-        if cfg.pooled_norm:
-            y = keras.layers.BatchNormalization(momentum=0.9, name="pool_norm")(y)
+        if cfg.pooled_norm:  # standardised with statistics of the training images: see adapt_to_data
+            y = keras.layers.Normalization(name="pool_norm")(y)
         y = SeededDropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
         output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
     model = keras.Model(image, output, name=f"{bb.name}_{cfg.head}")
     if weights not in ("imagenet", "none") and _is_model_file(weights):
         _copy_weights(model, weights)
     return model
+
+
+def adapt_to_data(model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32) -> None:
+    """Statistics of a model's frozen parts from training images, before training.
+
+    With a randomly initialised backbone, each frozen BatchNormalization layer gets the mean and variance of its
+    inputs on one batch of images (instead of its initial 0 and 1, which let activations grow layer after layer);
+    then the `pool_norm` layer, if any, gets the mean and variance of the pooled features. Together they turn a
+    frozen random backbone into usable random features for a linear head (the `demo` preset).
+    """
+    import keras
+
+    from xraylib.pipeline import make_dataset
+
+    frozen_bn = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization) and not x.trainable]
+    if random_backbone and frozen_bn:
+        momenta = [layer.momentum for layer in frozen_bn]
+        for layer in frozen_bn:
+            layer.trainable, layer.momentum = True, 0.0  # one training-mode pass sets the moving statistics
+        model(images[:128].astype("float32"), training=True)
+        for layer, momentum in zip(frozen_bn, momenta, strict=True):
+            layer.trainable, layer.momentum = False, momentum
+    if "pool_norm" in {layer.name for layer in model.layers}:
+        features = keras.Model(model.inputs, model.get_layer("pool").output)
+        pooled = features.predict(make_dataset(images, None, batch_size, shuffle=False), verbose=0)
+        model.get_layer("pool_norm").adapt(pooled)
 
 
 def probability(outputs) -> np.ndarray:

@@ -6,15 +6,14 @@ Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
   path, every failure is caught per file, and training decodes exactly like `xraylib predict` does.
 - The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
   index fingerprint, the image size and the file list, so a second run skips decoding.
-- `make_dataset` shuffles *indices* (a perfect, cheap shuffle), batches them, then gathers and casts whole
-  batches: no per-image Python, no augmentation (that is a layer inside the model).
+- `make_dataset` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
+  them, then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import resource
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -141,8 +140,13 @@ def cached_images(
     return images
 
 
-def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int = 0):
-    """tf.data of (float32 (B,S,S,1) in [0,255], float32 (B,)); seeded reshuffle per epoch; never augments."""
+def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int = 0, first_epoch: int = 0):
+    """tf.data of (float32 (B,S,S,1) in [0,255], float32 labels); never augments.
+
+    shuffle=False: one pass in index order (validation, test, prediction). shuffle=True: an endless stream of
+    epochs for `fit(steps_per_epoch=ceil(N / batch_size))`; epoch e is a permutation drawn from (seed, e) alone and
+    batched on its own, so a run resumed at `first_epoch` sees exactly the batches an uninterrupted run would.
+    """
     import tensorflow as tf
 
     images = np.asarray(images)
@@ -156,14 +160,19 @@ def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, see
     x = tf.convert_to_tensor(images)
     y = None
     if labels is not None:
-        labels = np.asarray(labels, dtype=np.float32).reshape(-1)
+        labels = np.asarray(labels, dtype=np.float32)
         if len(labels) != n:
             raise InputError(f"{len(labels)} labels for {n} images")
         y = tf.convert_to_tensor(labels)
-    order = tf.data.Dataset.range(n)
+
+    def epoch(e):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
     if shuffle:
-        order = order.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    order = order.batch(batch_size)
+        order = tf.data.Dataset.range(first_epoch, 1 << 62).flat_map(epoch)
+    else:
+        order = tf.data.Dataset.range(n).batch(batch_size)
 
     def gather(idx):
         batch = tf.cast(tf.gather(x, idx), tf.float32)
@@ -178,6 +187,8 @@ def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, see
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
+    import resource  # POSIX only: imported here so the module loads on Windows
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
@@ -189,13 +200,14 @@ def _timed_fit(model, dataset, steps: int) -> tuple[float, float]:
 
 
 def _compiled_model(backbone: str, image_size: int, augment: bool):
-    """build_model for the benchmark, compiled with Adamax + binary cross-entropy."""
+    """The sound recipe's model (fully trainable, no download) compiled with Adamax + binary cross-entropy."""
     import keras
 
     from xraylib.config import resolve_config
     from xraylib.models import build_model
 
-    cfg = resolve_config(backbone, "demo", {"image_size": str(image_size), "augment": "true" if augment else "false"})
+    settings = {"weights": "none", "image_size": str(image_size), "augment": str(augment)}
+    cfg = resolve_config(backbone, "sound", settings)  # the whole backbone trained, as in a real run
     model = build_model(cfg)
     model.compile(optimizer=keras.optimizers.Adamax(cfg.learning_rate), loss="binary_crossentropy")
     return model, cfg
@@ -252,17 +264,16 @@ def bench_pipeline(
         ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
         for x, _ in ds.take(2):  # warm-up: tracing
             step(x)
+        batches = ds.take(-(-max(len(paths), 2000) // 64))  # at least one epoch and 2,000 images
         seen, t0, c0 = 0, time.perf_counter(), time.process_time()
-        while seen < max(len(paths), 2000):
-            for x, _ in ds:
-                _ = step(x)
-                seen += int(x.shape[0])
+        for x, _ in batches:
+            _ = step(x)
+            seen += int(x.shape[0])
         result["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
         result["cached_augmented_cpu_ms_per_image"] = round(1000 * (time.process_time() - c0) / seen, 3)
         t0, seen = time.perf_counter(), 0
-        while seen < max(len(paths), 2000):
-            for x, _ in ds:
-                seen += int(x.shape[0])
+        for x, _ in batches:
+            seen += int(x.shape[0])
         result["cached_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
     except ImportError as exc:
         result["cached_augmented_images_per_s"] = None
@@ -287,7 +298,7 @@ def bench_pipeline(
         usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
-        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0).repeat()
+        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0)
         result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
         _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:

@@ -272,7 +272,7 @@ def plot_prediction(
     from xraylib.plots import CLASS_COLORS, frame_axis, save_png, style
 
     predicted = _label(p, threshold).capitalize()
-    explained = "pneumonia" if p >= 0.5 else "normal"  # explain.gradcam explains the class with p >= 0.5
+    explained = _label(p, threshold)  # explain.gradcam explains the class predicted at the threshold
     h, w = image.shape
     values = np.linspace(0.0, 1.0, 256)
     key = _heat_rgba(values)

@@ -117,7 +117,7 @@ def run_figure(name: str, run_dir: str | Path, model=None):
     if name == "reliability":
         return plots.plot_reliability(y, p, title=title, path=path)
     if name == "examples":
-        return plots.plot_examples(frame, seed=cfg.seed, title=title, path=path)
+        return plots.plot_examples(frame, seed=cfg.seed, threshold=threshold, title=title, path=path)
     if name == "gradcam":
         return gradcam_figure(run_dir, cfg, frame, model=model, path=path)
     raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
@@ -321,3 +321,37 @@ def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataF
     shared = mine.index.intersection(other.index)
     metrics = list(LEADERBOARD_METRICS)
     return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")
+
+
+def gradcam_in_masks(run_dir: str | Path, limit: int = 60) -> pd.DataFrame:
+    """Per pneumonia test image of a synthetic set with masks: Grad-CAM mass inside the lungs and the opacities,
+    beside the share of the image each mask covers (what a uniform heatmap would score)."""
+    from PIL import Image
+
+    from xraylib.explain import gradcam, mass_inside
+    from xraylib.images import load_gray
+    from xraylib.models import load_model
+    from xraylib.synth import mask_paths
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    frame = frame[frame["label"] == "pneumonia"].head(limit)
+    masks = [mask_paths(p) for p in frame["path"]]
+    if not masks or not masks[0][0].is_file():
+        raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
+    images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
+    threshold = _read_json(run_dir / "metrics.json")["threshold"]["value"]
+    heatmaps = gradcam(load_model(run_dir / "model.keras"), images[..., None], target="pneumonia", threshold=threshold)
+    rows = []
+    for heat, (lungs, opacity) in zip(heatmaps, masks, strict=True):
+        lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
+        rows.append(
+            {
+                "in_lungs": mass_inside(heat, lung),
+                "lung_area": float(lung.mean()),
+                "in_opacity": mass_inside(heat, opac),
+                "opacity_area": float(opac.mean()),
+            }
+        )
+    return pd.DataFrame(rows, index=frame["file"].to_numpy())

@@ -15,6 +15,7 @@ import pandas as pd
 from xraylib.config import RunConfig
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
+from xraylib.pipeline import make_dataset
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 
@@ -155,40 +156,11 @@ def compile_model(model, cfg: RunConfig) -> None:
     )
 
 
-def training_stream(images: np.ndarray, labels: np.ndarray, cfg: RunConfig, first_epoch: int):
-    """Endless batches where epoch e's order depends only on (seed, e), so a resumed run sees the same data."""
-    import tensorflow as tf
-
-    base = tf.data.Dataset.from_tensor_slices((images, _targets(labels, cfg)))
-    n = len(images)
-
-    def epoch(e):
-        return base.shuffle(n, seed=cfg.seed * 100_003 + e, reshuffle_each_iteration=False)
-
-    stream = tf.data.Dataset.range(first_epoch, 1 << 30).flat_map(epoch)
-    stream = stream.batch(cfg.batch_size, drop_remainder=False)
-    return stream.map(_as_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def evaluation_stream(images: np.ndarray, labels: np.ndarray, cfg: RunConfig):
-    """Batches in index order, never shuffled or augmented."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((images, _targets(labels, cfg))).batch(cfg.batch_size)
-    return ds.map(_as_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
 def _targets(labels: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """Labels as the head expects them: (N,) for the sound head, one-hot (N, 2) for the study's head."""
     if cfg.head == "seed":
         return np.stack([1.0 - labels, labels], axis=1).astype(np.float32)
     return labels.astype(np.float32)
-
-
-def _as_float(x, y):
-    import tensorflow as tf
-
-    return tf.cast(x, tf.float32), y
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -208,16 +180,44 @@ def resume_epoch(out: Path) -> int:
     return int(json.loads(meta.read_text()).get("epoch", 0))
 
 
-def _history_writer(out: Path, first_epoch: int, n_train: int):
-    """A callback that keeps history.csv: one row per epoch with metrics, learning rate and timings."""
+def plateau_state(values: list[float], mode: str, patience: int = 0) -> tuple[float | None, int]:
+    """(best, epochs since the last strict improvement) after `values`, as Keras' EarlyStopping counts them;
+    with `patience`, the count restarts whenever it reaches it (ReduceLROnPlateau's rule)."""
+    best, wait = None, 0
+    for value in values:
+        if best is None or (value > best if mode == "max" else value < best):
+            best, wait = value, 0
+        else:
+            wait += 1
+            if patience and wait >= patience:
+                wait = 0
+    return best, wait
+
+
+def _history_writer(out: Path, first_epoch: int, n_train: int, monitor: str, callbacks: list):
+    """A callback that keeps history.csv (one row per epoch: metrics, learning rate, timings) and, on a resumed
+    run, gives the checkpoint, early-stopping and learning-rate callbacks back what they knew at the interruption."""
     import keras
 
     path = out / "history.csv"
     rows = []
     if first_epoch and path.is_file():
         rows = pd.read_csv(path).query("epoch < @first_epoch").to_dict("records")
+    mode = MONITOR_MODE[monitor]
 
     class HistoryWriter(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            if not rows:
+                return
+            values = [row[monitor] for row in rows]
+            for cb in callbacks:
+                if isinstance(cb, keras.callbacks.ModelCheckpoint):
+                    cb.best = plateau_state(values, mode)[0]
+                elif isinstance(cb, keras.callbacks.EarlyStopping):
+                    cb.best, cb.wait = plateau_state(values, mode)
+                elif isinstance(cb, keras.callbacks.ReduceLROnPlateau):
+                    cb.best, cb.wait = plateau_state(values, mode, cb.patience)
+
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
 
@@ -249,24 +249,20 @@ def build_run_model(cfg: RunConfig):
     return model
 
 
-def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.DataFrame:
-    """Train `model`, resuming an interrupted run in `out`; keep the best (or last) weights. Returns the history."""
+def _callbacks(cfg: RunConfig, out: Path) -> list:
+    """Backup for resume, best-weights checkpoint, early stopping and learning-rate reduction, as `cfg` asks."""
     import keras
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    first_epoch = resume_epoch(out)
-    if first_epoch and cfg.verbose:
-        print(f"resuming at epoch {first_epoch + 1} from {out / 'backup'}")
     mode = MONITOR_MODE[cfg.monitor]
-    n_train = len(prepared.labels["train"])
-    history = _history_writer(out, first_epoch, n_train)
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup")), history]
-    best_path = out / "best.weights.h5"
+    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
     if cfg.keep == "best":
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
-                str(best_path), monitor=cfg.monitor, mode=mode, save_best_only=True, save_weights_only=True
+                str(out / "best.weights.h5"),
+                monitor=cfg.monitor,
+                mode=mode,
+                save_best_only=True,
+                save_weights_only=True,
             )
         )
     if cfg.early_stopping:
@@ -277,25 +273,53 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
                 monitor=cfg.monitor, mode=mode, factor=0.3, patience=cfg.reduce_lr, min_lr=1e-7
             )
         )
+    return callbacks
+
+
+def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.DataFrame:
+    """Train `model` and save the kept (best or last) weights as model.keras; resume an interrupted run in `out`,
+    or just load model.keras if training finished there already. Frozen statistics are first set from the training
+    images (`models.adapt_to_data`). Returns the history."""
+    from xraylib.models import adapt_to_data
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "model.keras").is_file() and not (out / "backup").exists():
+        model.load_weights(out / "model.keras")
+        print(f"training finished earlier: loaded {out / 'model.keras'}")
+        return pd.read_csv(out / "history.csv")
+    first_epoch = resume_epoch(out)
+    if first_epoch and cfg.verbose:
+        print(f"resuming at epoch {first_epoch + 1} from {out / 'backup'}")
+    train_x, train_y = prepared.images["train"], prepared.labels["train"]
+    if not first_epoch:
+        adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
+    callbacks = _callbacks(cfg, out)
+    history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, callbacks)
     use_weights = cfg.class_weight and cfg.head == "sound"
     started = time.perf_counter()
     model.fit(
-        training_stream(prepared.images["train"], prepared.labels["train"], cfg, first_epoch),
-        steps_per_epoch=math.ceil(n_train / cfg.batch_size),
-        validation_data=evaluation_stream(prepared.images["val"], prepared.labels["val"], cfg),
+        make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, seed=cfg.seed, first_epoch=first_epoch),
+        steps_per_epoch=math.ceil(len(train_y) / cfg.batch_size),
+        validation_data=make_dataset(
+            prepared.images["val"], _targets(prepared.labels["val"], cfg), cfg.batch_size, False
+        ),
         epochs=cfg.epochs,
-        class_weight=class_weights(prepared.labels["train"]) if use_weights else None,
-        callbacks=callbacks,
+        class_weight=class_weights(train_y) if use_weights else None,
+        callbacks=[*callbacks, history],
         shuffle=False,  # the stream is already shuffled, per epoch, by seed
         verbose=cfg.verbose,
     )
+    best = out / "best.weights.h5"
+    if cfg.keep == "best" and best.is_file():
+        model.load_weights(best)
     timings = {
         "fit_seconds": round(time.perf_counter() - started, 2),
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
     }
-    if cfg.keep == "best" and best_path.is_file():
-        model.load_weights(str(best_path))
     write_json(out / "timings.json", timings)
+    save_model(model, out)
+    best.unlink(missing_ok=True)
     return pd.read_csv(out / "history.csv")
 
 
@@ -304,7 +328,7 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
     from xraylib.models import probability
 
     def run(x):
-        return probability(model.predict(evaluation_stream(x, np.zeros(len(x), np.float32), cfg), verbose=0))
+        return probability(model.predict(make_dataset(x, None, cfg.batch_size, shuffle=False), verbose=0))
 
     p = run(images)
     if cfg.tta:
@@ -319,7 +343,7 @@ def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd
             "file": rows["file"],
             "patient": rows["patient"],
             "label": rows["label"],
-            "p_pneumonia": np.round(p.astype(float), 6),
+            "p_pneumonia": p.astype(float),
             "predicted": np.where(p >= threshold, "pneumonia", "normal"),
             "path": rows["path"],
         }
@@ -380,7 +404,7 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
 
 
 def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
-    """The whole run, as the training notebook tells it: prepare, fit (or resume), save, evaluate, draw."""
+    """The whole run, as the training notebook tells it: prepare, fit (or resume), evaluate, draw."""
     from xraylib import report
 
     out = Path(out)
@@ -396,7 +420,6 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
         report.data_figure(name, prepared, cfg, out)
     model = build_run_model(cfg)
     fit(model, prepared, cfg, out)
-    save_model(model, out)
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
     return out
