@@ -76,3 +76,30 @@ def test_explore_and_compare_notebooks_execute(swept, synth_data, tmp_path, monk
         progress_bar=False,
     )
     assert (tmp_path / "compare.ipynb").stat().st_size > 10_000
+
+
+def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data, tmp_path):
+    from xraylib.sweep import run_backbone
+
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not weights")
+    overrides = dict(s.split("=", 1) for s in (t.removeprefix("--set=") for t in TINY))
+    status = run_backbone(synth_data, "resnet34", "smoke", {**overrides, "weights": str(garbage)}, tmp_path / "run")
+    assert status["status"] == "failed" and status["error"]
+    notebook = json.loads((tmp_path / "run" / "resnet34.ipynb").read_text())
+    assert any(c.get("outputs") for c in notebook["cells"]), "the partial notebook is kept"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+
+
+def test_training_notebook_runs_as_is_from_any_directory(tmp_path, monkeypatch):
+    """As a user in JupyterLab would: default data (the demo set, written on first use), another working directory."""
+    monkeypatch.chdir(tmp_path)
+    overrides = {"epochs": 1, "limit": 24, "image_size": 32, "bootstrap": 20, "gradcam_images": 2}
+    papermill.execute_notebook(
+        str(NOTEBOOKS / "train_backbone.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={"out_dir": str(tmp_path / "run"), "overrides": overrides},
+        progress_bar=False,
+    )
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert len(list((tmp_path / "run" / "figures").glob("*.png"))) == 8

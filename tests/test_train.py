@@ -6,14 +6,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from xraylib import report
 from xraylib.cli import main
 from xraylib.config import resolve_config
-from xraylib.train import train
+from xraylib.train import plateau_state, train
 
-SMOKE = {"image_size": "32", "limit": "40", "batch_size": "8", "bootstrap": "30", "gradcam_images": "4", "epochs": "2"}
+# 40 images a subset in batches of 6: the last batch of an epoch is short, so epochs must not run into each other
+SMOKE = {"image_size": "32", "limit": "40", "batch_size": "6", "bootstrap": "30", "gradcam_images": "4", "epochs": "2"}
 RUN_FILES = ("config.json", "history.csv", "model.keras", "predictions.csv", "metrics.json")
 FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 
@@ -105,6 +108,8 @@ def test_killed_run_resumes_at_next_epoch_with_same_result(smoke_run, synth_data
     assert list(resumed["epoch"]) == [0, 1]
     for column in ("loss", "val_loss", "val_auc"):
         pd.testing.assert_series_equal(whole[column], resumed[column], rtol=1e-4)
+    a, b = (pd.read_csv(run / "predictions.csv") for run in (smoke_run, killed))
+    np.testing.assert_allclose(a["p_pneumonia"], b["p_pneumonia"], rtol=1e-4, atol=1e-6)
 
 
 MIRRORED = """
@@ -126,3 +131,17 @@ def test_mirrored_strategy_on_two_logical_cpus(synth_data, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+
+
+def test_plateau_state_counts_as_keras_callbacks_do():
+    assert plateau_state([0.5, 0.6, 0.55, 0.58], "max") == (0.6, 2)
+    assert plateau_state([0.5, 0.4, 0.45, 0.46, 0.47], "min", patience=2) == (0.4, 1)
+    assert plateau_state([], "max") == (None, 0)
+
+
+def test_gradcam_mass_in_synthetic_masks(smoke_run):
+    table = report.gradcam_in_masks(smoke_run, limit=6)
+    assert len(table) >= 1 and set(table.columns) == {"in_lungs", "lung_area", "in_opacity", "opacity_area"}
+    assert table["lung_area"].between(0.05, 0.8).all()
+    finite = table["in_lungs"].dropna()
+    assert finite.between(0, 1).all()
