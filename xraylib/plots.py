@@ -237,6 +237,11 @@ def _ci_text(entry: dict | None) -> str:
     return f" (95 % CI {entry['low']:.3f}–{entry['high']:.3f})"
 
 
+def _mark_point(ax, x: float, y: float, label: str) -> None:
+    """The operating point: a large red dot with a white edge, above the curves."""
+    ax.plot(x, y, "o", ms=9, color=ERROR_COLOR, mec="white", mew=1.5, zorder=5, label=label)
+
+
 def plot_roc_pr(
     y,
     p,
@@ -275,17 +280,7 @@ def plot_roc_pr(
             label=f"ROC-AUC {metrics['roc_auc']['value']:.3f}{_ci_text(metrics['roc_auc'])}",
         )
         roc.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1, label="chance")
-        roc.plot(
-            1 - spec,
-            sens,
-            "o",
-            ms=9,
-            color=ERROR_COLOR,
-            mec="white",
-            mew=1.5,
-            zorder=5,
-            label=f"{point}: sensitivity {sens:.3f}, specificity {spec:.3f}",
-        )
+        _mark_point(roc, 1 - spec, sens, f"{point}: sensitivity {sens:.3f}, specificity {spec:.3f}")
         roc.set_xlabel("1 − specificity (false positive rate)")
         roc.set_ylabel("Sensitivity (true positive rate)")
         roc.set_title("ROC curve")
@@ -298,17 +293,7 @@ def plot_roc_pr(
             label=f"PR-AUC (AP) {metrics['pr_auc']['value']:.3f}{_ci_text(metrics['pr_auc'])}",
         )
         pr.axhline(prevalence, ls=":", color="0.5", lw=1, label=f"chance (prevalence {prevalence:.3f})")
-        pr.plot(
-            sens,
-            ppv,
-            "o",
-            ms=9,
-            color=ERROR_COLOR,
-            mec="white",
-            mew=1.5,
-            zorder=5,
-            label=f"{point}: recall {sens:.3f}, precision {ppv:.3f}",
-        )
+        _mark_point(pr, sens, ppv, f"{point}: recall {sens:.3f}, precision {ppv:.3f}")
         pr.set_xlabel("Recall (sensitivity)")
         pr.set_ylabel("Precision (PPV)")
         pr.set_title("Precision–recall curve")
