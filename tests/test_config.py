@@ -56,6 +56,7 @@ def test_overrides_are_typed():
         (["threshold=2"], "threshold"),
         (["weights=/no/such/file.h5"], "weights"),
         (["fine_tune=half"], "fine_tune"),
+        (["fine_tune=all"], "pooled_norm"),
         (["noequals"], "noequals"),
     ],
 )

@@ -162,6 +162,11 @@ def _check(cfg: RunConfig) -> None:
         raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")
     if cfg.fine_tune not in ("all", "none") and not (cfg.fine_tune.isdigit() and int(cfg.fine_tune) > 0):
         raise InputError(f"setting fine_tune={cfg.fine_tune!r}: expected all, none or a positive layer count")
+    if cfg.pooled_norm and cfg.fine_tune != "none":
+        raise InputError(
+            f"setting pooled_norm=true needs fine_tune=none (got {cfg.fine_tune}): its statistics are fixed before "
+            "training, so a backbone that trains makes them stale"
+        )
     threshold_rule(cfg.threshold)
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, none or an existing weights file")
