@@ -403,6 +403,14 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
 # ---------------------------------------------------------------------------------------------- files
 
 
+def infer_threshold(frame: pd.DataFrame) -> float | None:
+    """The threshold behind hard predictions (columns p, y_pred): the lowest p predicted pneumonia, if no lower p is."""
+    p, pred = frame["p"].to_numpy(dtype=float), frame["y_pred"].to_numpy().astype(int)
+    if np.isnan(p).any() or not pred.any() or (p[pred == 0] >= p[pred == 1].min()).any():
+        return None
+    return float(p[pred == 1].min())
+
+
 def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
     """The threshold behind a predictions.csv: from metrics.json beside it, else from the predicted column."""
     meta = path.with_name("metrics.json")
@@ -412,11 +420,10 @@ def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
             return float(value), f"from {meta.name}"
         except (ValueError, KeyError, TypeError):
             pass
-    pos = frame.loc[frame["y_pred"] == 1, "p"]
-    neg = frame.loc[frame["y_pred"] == 0, "p"]
-    if len(pos) and (neg < pos.min()).all():
-        return float(pos.min()), "inferred from the predicted column"
-    if not len(pos) and len(neg):
+    inferred = infer_threshold(frame)
+    if inferred is not None:
+        return inferred, "inferred from the predicted column"
+    if not (frame["y_pred"] == 1).any() and len(frame):
         return None, "predicted column holds no pneumonia prediction"
     return None, "the predicted column is not a threshold of p_pneumonia"
 

@@ -20,6 +20,7 @@ from sklearn import metrics as skm
 
 from xraylib.errors import InputError
 from xraylib.fileio import atomic_path
+from xraylib.metrics import infer_threshold
 
 CLASS_NAMES = ("Normal", "Pneumonia")
 CLASS_COLORS = {"Normal": "#4C72B0", "Pneumonia": "#DD8452"}
@@ -352,14 +353,6 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
         bottom.set_ylim(0, bottom.get_ylim()[1] * 1.3)  # room for the legend
         bottom.legend(loc="upper center", fontsize="small", ncols=2)
     return save_png(fig, path)
-
-
-def infer_threshold(frame: pd.DataFrame) -> float | None:
-    """The threshold behind hard predictions: the lowest p predicted pneumonia, if no lower p is; else None."""
-    p, pred = frame["p"].to_numpy(dtype=float), frame["y_pred"].to_numpy().astype(int)
-    if np.isnan(p).any() or not pred.any() or (p[pred == 0] >= p[pred == 1].min()).any():
-        return None
-    return float(p[pred == 1].min())
 
 
 def sample_outcomes(predictions: pd.DataFrame, n: int = 16, seed: int = 0) -> pd.DataFrame:
