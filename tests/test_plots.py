@@ -251,10 +251,3 @@ def test_dataset_exploration_figures(tmp_path, image_files):
     assert "Aspect ratio" in check(fig, tmp_path / "sizes.png")
     fig = P.plot_images_per_patient(index, path=tmp_path / "per_patient.png")
     assert "Train: 6 patients, 9 images" in check(fig, tmp_path / "per_patient.png")
-
-
-def test_save_all_writes_every_figure(tmp_path, predictions):
-    y, p, _ = predictions
-    figures = {"cm": P.plot_confusion_matrix(y, p >= 0.5), "rel": P.plot_reliability(y, p)}
-    paths = P.save_all(figures, tmp_path / "figures")
-    assert [q.name for q in paths] == ["cm.png", "rel.png"] and all(q.stat().st_size > 0 for q in paths)

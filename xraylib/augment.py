@@ -181,34 +181,3 @@ def augmentation(seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness
         ],
         name="augmentation",
     )
-
-
-def bench_augmentation(image_size: int = 150, batch_size: int = 64, batches: int = 40, seed: int = 0) -> float:
-    """Images/s of `augmentation(seed)` mapped over a cached, batched tf.data stream of random gray images."""
-    import time
-
-    import numpy as np
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (batch_size * 8, image_size, image_size, 1), dtype=np.uint8)
-    layer = augmentation(seed)
-
-    def augment(batch):
-        return layer(tf.cast(batch, "float32"), training=True)
-
-    ds = (
-        tf.data.Dataset.from_tensor_slices(images)
-        .cache()
-        .repeat()
-        .batch(batch_size)
-        .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    it = iter(ds)
-    for _ in range(3):  # warm-up: tracing
-        next(it)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batches * batch_size / (time.perf_counter() - start)

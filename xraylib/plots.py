@@ -764,12 +764,3 @@ def plot_metric_bars(
         note = "bars: point estimate; whiskers: 95 % CI (bootstrap over patients)"
         fig.suptitle(_title(title, "Test metrics by backbone", note))
     return save_png(fig, path)
-
-
-def save_all(figures: dict[str, Figure], folder: str | os.PathLike) -> list[Path]:
-    """Save several figures as <folder>/<name>.png; returns the paths."""
-    paths = []
-    for name, fig in figures.items():
-        paths.append(Path(folder) / f"{name}.png")
-        save_png(fig, paths[-1])
-    return paths
