@@ -73,6 +73,16 @@ def test_study_comparison_and_recipe_difference(report_dir, tmp_path_factory):
     assert list(diff.index) == ["vgg16"] and diff.loc["vgg16", "roc_auc difference"] < 0
 
 
+def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
+    assert "Grad-CAM" not in report.leaderboard_markdown(report.leaderboard(report_dir))
+    table = pd.DataFrame({"file": ["a", "b"], "in_lungs": [0.5, 0.7], "lung_area": [0.3, 0.3]})
+    write_csv(report_dir / "resnet34" / "gradcam_in_masks.csv", table)
+    markdown = report.leaderboard_markdown(report.leaderboard(report_dir))
+    assert "Grad-CAM in lungs (area)" in markdown.splitlines()[0]
+    resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
+    assert resnet.endswith("| 0.60 (0.30) |")
+
+
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no finished run"):
         report.build_report(tmp_path)

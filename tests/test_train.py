@@ -140,8 +140,28 @@ def test_plateau_state_counts_as_keras_callbacks_do():
 
 
 def test_gradcam_mass_in_synthetic_masks(smoke_run):
+    written = pd.read_csv(smoke_run / "gradcam_in_masks.csv")
+    assert len(written) == min(40, int((pd.read_csv(smoke_run / "predictions.csv")["label"] == "pneumonia").sum()))
     table = report.gradcam_in_masks(smoke_run, limit=6)
     assert len(table) >= 1 and set(table.columns) == {"in_lungs", "lung_area", "in_opacity", "opacity_area"}
     assert table["lung_area"].between(0.05, 0.8).all()
     finite = table["in_lungs"].dropna()
     assert finite.between(0, 1).all()
+
+
+def test_head_on_precomputed_features_trains_as_end_to_end(synth_data, tmp_path):
+    from xraylib.train import build_run_model, fit, predict_probabilities, prepare_data
+
+    results = []
+    for precompute in ("true", "false"):
+        cfg = resolve_config("resnet34", "smoke", {**SMOKE, "augment": "false", "precompute_features": precompute})
+        prepared = prepare_data(synth_data, cfg)
+        model = build_run_model(cfg)
+        history = fit(model, prepared, cfg, tmp_path / precompute)
+        results.append((history, predict_probabilities(model, prepared.images["test"], cfg)))
+        trained = json.loads((tmp_path / precompute / "timings.json").read_text())["trained"]
+        assert trained == ("head on precomputed features" if precompute == "true" else "end to end")
+    (fast, p_fast), (slow, p_slow) = results
+    for column in ("loss", "val_loss", "val_auc"):
+        pd.testing.assert_series_equal(fast[column], slow[column], rtol=1e-3)
+    np.testing.assert_allclose(p_fast, p_slow, rtol=1e-3, atol=1e-5)

@@ -343,13 +343,30 @@ def build_model(cfg: RunConfig) -> keras.Model:
     return model
 
 
-def adapt_to_data(model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32) -> None:
+def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """(features, head) sharing `model`'s layers: image -> pooled backbone features, and the layers after them.
+    Training the head trains `model`'s head."""
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    cut = names.index("pool") if "pool" in names else len(names) - 2  # the seed head: the backbone's own pooling
+    features = keras.Model(model.inputs, model.layers[cut].output, name="features")
+    x = pooled = keras.Input(features.output.shape[1:], name="pooled")
+    for layer in model.layers[cut + 1 :]:
+        x = layer(x)
+    return features, keras.Model(pooled, x, name="head")
+
+
+def adapt_to_data(
+    model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32
+) -> np.ndarray | None:
     """Statistics of a model's frozen parts from training images, before training.
 
     With a randomly initialised backbone, each frozen BatchNormalization layer gets the mean and variance of its
     inputs on one batch of images (instead of its initial 0 and 1, which let activations grow layer after layer);
     then the `pool_norm` layer, if any, gets the mean and variance of the pooled features. Together they turn a
-    frozen random backbone into usable random features for a linear head (the `demo` preset).
+    frozen random backbone into usable random features for a linear head (the `demo` preset). Returns the pooled
+    features of `images` when `pool_norm` needed them, else None.
     """
     import keras
 
@@ -363,10 +380,11 @@ def adapt_to_data(model: keras.Model, images: np.ndarray, random_backbone: bool,
         model(images[:128].astype("float32"), training=True)
         for layer, momentum in zip(frozen_bn, momenta, strict=True):
             layer.trainable, layer.momentum = False, momentum
-    if "pool_norm" in {layer.name for layer in model.layers}:
-        features = keras.Model(model.inputs, model.get_layer("pool").output)
-        pooled = features.predict(make_dataset(images, None, batch_size, shuffle=False), verbose=0)
-        model.get_layer("pool_norm").adapt(pooled)
+    if "pool_norm" not in {layer.name for layer in model.layers}:
+        return None
+    pooled = split_at_features(model)[0].predict(make_dataset(images, None, batch_size, shuffle=False), verbose=0)
+    model.get_layer("pool_norm").adapt(pooled)
+    return pooled
 
 
 def probability(outputs) -> np.ndarray:

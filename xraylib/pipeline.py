@@ -141,7 +141,7 @@ def cached_images(
 
 
 def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int = 0, first_epoch: int = 0):
-    """tf.data of (float32 (B,S,S,1) in [0,255], float32 labels); never augments.
+    """tf.data of (float32 (B,S,S,1) in [0,255], float32 labels), or of (B,C) features; never augments.
 
     shuffle=False: one pass in index order (validation, test, prediction). shuffle=True: an endless stream of
     epochs for `fit(steps_per_epoch=ceil(N / batch_size))`; epoch e is a permutation drawn from (seed, e) alone and
@@ -152,8 +152,8 @@ def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, see
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise InputError(f"images of shape {images.shape}: expected (N, S, S, 1)")
+    if images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise InputError(f"images of shape {images.shape}: expected (N, S, S, 1) or features (N, C)")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: must be at least 1")
     n = len(images)

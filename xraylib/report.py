@@ -169,6 +169,10 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
         row["preset"] = result.get("preset", "")
         status = run / "status.json"
         row["seconds"] = json.loads(status.read_text()).get("seconds") if status.is_file() else None
+        masks = run / "gradcam_in_masks.csv"
+        if masks.is_file():
+            means = pd.read_csv(masks)[["in_lungs", "lung_area"]].mean()
+            row["gradcam_in_lungs"], row["lung_area"] = float(means["in_lungs"]), float(means["lung_area"])
         rows.append(row)
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
@@ -186,17 +190,23 @@ def failed_runs(report_dir: str | Path) -> dict[str, str]:
 
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures."""
+    """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures; on a synthetic
+    set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image)."""
+    masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
+    extra = " Grad-CAM in lungs (area) |" if masks else ""
     lines = [
-        "| backbone | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |",
-        "|---" * (len(LEADERBOARD_METRICS) + 3) + "|",
+        "| backbone | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |" + extra,
+        "|---" * (len(LEADERBOARD_METRICS) + 3 + masks) + "|",
     ]
     for _, row in board.iterrows():
         cells = [_cell(row, m) for m in LEADERBOARD_METRICS]
         confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
         study = STUDY_RESULTS.get(row["backbone"])
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
-        lines.append(f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |")
+        line = f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |"
+        if masks:
+            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}) |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -323,7 +333,13 @@ def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataF
     return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")
 
 
-def gradcam_in_masks(run_dir: str | Path, limit: int = 60) -> pd.DataFrame:
+def _has_masks(frame: pd.DataFrame) -> bool:
+    from xraylib.synth import mask_paths
+
+    return not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file()
+
+
+def gradcam_in_masks(run_dir: str | Path, limit: int = 40, model=None) -> pd.DataFrame:
     """Per pneumonia test image of a synthetic set with masks: Grad-CAM mass inside the lungs and the opacities,
     beside the share of the image each mask covers (what a uniform heatmap would score)."""
     from PIL import Image
@@ -337,14 +353,13 @@ def gradcam_in_masks(run_dir: str | Path, limit: int = 60) -> pd.DataFrame:
     cfg = run_config(run_dir)
     frame = pd.read_csv(run_dir / "predictions.csv")
     frame = frame[frame["label"] == "pneumonia"].head(limit)
-    masks = [mask_paths(p) for p in frame["path"]]
-    if not masks or not masks[0][0].is_file():
+    if not _has_masks(frame):
         raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
     images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
-    threshold = _read_json(run_dir / "metrics.json")["threshold"]["value"]
-    heatmaps = gradcam(load_model(run_dir / "model.keras"), images[..., None], target="pneumonia", threshold=threshold)
+    model = model or load_model(run_dir / "model.keras")
+    heatmaps = gradcam(model, images[..., None], target="pneumonia")
     rows = []
-    for heat, (lungs, opacity) in zip(heatmaps, masks, strict=True):
+    for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
         lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
         rows.append(
             {
@@ -354,4 +369,16 @@ def gradcam_in_masks(run_dir: str | Path, limit: int = 60) -> pd.DataFrame:
                 "opacity_area": float(opac.mean()),
             }
         )
-    return pd.DataFrame(rows, index=frame["file"].to_numpy())
+    return pd.DataFrame(rows, index=pd.Index(frame["file"].to_numpy(), name="file"))
+
+
+def save_localization(run_dir: str | Path, model=None) -> pd.DataFrame | None:
+    """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks`) and return its means;
+    None on data without masks (real radiographs)."""
+    run_dir = Path(run_dir)
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    if not _has_masks(frame[frame["label"] == "pneumonia"]):
+        return None
+    table = gradcam_in_masks(run_dir, model=model)
+    write_csv(run_dir / "gradcam_in_masks.csv", table.reset_index())
+    return table.mean().to_frame("mean over pneumonia test images").round(3)

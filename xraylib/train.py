@@ -276,10 +276,28 @@ def _callbacks(cfg: RunConfig, out: Path) -> list:
     return callbacks
 
 
+def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
+    """(head, train features, val features) for a frozen backbone without augmentation: its pooled features are
+    computed once (after `models.adapt_to_data`), and training the head on them trains `model` exactly as
+    end-to-end training would, without running the backbone every epoch."""
+    from xraylib.models import adapt_to_data, split_at_features
+
+    train_x = prepared.images["train"]
+    pooled = adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
+    with model.distribute_strategy.scope():
+        features, head = split_at_features(model)
+        compile_model(head, cfg)
+    if pooled is None:
+        pooled = features.predict(make_dataset(train_x, None, cfg.batch_size, False), verbose=0)
+    val = features.predict(make_dataset(prepared.images["val"], None, cfg.batch_size, False), verbose=0)
+    return head, pooled, val
+
+
 def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.DataFrame:
     """Train `model` and save the kept (best or last) weights as model.keras; resume an interrupted run in `out`,
     or just load model.keras if training finished there already. Frozen statistics are first set from the training
-    images (`models.adapt_to_data`). Returns the history."""
+    images (`models.adapt_to_data`); a frozen backbone without augmentation trains only its head, on features
+    computed once (`head_on_features`, unless cfg.precompute_features is off). Returns the history."""
     from xraylib.models import adapt_to_data
 
     out = Path(out)
@@ -291,19 +309,20 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
     first_epoch = resume_epoch(out)
     if first_epoch and cfg.verbose:
         print(f"resuming at epoch {first_epoch + 1} from {out / 'backup'}")
-    train_x, train_y = prepared.images["train"], prepared.labels["train"]
-    if not first_epoch:
+    started = time.perf_counter()
+    trained, train_x, val_x = model, prepared.images["train"], prepared.images["val"]
+    train_y = prepared.labels["train"]
+    if cfg.precompute_features and cfg.fine_tune == "none" and not cfg.augment:
+        trained, train_x, val_x = head_on_features(model, prepared, cfg)  # the backup restores the head's state
+    elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
     callbacks = _callbacks(cfg, out)
     history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, callbacks)
     use_weights = cfg.class_weight and cfg.head == "sound"
-    started = time.perf_counter()
-    model.fit(
+    trained.fit(
         make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, seed=cfg.seed, first_epoch=first_epoch),
         steps_per_epoch=math.ceil(len(train_y) / cfg.batch_size),
-        validation_data=make_dataset(
-            prepared.images["val"], _targets(prepared.labels["val"], cfg), cfg.batch_size, False
-        ),
+        validation_data=make_dataset(val_x, _targets(prepared.labels["val"], cfg), cfg.batch_size, False),
         epochs=cfg.epochs,
         class_weight=class_weights(train_y) if use_weights else None,
         callbacks=[*callbacks, history],
@@ -312,10 +331,11 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
     )
     best = out / "best.weights.h5"
     if cfg.keep == "best" and best.is_file():
-        model.load_weights(best)
+        trained.load_weights(best)
     timings = {
         "fit_seconds": round(time.perf_counter() - started, 2),
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
+        "trained": "head on precomputed features" if trained is not model else "end to end",
     }
     write_json(out / "timings.json", timings)
     save_model(model, out)
@@ -422,6 +442,7 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
     fit(model, prepared, cfg, out)
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
+    report.save_localization(out, model=model)
     return out
 
 
