@@ -81,6 +81,8 @@ def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
     assert "Grad-CAM in lungs (area)" in markdown.splitlines()[0]
     resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
     assert resnet.endswith("| 0.60 (0.30) |")
+    vgg = next(line for line in markdown.splitlines() if line.startswith("| vgg16"))
+    assert vgg.endswith("| 0.9183 / 0.9162 | |"), "a run without the measurement gets an empty cell"
 
 
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):

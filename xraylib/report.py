@@ -129,7 +129,8 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=Non
     from xraylib.images import load_gray
     from xraylib.models import load_model
 
-    model = model or load_model(run_dir / "model.keras")
+    if model is None:
+        model = load_model(run_dir / "model.keras")
     sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
     threshold = _read_json(run_dir / "metrics.json")["threshold"]["value"]
@@ -205,7 +206,8 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
         line = f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |"
         if masks:
-            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}) |"
+            measured = not pd.isna(row["gradcam_in_lungs"])
+            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}) |" if measured else " |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -333,15 +335,19 @@ def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataF
     return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")
 
 
-def _has_masks(frame: pd.DataFrame) -> bool:
+def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFrame | None:
+    """The run's pneumonia test predictions (the first `limit`), or None when its images have no masks."""
     from xraylib.synth import mask_paths
 
-    return not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file()
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    frame = frame[frame["label"] == "pneumonia"].head(limit)
+    return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
 
 
-def gradcam_in_masks(run_dir: str | Path, limit: int = 40, model=None) -> pd.DataFrame:
-    """Per pneumonia test image of a synthetic set with masks: Grad-CAM mass inside the lungs and the opacities,
-    beside the share of the image each mask covers (what a uniform heatmap would score)."""
+def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) -> pd.DataFrame:
+    """Per pneumonia test image (the first `limit`; all by default) of a synthetic set with masks: the share of
+    Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
+    heatmap would score)."""
     from PIL import Image
 
     from xraylib.explain import gradcam, mass_inside
@@ -351,12 +357,12 @@ def gradcam_in_masks(run_dir: str | Path, limit: int = 40, model=None) -> pd.Dat
 
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    frame = pd.read_csv(run_dir / "predictions.csv")
-    frame = frame[frame["label"] == "pneumonia"].head(limit)
-    if not _has_masks(frame):
+    frame = _pneumonia_with_masks(run_dir, limit)
+    if frame is None:
         raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
     images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
-    model = model or load_model(run_dir / "model.keras")
+    if model is None:
+        model = load_model(run_dir / "model.keras")
     heatmaps = gradcam(model, images[..., None], target="pneumonia")
     rows = []
     for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
@@ -373,11 +379,10 @@ def gradcam_in_masks(run_dir: str | Path, limit: int = 40, model=None) -> pd.Dat
 
 
 def save_localization(run_dir: str | Path, model=None) -> pd.DataFrame | None:
-    """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks`) and return its means;
-    None on data without masks (real radiographs)."""
+    """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks` of every pneumonia test image)
+    and return its means; None on data without masks (real radiographs)."""
     run_dir = Path(run_dir)
-    frame = pd.read_csv(run_dir / "predictions.csv")
-    if not _has_masks(frame[frame["label"] == "pneumonia"]):
+    if _pneumonia_with_masks(run_dir, limit=1) is None:
         return None
     table = gradcam_in_masks(run_dir, model=model)
     write_csv(run_dir / "gradcam_in_masks.csv", table.reset_index())

@@ -104,14 +104,12 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     except Exception as exc:  # a sweep outlives any one backbone: record and go on
         status.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
     except KeyboardInterrupt:  # the user stops the sweep: say so, and let --resume continue this run
-        status.update(status="interrupted", error="interrupted; `--resume` continues at its next epoch")
-        status["seconds"] = round(time.time() - started, 1)
-        write_json(run_dir / "status.json", status)
+        status.update(status="interrupted", error="interrupted; `--resume` continues it")
         raise
     finally:
         stop.set()
-    status["seconds"] = round(time.time() - started, 1)
-    write_json(run_dir / "status.json", status)
+        status["seconds"] = round(time.time() - started, 1)
+        write_json(run_dir / "status.json", status)
     return status
 
 

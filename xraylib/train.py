@@ -137,8 +137,9 @@ def precision_policy(cfg: RunConfig, strategy) -> str:
     return policy
 
 
-def compile_model(model, cfg: RunConfig) -> None:
-    """Attach optimizer, loss and the metrics named in history.csv (loss, accuracy, auc)."""
+def compile_model(model, cfg: RunConfig, optimizer=None) -> None:
+    """Attach an optimizer (a new one as `cfg` says, or the one given), the loss and the metrics named in
+    history.csv (loss, accuracy, auc)."""
     import keras
 
     optimizers = {
@@ -148,7 +149,7 @@ def compile_model(model, cfg: RunConfig) -> None:
         "rmsprop": keras.optimizers.RMSprop,
     }
     model.compile(
-        optimizer=optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
+        optimizer=optimizer or optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
         jit_compile=cfg.jit_compile,
@@ -286,18 +287,19 @@ def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
     pooled = adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
     with model.distribute_strategy.scope():
         features, head = split_at_features(model)
-        compile_model(head, cfg)
+        compile_model(head, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
     if pooled is None:
         pooled = features.predict(make_dataset(train_x, None, cfg.batch_size, False), verbose=0)
     val = features.predict(make_dataset(prepared.images["val"], None, cfg.batch_size, False), verbose=0)
     return head, pooled, val
 
 
-def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.DataFrame:
+def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callbacks: list | None = None) -> pd.DataFrame:
     """Train `model` and save the kept (best or last) weights as model.keras; resume an interrupted run in `out`,
     or just load model.keras if training finished there already. Frozen statistics are first set from the training
     images (`models.adapt_to_data`); a frozen backbone without augmentation trains only its head, on features
-    computed once (`head_on_features`, unless cfg.precompute_features is off). Returns the history."""
+    computed once (`head_on_features`, unless cfg.precompute_features is off). `callbacks`: more Keras callbacks
+    (e.g. TensorBoard). Returns the history."""
     from xraylib.models import adapt_to_data
 
     out = Path(out)
@@ -316,8 +318,8 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
         trained, train_x, val_x = head_on_features(model, prepared, cfg)  # the backup restores the head's state
     elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
-    callbacks = _callbacks(cfg, out)
-    history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, callbacks)
+    kept = _callbacks(cfg, out)
+    history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, kept)
     use_weights = cfg.class_weight and cfg.head == "sound"
     trained.fit(
         make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, seed=cfg.seed, first_epoch=first_epoch),
@@ -325,7 +327,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> pd.Da
         validation_data=make_dataset(val_x, _targets(prepared.labels["val"], cfg), cfg.batch_size, False),
         epochs=cfg.epochs,
         class_weight=class_weights(train_y) if use_weights else None,
-        callbacks=[*callbacks, history],
+        callbacks=[*kept, history, *(callbacks or [])],
         shuffle=False,  # the stream is already shuffled, per epoch, by seed
         verbose=cfg.verbose,
     )
