@@ -11,7 +11,7 @@ import pytest
 
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
-from xraylib.explain import gradcam, last_conv_layer, mass_inside
+from xraylib.explain import gradcam, last_conv_layer, mass_inside, peak_inside
 from xraylib.models import build_model
 
 SIZE = 48
@@ -92,3 +92,13 @@ def test_mass_inside():
     big = np.kron(left, np.ones((4, 4))).astype("uint8") * 255  # a 0/255 mask of another size is resized
     assert mass_inside(heat, big) == pytest.approx(1.0)
     assert np.isnan(mass_inside(np.zeros((10, 10)), left))
+
+
+def test_peak_inside():
+    heat = np.zeros((10, 10))
+    heat[2, 7] = 1.0
+    left = np.zeros((10, 10), bool)
+    left[:, :5] = True
+    assert peak_inside(heat, ~left) == 1.0 and peak_inside(heat, left) == 0.0
+    assert peak_inside(heat, np.kron(~left, np.ones((3, 3))).astype("uint8") * 255) == 1.0
+    assert np.isnan(peak_inside(np.zeros((10, 10)), left))

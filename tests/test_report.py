@@ -75,12 +75,14 @@ def test_study_comparison_and_recipe_difference(report_dir, tmp_path_factory):
 
 def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
     assert "Grad-CAM" not in report.leaderboard_markdown(report.leaderboard(report_dir))
-    table = pd.DataFrame({"file": ["a", "b"], "in_lungs": [0.5, 0.7], "lung_area": [0.3, 0.3]})
+    table = pd.DataFrame(
+        {"file": ["a", "b"], "in_lungs": [0.5, 0.7], "lung_area": [0.3, 0.3], "peak_in_lungs": [1.0, 0.0]}
+    )
     write_csv(report_dir / "resnet34" / "gradcam_in_masks.csv", table)
     markdown = report.leaderboard_markdown(report.leaderboard(report_dir))
-    assert "Grad-CAM in lungs (area)" in markdown.splitlines()[0]
+    assert "Grad-CAM in lungs: mass (area), peak" in markdown.splitlines()[0]
     resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
-    assert resnet.endswith("| 0.60 (0.30) |")
+    assert resnet.endswith("| 0.60 (0.30), 0.50 |")
     vgg = next(line for line in markdown.splitlines() if line.startswith("| vgg16"))
     assert vgg.endswith("| 0.9183 / 0.9162 | |"), "a run without the measurement gets an empty cell"
 

@@ -143,7 +143,14 @@ def test_gradcam_mass_in_synthetic_masks(smoke_run):
     written = pd.read_csv(smoke_run / "gradcam_in_masks.csv")
     assert len(written) == (pd.read_csv(smoke_run / "predictions.csv")["label"] == "pneumonia").sum()
     table = report.gradcam_in_masks(smoke_run, limit=6)
-    assert len(table) >= 1 and set(table.columns) == {"in_lungs", "lung_area", "in_opacity", "opacity_area"}
+    assert len(table) >= 1 and set(table.columns) == {
+        "in_lungs",
+        "lung_area",
+        "peak_in_lungs",
+        "in_opacity",
+        "opacity_area",
+        "peak_in_opacity",
+    }
     assert table["lung_area"].between(0.05, 0.8).all()
     finite = table["in_lungs"].dropna()
     assert finite.between(0, 1).all()

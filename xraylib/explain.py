@@ -91,18 +91,31 @@ def gradcam(
     return np.clip(np.concatenate(maps), 0.0, 1.0).astype("float32")
 
 
-def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Fraction of the heatmap's mass inside a mask (bool or 0/255, nearest-resized to fit); NaN for an empty map."""
-    heatmap = np.asarray(heatmap, dtype="float64")
+def _fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A bool mask (bool or 0/255, 2-D or with one channel), nearest-resized to `shape` if needed."""
     mask = np.asarray(mask)
     if mask.ndim == 3:
         mask = mask[..., 0]
-    if mask.shape != heatmap.shape:
+    if mask.shape != shape:
         from PIL import Image
 
         img = Image.fromarray((mask > 0).astype("uint8") * 255)
-        mask = np.asarray(img.resize(heatmap.shape[::-1], Image.NEAREST))
+        mask = np.asarray(img.resize(shape[::-1], Image.NEAREST))
+    return mask > 0
+
+
+def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """Fraction of the heatmap's mass inside a mask (resized to fit); NaN for an empty map."""
+    heatmap = np.asarray(heatmap, dtype="float64")
     total = heatmap.sum()
     if total <= 0:
         return float("nan")
-    return float(heatmap[mask > 0].sum() / total)
+    return float(heatmap[_fit_mask(mask, heatmap.shape)].sum() / total)
+
+
+def peak_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
+    """1.0 if the heatmap's maximum lies inside the mask (the "pointing game"), else 0.0; NaN for an empty map."""
+    heatmap = np.asarray(heatmap, dtype="float64")
+    if heatmap.max() <= 0:
+        return float("nan")
+    return float(_fit_mask(mask, heatmap.shape)[np.unravel_index(np.argmax(heatmap), heatmap.shape)])

@@ -172,8 +172,9 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
         row["seconds"] = json.loads(status.read_text()).get("seconds") if status.is_file() else None
         masks = run / "gradcam_in_masks.csv"
         if masks.is_file():
-            means = pd.read_csv(masks)[["in_lungs", "lung_area"]].mean()
+            means = pd.read_csv(masks).mean(numeric_only=True)
             row["gradcam_in_lungs"], row["lung_area"] = float(means["in_lungs"]), float(means["lung_area"])
+            row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
         rows.append(row)
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
@@ -192,9 +193,10 @@ def failed_runs(report_dir: str | Path) -> dict[str, str]:
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures; on a synthetic
-    set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image)."""
+    set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image) and the share of
+    pneumonia images whose Grad-CAM peak lies inside them."""
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
-    extra = " Grad-CAM in lungs (area) |" if masks else ""
+    extra = " Grad-CAM in lungs: mass (area), peak |" if masks else ""
     lines = [
         "| backbone | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |" + extra,
         "|---" * (len(LEADERBOARD_METRICS) + 3 + masks) + "|",
@@ -207,7 +209,9 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
         line = f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |"
         if masks:
             measured = not pd.isna(row["gradcam_in_lungs"])
-            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}) |" if measured else " |"
+            peak = row.get("gradcam_peak_in_lungs", float("nan"))
+            peak = "n/a" if pd.isna(peak) else f"{peak:.2f}"
+            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}), {peak} |" if measured else " |"
         lines.append(line)
     return "\n".join(lines)
 
@@ -347,10 +351,10 @@ def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFra
 def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) -> pd.DataFrame:
     """Per pneumonia test image (the first `limit`; all by default) of a synthetic set with masks: the share of
     Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
-    heatmap would score)."""
+    heatmap would score), and whether the heatmap's peak lies inside each (the pointing game)."""
     from PIL import Image
 
-    from xraylib.explain import gradcam, mass_inside
+    from xraylib.explain import gradcam, mass_inside, peak_inside
     from xraylib.images import load_gray
     from xraylib.models import load_model
     from xraylib.synth import mask_paths
@@ -371,8 +375,10 @@ def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) 
             {
                 "in_lungs": mass_inside(heat, lung),
                 "lung_area": float(lung.mean()),
+                "peak_in_lungs": peak_inside(heat, lung),
                 "in_opacity": mass_inside(heat, opac),
                 "opacity_area": float(opac.mean()),
+                "peak_in_opacity": peak_inside(heat, opac),
             }
         )
     return pd.DataFrame(rows, index=pd.Index(frame["file"].to_numpy(), name="file"))
