@@ -343,16 +343,27 @@ def build_model(cfg: RunConfig) -> keras.Model:
     return model
 
 
+def _pooled_index(model: keras.Model) -> int:
+    """Position of the layer whose output feeds the head: "pool" (sound head), the backbone's pooling (seed head)."""
+    names = [layer.name for layer in model.layers]
+    return names.index("pool") if "pool" in names else len(names) - 2
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """The part of `model` from the image to the pooled backbone features, sharing its layers."""
+    import keras
+
+    return keras.Model(model.inputs, model.layers[_pooled_index(model)].output, name="features")
+
+
 def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(features, head) sharing `model`'s layers: image -> pooled backbone features, and the layers after them.
+    """(features, head) sharing `model`'s layers: `feature_model`, and the layers after it.
     Training the head trains `model`'s head."""
     import keras
 
-    names = [layer.name for layer in model.layers]
-    cut = names.index("pool") if "pool" in names else len(names) - 2  # the seed head: the backbone's own pooling
-    features = keras.Model(model.inputs, model.layers[cut].output, name="features")
+    features = feature_model(model)
     x = pooled = keras.Input(features.output.shape[1:], name="pooled")
-    for layer in model.layers[cut + 1 :]:
+    for layer in model.layers[_pooled_index(model) + 1 :]:
         x = layer(x)
     return features, keras.Model(pooled, x, name="head")
 
@@ -382,7 +393,7 @@ def adapt_to_data(
             layer.trainable, layer.momentum = False, momentum
     if "pool_norm" not in {layer.name for layer in model.layers}:
         return None
-    pooled = split_at_features(model)[0].predict(make_dataset(images, None, batch_size, shuffle=False), verbose=0)
+    pooled = feature_model(model).predict(make_dataset(images, None, batch_size, shuffle=False), verbose=0)
     model.get_layer("pool_norm").adapt(pooled)
     return pooled
 
