@@ -11,7 +11,7 @@ import pytest
 
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
-from xraylib.explain import gradcam, last_conv_layer, mass_inside, peak_inside
+from xraylib.explain import gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
 from xraylib.models import build_model
 
 SIZE = 48
@@ -92,6 +92,16 @@ def test_mass_inside():
     big = np.kron(left, np.ones((4, 4))).astype("uint8") * 255  # a 0/255 mask of another size is resized
     assert mass_inside(heat, big) == pytest.approx(1.0)
     assert np.isnan(mass_inside(np.zeros((10, 10)), left))
+
+
+def test_mask_through_grid_loses_mass_at_coarse_grids():
+    disc = np.hypot(*np.mgrid[-32:32, -32:32]) < 12  # a disc covering 11 % of a 64 x 64 image
+    assert mask_through_grid(disc, (64, 64), (64, 64)) == pytest.approx(1.0)  # the grid is the image: nothing spills
+    shares = [mask_through_grid(disc, (g, g), (64, 64)) for g in (2, 4, 8, 16)]
+    assert all(a < b for a, b in zip(shares, shares[1:], strict=False))  # finer grids keep more of it inside
+    assert disc.mean() < shares[0] and shares[-1] < 1.0
+    big = np.kron(disc, np.ones((2, 2))).astype("uint8") * 255  # a 0/255 mask of another size is resized first
+    assert mask_through_grid(big, (8, 8), (64, 64)) == pytest.approx(shares[2])
 
 
 def test_peak_inside():

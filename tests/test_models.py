@@ -170,6 +170,8 @@ def test_weights_path_loads_a_whole_model_from_keras_or_weights_h5(tmp_path):
         assert np.allclose(model(x, training=False), expected, atol=1e-6), name
     with pytest.raises(InputError, match="does not fit this model"):
         build_model(config(image_size=32, head="seed", weights=tmp_path / "run.weights.h5"))
+    larger = build_model(config(image_size=48, weights=tmp_path / "run.keras"))  # fine-tuning at a larger size
+    assert np.array_equal(larger.get_layer("conv1_conv").kernel, source.get_layer("conv1_conv").kernel)
 
 
 def test_weights_path_loads_backbone_weights_from_a_legacy_h5_file(tmp_path):

@@ -113,6 +113,17 @@ def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(heatmap[_fit_mask(mask, heatmap.shape)].sum() / total)
 
 
+def mask_through_grid(mask: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]) -> float:
+    """`mass_inside` the mask of a heatmap equal to the mask, seen through a `grid` (the Grad-CAM layer's H, W):
+    the mask, resized to the heatmap's `shape`, area-averaged onto the grid and resized back bilinearly as `gradcam`
+    does. What a map with its evidence exactly on the mask scores at that resolution (not an upper bound)."""
+    import tensorflow as tf
+
+    mask = _fit_mask(mask, tuple(shape))
+    coarse = tf.image.resize(mask[None, ..., None].astype("float32"), grid, method="area")
+    return mass_inside(tf.image.resize(coarse, mask.shape, method="bilinear")[0, ..., 0].numpy(), mask)
+
+
 def peak_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     """1.0 if the heatmap's maximum lies inside the mask (the "pointing game"), else 0.0; NaN for an empty map."""
     heatmap = np.asarray(heatmap, dtype="float64")

@@ -240,8 +240,7 @@ def _copy_weights(model: keras.Model, path: str) -> None:
                 model.load_weights(path)
         except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
             raise InputError(
-                f"weights={path}: does not fit this model (saved from another backbone, head or image size?): "
-                f"{_first_line(exc)}"
+                f"weights={path}: does not fit this model (saved from another backbone or head?): {_first_line(exc)}"
             ) from None
         return
     source = load_model(path)
@@ -249,9 +248,7 @@ def _copy_weights(model: keras.Model, path: str) -> None:
     theirs = [layer for layer in source.layers if layer.weights]
     shapes = [[tuple(w.shape) for w in layer.weights] for layer in mine]
     if shapes != [[tuple(w.shape) for w in layer.weights] for layer in theirs]:
-        raise InputError(
-            f"weights={path}: that model's layers do not match this one (same backbone, head and image size needed)"
-        )
+        raise InputError(f"weights={path}: that model's layers do not match this one (same backbone and head needed)")
     for target, layer in zip(mine, theirs, strict=True):
         target.set_weights(layer.get_weights())
 
@@ -292,7 +289,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     """Input "image" (S, S, 1) float [0, 255] -> [augmentation] -> gray to RGB -> preprocess -> backbone -> head.
 
     cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "none", or a path:
-    a `.keras` model or `.weights.h5` file loads the WHOLE model (same backbone, head and image size, e.g. an
+    a `.keras` model or `.weights.h5` file loads the WHOLE model (same backbone and head, any image size; e.g. an
     earlier run's model.keras); any other file (e.g. Keras' `*_notop.h5` ImageNet file) loads into the BACKBONE.
     Not compiled.
     """

@@ -351,10 +351,11 @@ def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFra
 def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) -> pd.DataFrame:
     """Per pneumonia test image (the first `limit`; all by default) of a synthetic set with masks: the share of
     Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
-    heatmap would score), and whether the heatmap's peak lies inside each (the pointing game)."""
+    heatmap would score) and what a lung-shaped map scores through the Grad-CAM layer's grid (`mask_through_grid`),
+    and whether the heatmap's peak lies inside each mask (the pointing game)."""
     from PIL import Image
 
-    from xraylib.explain import gradcam, mass_inside, peak_inside
+    from xraylib.explain import gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
     from xraylib.images import load_gray
     from xraylib.models import load_model
     from xraylib.synth import mask_paths
@@ -368,6 +369,7 @@ def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) 
     if model is None:
         model = load_model(run_dir / "model.keras")
     heatmaps = gradcam(model, images[..., None], target="pneumonia")
+    grid = tuple(model.get_layer(last_conv_layer(model)).output.shape[1:3])
     rows = []
     for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
         lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
@@ -375,6 +377,7 @@ def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) 
             {
                 "in_lungs": mass_inside(heat, lung),
                 "lung_area": float(lung.mean()),
+                "lung_map_in_lungs": mask_through_grid(lung, grid, heat.shape),
                 "peak_in_lungs": peak_inside(heat, lung),
                 "in_opacity": mass_inside(heat, opac),
                 "opacity_area": float(opac.mean()),
