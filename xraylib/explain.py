@@ -91,7 +91,7 @@ def gradcam(
     return np.clip(np.concatenate(maps), 0.0, 1.0).astype("float32")
 
 
-def _fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A bool mask (bool or 0/255, 2-D or with one channel), nearest-resized to `shape` if needed."""
     mask = np.asarray(mask)
     if mask.ndim == 3:
@@ -110,7 +110,7 @@ def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     total = heatmap.sum()
     if total <= 0:
         return float("nan")
-    return float(heatmap[_fit_mask(mask, heatmap.shape)].sum() / total)
+    return float(heatmap[fit_mask(mask, heatmap.shape)].sum() / total)
 
 
 def mask_through_grid(mask: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]) -> float:
@@ -119,7 +119,7 @@ def mask_through_grid(mask: np.ndarray, grid: tuple[int, int], shape: tuple[int,
     does. What a map with its evidence exactly on the mask scores at that resolution (not an upper bound)."""
     import tensorflow as tf
 
-    mask = _fit_mask(mask, tuple(shape))
+    mask = fit_mask(mask, tuple(shape))
     coarse = tf.image.resize(mask[None, ..., None].astype("float32"), grid, method="area")
     return mass_inside(tf.image.resize(coarse, mask.shape, method="bilinear")[0, ..., 0].numpy(), mask)
 
@@ -129,4 +129,4 @@ def peak_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     heatmap = np.asarray(heatmap, dtype="float64")
     if heatmap.max() <= 0:
         return float("nan")
-    return float(_fit_mask(mask, heatmap.shape)[np.unravel_index(np.argmax(heatmap), heatmap.shape)])
+    return float(fit_mask(mask, heatmap.shape)[np.unravel_index(np.argmax(heatmap), heatmap.shape)])

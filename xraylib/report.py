@@ -353,18 +353,23 @@ def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) 
     Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
     heatmap would score) and what a lung-shaped map scores through the Grad-CAM layer's grid (`mask_through_grid`),
     and whether the heatmap's peak lies inside each mask (the pointing game)."""
+    run_dir = Path(run_dir)
+    frame = _pneumonia_with_masks(run_dir, limit)
+    if frame is None:
+        raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
+    return _localization_table(run_dir, frame, model)
+
+
+def _localization_table(run_dir: Path, frame: pd.DataFrame, model=None) -> pd.DataFrame:
+    """`gradcam_in_masks` of the images in `frame` (pneumonia test predictions whose masks exist)."""
     from PIL import Image
 
-    from xraylib.explain import gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
+    from xraylib.explain import fit_mask, gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
     from xraylib.images import load_gray
     from xraylib.models import load_model
     from xraylib.synth import mask_paths
 
-    run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    frame = _pneumonia_with_masks(run_dir, limit)
-    if frame is None:
-        raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
     images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
     if model is None:
         model = load_model(run_dir / "model.keras")
@@ -373,15 +378,16 @@ def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) 
     rows = []
     for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
         lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
+        lung_fit, opac_fit = fit_mask(lung, heat.shape), fit_mask(opac, heat.shape)  # resized once, used thrice
         rows.append(
             {
-                "in_lungs": mass_inside(heat, lung),
+                "in_lungs": mass_inside(heat, lung_fit),
                 "lung_area": float(lung.mean()),
-                "lung_map_in_lungs": mask_through_grid(lung, grid, heat.shape),
-                "peak_in_lungs": peak_inside(heat, lung),
-                "in_opacity": mass_inside(heat, opac),
+                "lung_map_in_lungs": mask_through_grid(lung_fit, grid, heat.shape),
+                "peak_in_lungs": peak_inside(heat, lung_fit),
+                "in_opacity": mass_inside(heat, opac_fit),
                 "opacity_area": float(opac.mean()),
-                "peak_in_opacity": peak_inside(heat, opac),
+                "peak_in_opacity": peak_inside(heat, opac_fit),
             }
         )
     return pd.DataFrame(rows, index=pd.Index(frame["file"].to_numpy(), name="file"))
@@ -391,8 +397,9 @@ def save_localization(run_dir: str | Path, model=None) -> pd.DataFrame | None:
     """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks` of every pneumonia test image)
     and return its means; None on data without masks (real radiographs)."""
     run_dir = Path(run_dir)
-    if _pneumonia_with_masks(run_dir, limit=1) is None:
+    frame = _pneumonia_with_masks(run_dir)
+    if frame is None:
         return None
-    table = gradcam_in_masks(run_dir, model=model)
+    table = _localization_table(run_dir, frame, model)
     write_csv(run_dir / "gradcam_in_masks.csv", table.reset_index())
     return table.mean().to_frame("mean over pneumonia test images").round(3)
