@@ -71,7 +71,13 @@ def test_sweep_interrupted_mid_backbone_resumes_that_backbone(synth_data, tmp_pa
         "--out",
         str(out),
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # a shell's background job ignores SIGINT and its children inherit that: give the sweep Ctrl-C's default back
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     history, deadline = out / "resnet34" / "history.csv", time.time() + 600
     while time.time() < deadline and proc.poll() is None:
         if history.is_file() and len(pd.read_csv(history)) >= 1:
