@@ -11,7 +11,7 @@ from PIL import Image
 from xraylib import pipeline
 from xraylib.errors import InputError
 from xraylib.images import load_gray
-from xraylib.pipeline import cache_file, cached_images, make_dataset, resolve_cache_dir
+from xraylib.pipeline import batch_sizes, cache_file, cached_images, make_dataset, resolve_cache_dir
 
 
 def _images(folder, n: int = 12) -> list[str]:
@@ -217,6 +217,25 @@ def test_resumed_stream_sees_the_same_epochs():
     whole = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3), 3, 4)
     resumed = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3, first_epoch=2), 1, 4)
     assert resumed[0] == whole[2]
+
+
+@pytest.mark.parametrize(("n", "batch", "replicas"), [(9, 8, 2), (41, 8, 2), (25, 8, 4), (40, 6, 1), (17, 16, 2)])
+def test_no_batch_leaves_a_replica_empty(n, batch, replicas):
+    sizes = batch_sizes(n, batch, replicas)
+    assert sum(sizes) == n and len(sizes) == -(-n // batch) and max(sizes) <= batch
+    assert min(sizes) >= replicas  # tf.distribute splits a batch evenly: each replica gets at least one image
+    if replicas == 1:
+        assert sizes == [batch] * (n // batch) + [n % batch] * bool(n % batch)  # one device: batches as before
+    images, labels = _arrays(n)
+    for shuffle in (False, True):
+        stream = make_dataset(images, labels, batch, shuffle=shuffle, seed=1, replicas=replicas)
+        seen = [int(x.shape[0]) for x, _ in stream.take(len(sizes))]
+        assert seen == sizes
+
+
+def test_too_few_images_for_the_replicas_is_one_line():
+    with pytest.raises(InputError, match="3 images cannot be spread over 4 replicas"):
+        batch_sizes(3, 8, 4)
 
 
 def test_make_dataset_rejects_mismatch():

@@ -140,12 +140,41 @@ def cached_images(
     return images
 
 
-def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, seed: int = 0, first_epoch: int = 0):
+def batch_sizes(n: int, batch_size: int, replicas: int = 1) -> list[int]:
+    """Sizes of the batches one pass over n items is cut into: `batch_size` each, the rest last; a last batch too
+    small to give each of `replicas` devices an item takes items from the one before it (tf.distribute splits a
+    batch evenly over the replicas, and an empty replica batch fails)."""
+    if replicas < 1 or n < replicas:
+        raise InputError(f"{n} images cannot be spread over {replicas} replicas: use fewer devices or more images")
+    if batch_size < replicas:
+        raise InputError(f"batch size {batch_size} is smaller than the {replicas} replicas it is split over")
+    sizes = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else [])
+    if len(sizes) > 1 and sizes[-1] < replicas:
+        moved = replicas - sizes[-1]
+        sizes[-2:] = [sizes[-2] - moved, replicas]
+    return sizes
+
+
+def replicas_of(model) -> int:
+    """The devices a Keras model's batches are split over (its tf.distribute strategy's replicas)."""
+    return int(model.distribute_strategy.num_replicas_in_sync)
+
+
+def make_dataset(
+    images: np.ndarray,
+    labels,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    first_epoch: int = 0,
+    replicas: int = 1,
+):
     """tf.data of (float32 (B,S,S,1) in [0,255], float32 labels), or of (B,C) features; never augments.
 
     shuffle=False: one pass in index order (validation, test, prediction). shuffle=True: an endless stream of
-    epochs for `fit(steps_per_epoch=ceil(N / batch_size))`; epoch e is a permutation drawn from (seed, e) alone and
-    batched on its own, so a run resumed at `first_epoch` sees exactly the batches an uninterrupted run would.
+    epochs for `fit(steps_per_epoch=len(batch_sizes(N, batch_size, replicas)))`; epoch e is a permutation drawn from
+    (seed, e) alone and batched on its own, so a run resumed at `first_epoch` sees exactly the batches an
+    uninterrupted run would. `replicas`: the devices each batch is split over; no batch leaves one of them empty.
     """
     import tensorflow as tf
 
@@ -157,6 +186,7 @@ def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, see
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: must be at least 1")
     n = len(images)
+    sizes = tf.constant(batch_sizes(n, batch_size, replicas), dtype=tf.int64)
     x = tf.convert_to_tensor(images)
     y = None
     if labels is not None:
@@ -165,14 +195,13 @@ def make_dataset(images: np.ndarray, labels, batch_size: int, shuffle: bool, see
             raise InputError(f"{len(labels)} labels for {n} images")
         y = tf.convert_to_tensor(labels)
 
-    def epoch(e):
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    def cut(order):
+        return tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(order, sizes))
 
-    if shuffle:
-        order = tf.data.Dataset.range(first_epoch, 1 << 62).flat_map(epoch)
-    else:
-        order = tf.data.Dataset.range(n).batch(batch_size)
+    def epoch(e):
+        return cut(tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e])))
+
+    order = tf.data.Dataset.range(first_epoch, 1 << 62).flat_map(epoch) if shuffle else cut(tf.range(n))
 
     def gather(idx):
         batch = tf.cast(tf.gather(x, idx), tf.float32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import pandas as pd
 from xraylib.config import RunConfig
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
-from xraylib.pipeline import make_dataset
+from xraylib.pipeline import batch_sizes, make_dataset, replicas_of
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 
@@ -288,9 +287,12 @@ def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
     with model.distribute_strategy.scope():
         features, head = split_at_features(model)
         compile_model(head, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
+    replicas = replicas_of(model)
     if pooled is None:
-        pooled = features.predict(make_dataset(train_x, None, cfg.batch_size, False), verbose=0)
-    val = features.predict(make_dataset(prepared.images["val"], None, cfg.batch_size, False), verbose=0)
+        pooled = features.predict(make_dataset(train_x, None, cfg.batch_size, False, replicas=replicas), verbose=0)
+    val = features.predict(
+        make_dataset(prepared.images["val"], None, cfg.batch_size, False, replicas=replicas), verbose=0
+    )
     return head, pooled, val
 
 
@@ -321,10 +323,12 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     kept = _callbacks(cfg, out)
     history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, kept)
     use_weights = cfg.class_weight and cfg.head == "sound"
+    replicas = replicas_of(trained)
+    val_y = _targets(prepared.labels["val"], cfg)
     trained.fit(
-        make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, seed=cfg.seed, first_epoch=first_epoch),
-        steps_per_epoch=math.ceil(len(train_y) / cfg.batch_size),
-        validation_data=make_dataset(val_x, _targets(prepared.labels["val"], cfg), cfg.batch_size, False),
+        make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
+        steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
+        validation_data=make_dataset(val_x, val_y, cfg.batch_size, False, replicas=replicas),
         epochs=cfg.epochs,
         class_weight=class_weights(train_y) if use_weights else None,
         callbacks=[*kept, history, *(callbacks or [])],
@@ -350,7 +354,8 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
     from xraylib.models import probability
 
     def run(x):
-        return probability(model.predict(make_dataset(x, None, cfg.batch_size, shuffle=False), verbose=0))
+        batches = make_dataset(x, None, cfg.batch_size, shuffle=False, replicas=replicas_of(model))
+        return probability(model.predict(batches, verbose=0))
 
     p = run(images)
     if cfg.tta:
