@@ -1,6 +1,7 @@
 """The papermill sweep end to end: executed notebooks, a failing backbone, resume, the report, the notebooks."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,11 @@ import papermill
 import pytest
 
 from xraylib.cli import main
+from xraylib.notebook import execute
 from xraylib.sweep import NOTEBOOKS
+
+# TensorFlow's C++ log lines (`I0000 00:00:... port.cc:153] oneDNN ...`), absl's preamble, CUDA probes, retracing
+TF_NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d|absl::InitializeLog|cuInit|cuda drivers|oneDNN|retracing", re.M)
 
 TINY = ["--set=image_size=32", "--set=limit=40", "--set=batch_size=8", "--set=bootstrap=30", "--set=gradcam_images=4"]
 
@@ -37,6 +42,31 @@ def test_sweep_runs_the_notebook_and_reports(swept):
     assert len(list((run / "figures").glob("*.png"))) >= 8
     for name in ("leaderboard.csv", "leaderboard.md", "summary.md", "figures/roc_overlay.png"):
         assert (out / name).is_file(), name
+
+
+def assert_reads_as_a_report(path):
+    """Every figure cell of an executed notebook shows an image; no stream output carries TensorFlow's logs."""
+    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    figures = [c for c in cells if "_figure(" in "".join(c["source"])]
+    assert figures, f"{path.name}: no figure cell found"
+    for cell in figures:
+        kinds = [set(o.get("data", {})) for o in cell["outputs"]]
+        assert any("image/png" in k for k in kinds), f"{path.name}: no image from {''.join(cell['source'])!r}"
+    streams = "".join("".join(o.get("text", "")) for c in cells for o in c["outputs"] if o["output_type"] == "stream")
+    noise = TF_NOISE.findall(streams)
+    assert not noise, f"{path.name}: TensorFlow log lines in the notebook: {noise[:3]}"
+    assert path.with_suffix(".html").stat().st_size > 10_000, "the notebook's HTML page"
+
+
+def test_executed_notebooks_show_every_figure_and_no_tensorflow_logs(swept):
+    out, _, _ = swept
+    assert_reads_as_a_report(out / "resnet34" / "resnet34.ipynb")
+    assert_reads_as_a_report(out / "compare_backbones.ipynb")
+    html = (out / "resnet34" / "resnet34.html").read_text()
+    assert html.count("data:image/png;base64") >= 8, "the HTML page embeds the figures"
+    index = (out / "index.html").read_text()
+    for link in ("resnet34/resnet34.html", "compare_backbones.html", "inceptionv3"):
+        assert link in index, link
 
 
 def test_failed_backbone_is_recorded_and_the_others_finish(swept):
@@ -107,20 +137,12 @@ def test_report_verb_rebuilds_from_finished_runs(swept, capsys):
 def test_explore_and_compare_notebooks_execute(swept, synth_data, tmp_path, monkeypatch):
     out, _, _ = swept
     monkeypatch.chdir(tmp_path)  # the notebooks must not depend on the working directory
-    papermill.execute_notebook(
-        str(NOTEBOOKS / "explore_dataset.ipynb"),
-        str(tmp_path / "explore.ipynb"),
-        parameters={"data_dir": str(synth_data), "out_dir": str(tmp_path / "explore")},
-        progress_bar=False,
-    )
+    parameters = {"data_dir": str(synth_data), "out_dir": str(tmp_path / "explore")}
+    execute(NOTEBOOKS / "explore_dataset.ipynb", tmp_path / "explore.ipynb", parameters, cwd=tmp_path)
     assert len(list((tmp_path / "explore").glob("*.png"))) == 4
-    papermill.execute_notebook(
-        str(NOTEBOOKS / "compare_backbones.ipynb"),
-        str(tmp_path / "compare.ipynb"),
-        parameters={"report_dir": str(out)},
-        progress_bar=False,
-    )
-    assert (tmp_path / "compare.ipynb").stat().st_size > 10_000
+    assert_reads_as_a_report(tmp_path / "explore.ipynb")
+    execute(NOTEBOOKS / "compare_backbones.ipynb", tmp_path / "compare.ipynb", {"report_dir": str(out)}, cwd=tmp_path)
+    assert_reads_as_a_report(tmp_path / "compare.ipynb")
 
 
 def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data, tmp_path):

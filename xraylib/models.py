@@ -378,7 +378,7 @@ def adapt_to_data(
     """
     import keras
 
-    from xraylib.pipeline import make_dataset, replicas_of
+    from xraylib.pipeline import predict_in_batches
 
     frozen_bn = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization) and not x.trainable]
     if random_backbone and frozen_bn:
@@ -390,8 +390,7 @@ def adapt_to_data(
             layer.trainable, layer.momentum = False, momentum
     if "pool_norm" not in {layer.name for layer in model.layers}:
         return None
-    batches = make_dataset(images, None, batch_size, shuffle=False, replicas=replicas_of(model))
-    pooled = feature_model(model).predict(batches, verbose=0)
+    pooled = predict_in_batches(feature_model(model), images, batch_size)
     model.get_layer("pool_norm").adapt(pooled)
     return pooled
 

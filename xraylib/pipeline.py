@@ -211,6 +211,17 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """`model.predict` over every image in batches of one shape: the last is filled up with copies of the first
+    image, whose outputs are dropped. One traced shape per model (no retracing on a short last batch), and no
+    replica of a distributed model is ever left without an image."""
+    n = len(images)
+    batch = max(1, min(batch_size, n))
+    filled = np.concatenate([images, np.repeat(images[:1], -n % batch, axis=0)]) if n % batch else images
+    batches = make_dataset(filled, None, batch, shuffle=False, replicas=replicas_of(model))
+    return np.asarray(model.predict(batches, verbose=0))[:n]
+
+
 # ----------------------------------------------------------------------------------------------------- benchmark
 
 

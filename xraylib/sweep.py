@@ -17,6 +17,7 @@ from xraylib.fileio import write_json
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 TRAIN_NOTEBOOK = NOTEBOOKS / "train_backbone.ipynb"
+COMPARE_NOTEBOOK = NOTEBOOKS / "compare_backbones.ipynb"
 DEMO_DATA = REPO / "data" / "demo"
 
 
@@ -76,6 +77,8 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     import papermill
     from nbclient.exceptions import DeadKernelError
 
+    from xraylib.notebook import execute
+
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     write_json(run_dir / "status.json", {"backbone": backbone, "status": "running", "started": started})
@@ -86,17 +89,8 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     log = run_dir / f"{backbone}.log"
     try:
         with log.open("w") as stream, _stderr_into(stream):
-            papermill.execute_notebook(
-                str(TRAIN_NOTEBOOK),
-                str(run_dir / f"{backbone}.ipynb"),
-                parameters=notebook_parameters(data, backbone, preset, overrides, run_dir),
-                kernel_name="python3",
-                progress_bar=False,
-                log_output=True,
-                stdout_file=stream,
-                stderr_file=stream,
-                cwd=str(run_dir),
-            )
+            parameters = notebook_parameters(data, backbone, preset, overrides, run_dir)
+            execute(TRAIN_NOTEBOOK, run_dir / f"{backbone}.ipynb", parameters, cwd=run_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         status.update(status="failed", error=f"{exc.ename}: {exc.evalue}".splitlines()[0])
     except DeadKernelError:
@@ -139,6 +133,7 @@ def sweep(
     """Train every backbone through the notebook, then build the comparison report. Returns the failed names."""
     from tqdm.auto import tqdm
 
+    from xraylib.notebook import write_index
     from xraylib.report import build_report
 
     data, out = Path(data).resolve(), Path(out).resolve()
@@ -168,11 +163,28 @@ def sweep(
                 failed.append(name)
     try:
         print(build_report(out))
+        compare_notebook(out)
     except InputError as exc:  # nothing finished: there is no comparison to make
         print(f"no report: {exc}")
+    write_index(out, {name: run_status(out / name) for name in backbones}, f"Sweep report: {out.name}")
+    print(f"report pages: {out / 'index.html'}")
     if failed:
         print(f"{len(failed)} backbone(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
     return failed
+
+
+def compare_notebook(report_dir: Path) -> None:
+    """Execute the comparison notebook into the report folder (with its HTML); a failure is printed, not raised."""
+    import papermill
+
+    from xraylib.notebook import execute
+
+    output = report_dir / COMPARE_NOTEBOOK.name
+    try:
+        with output.with_suffix(".log").open("w") as stream, _stderr_into(stream):
+            execute(COMPARE_NOTEBOOK, output, {"report_dir": str(report_dir)}, cwd=report_dir, log=stream)
+    except papermill.PapermillExecutionError as exc:
+        print(f"the comparison notebook failed ({exc.ename}: {exc.evalue}); see {output}".splitlines()[0])
 
 
 def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:

@@ -14,7 +14,7 @@ import pandas as pd
 from xraylib.config import RunConfig
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
-from xraylib.pipeline import batch_sizes, make_dataset, replicas_of
+from xraylib.pipeline import batch_sizes, make_dataset, predict_in_batches, replicas_of
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 
@@ -194,15 +194,23 @@ def plateau_state(values: list[float], mode: str, patience: int = 0) -> tuple[fl
     return best, wait
 
 
-def _history_writer(out: Path, first_epoch: int, n_train: int, monitor: str, callbacks: list):
-    """A callback that keeps history.csv (one row per epoch: metrics, learning rate, timings) and, on a resumed
-    run, gives the checkpoint, early-stopping and learning-rate callbacks back what they knew at the interruption."""
+def epoch_line(row: dict, epochs: int) -> str:
+    """One compact line for a finished epoch: its metrics, the learning rate and the time it took."""
+    metrics = "  ".join(f"{k} {row[k]:.4f}" for k in ("loss", "auc", "val_loss", "val_auc") if k in row)
+    return f"epoch {row['epoch'] + 1}/{epochs}  {metrics}  lr {row['learning_rate']:.3g}  {row['seconds']:.1f} s"
+
+
+def _history_writer(out: Path, first_epoch: int, n_train: int, cfg: RunConfig, callbacks: list):
+    """A callback that keeps history.csv (one row per epoch: metrics, learning rate, timings), prints one line per
+    epoch if `cfg.verbose`, and, on a resumed run, gives the checkpoint, early-stopping and learning-rate callbacks
+    back what they knew at the interruption."""
     import keras
 
     path = out / "history.csv"
     rows = []
     if first_epoch and path.is_file():
         rows = pd.read_csv(path).query("epoch < @first_epoch").to_dict("records")
+    monitor = cfg.monitor
     mode = MONITOR_MODE[monitor]
 
     class HistoryWriter(keras.callbacks.Callback):
@@ -232,6 +240,8 @@ def _history_writer(out: Path, first_epoch: int, n_train: int, monitor: str, cal
             row.update(learning_rate=lr, seconds=round(seconds, 3), images_per_s=round(n_train / seconds, 2))
             rows.append(row)
             write_csv(path, pd.DataFrame(rows))
+            if cfg.verbose:
+                print(epoch_line(row, cfg.epochs), flush=True)
 
     return HistoryWriter()
 
@@ -287,13 +297,9 @@ def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
     with model.distribute_strategy.scope():
         features, head = split_at_features(model)
         compile_model(head, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
-    replicas = replicas_of(model)
     if pooled is None:
-        pooled = features.predict(make_dataset(train_x, None, cfg.batch_size, False, replicas=replicas), verbose=0)
-    val = features.predict(
-        make_dataset(prepared.images["val"], None, cfg.batch_size, False, replicas=replicas), verbose=0
-    )
-    return head, pooled, val
+        pooled = predict_in_batches(features, train_x, cfg.batch_size)
+    return head, pooled, predict_in_batches(features, prepared.images["val"], cfg.batch_size)
 
 
 def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callbacks: list | None = None) -> pd.DataFrame:
@@ -321,7 +327,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
     kept = _callbacks(cfg, out)
-    history = _history_writer(out, first_epoch, len(train_y), cfg.monitor, kept)
+    history = _history_writer(out, first_epoch, len(train_y), cfg, kept)
     use_weights = cfg.class_weight and cfg.head == "sound"
     replicas = replicas_of(trained)
     val_y = _targets(prepared.labels["val"], cfg)
@@ -333,7 +339,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
         class_weight=class_weights(train_y) if use_weights else None,
         callbacks=[*kept, history, *(callbacks or [])],
         shuffle=False,  # the stream is already shuffled, per epoch, by seed
-        verbose=cfg.verbose,
+        verbose=0,  # the history writer prints one line per epoch
     )
     best = out / "best.weights.h5"
     if cfg.keep == "best" and best.is_file():
@@ -354,8 +360,7 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
     from xraylib.models import probability
 
     def run(x):
-        batches = make_dataset(x, None, cfg.batch_size, shuffle=False, replicas=replicas_of(model))
-        return probability(model.predict(batches, verbose=0))
+        return probability(predict_in_batches(model, x, cfg.batch_size))
 
     p = run(images)
     if cfg.tta:
