@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XRAYLIB_CACHE", "none")
+os.environ["XRAYLIB_WEIGHTS_DIR"] = ""  # tests choose their weights themselves
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import socket
 import time
 
@@ -194,9 +196,16 @@ def test_imagenet_offline_fails_within_seconds_with_one_line(tmp_path, monkeypat
     assert time.perf_counter() - start < 5
     message = str(info.value)
     assert "\n" not in message and "weights=none" in message and "vgg16_weights" in message
-    # a file already in the Keras cache is enough (no network needed)
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / BACKBONES["vgg16"].weights_file).write_bytes(b"")
+    # a file in the Keras cache that fails Keras' md5 check: one line naming it and what to do, in seconds
+    cached = tmp_path / "models" / BACKBONES["vgg16"].weights_file
+    cached.parent.mkdir()
+    cached.write_bytes(b"not Keras' download")
+    with pytest.raises(InputError, match=r"fails Keras' md5 check .* --set weights=") as info:
+        check_imagenet("vgg16")
+    assert str(cached) in str(info.value) and "\n" not in str(info.value)
+    # an intact file in the Keras cache is enough (no network needed)
+    intact = dataclasses.replace(BACKBONES["vgg16"], weights_md5=hashlib.md5(cached.read_bytes()).hexdigest())
+    monkeypatch.setitem(BACKBONES, "vgg16", intact)
     check_imagenet("vgg16")
     # the self-defined CNN has no ImageNet weights: built from scratch, no network
     assert build_model(config("resnet34", image_size=32, weights="imagenet")).count_params() > 21e6

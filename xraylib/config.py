@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraylib.errors import InputError
-from xraylib.models import get_backbone
+from xraylib.models import get_backbone, resolve_weights
 
 PRESETS = ("seed", "sound", "demo", "smoke")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
@@ -32,7 +33,8 @@ class RunConfig:
     cache_dir: str = "auto"
     # model
     head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); seed: the study's Dense(2, sigmoid)
-    weights: str = "imagenet"  # imagenet | none | path to a weights file
+    weights: str = "imagenet"  # imagenet | auto (ImageNet where available, else none) | none | a weights file
+    weights_dir: str = ""  # a folder of Keras' *_notop.h5 ImageNet files (default: $XRAYLIB_WEIGHTS_DIR)
     fine_tune: str = "all"  # all | none | N (the last N layers of the backbone are trained)
     dropout: float = 0.3
     pooled_norm: bool = False  # standardise the pooled features (for frozen, randomly initialised backbones)
@@ -76,12 +78,13 @@ SEED = dict(
     threshold="0.5",
     dropout=0.0,
 )
-# Offline there are no ImageNet weights, and fine-tuning whole backbones costs minutes of graph building each on a
-# CPU: the demo trains a normalised linear head on frozen, randomly initialised backbones (a random-features
-# baseline). Brightness jitter swamps what random features carry, so the demo trains without augmentation, and so
-# the backbone's features are computed once (precompute_features): an epoch of the head takes well under a second.
+# Fine-tuning whole backbones costs minutes of graph building each on a CPU: the demo trains a standardised linear
+# head on frozen backbones, with ImageNet weights where they can be had offline or downloaded (weights=auto), else
+# randomly initialised (a random-features baseline). Brightness jitter swamps what random features carry, so the
+# demo trains without augmentation, and so the backbone's features are computed once (precompute_features): an
+# epoch of the head takes well under a second.
 DEMO = dict(
-    weights="none",
+    weights="auto",
     fine_tune="none",
     pooled_norm=True,
     augment=False,
@@ -93,7 +96,7 @@ DEMO = dict(
     learning_rate=1e-2,
     bootstrap=500,
 )
-SMOKE = dict(DEMO, augment=True, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
+SMOKE = dict(DEMO, weights="none", augment=True, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
 PRESET_VALUES: dict[str, dict] = {"seed": SEED, "sound": {}, "demo": DEMO, "smoke": SMOKE}
 
 CHOICES = {
@@ -171,7 +174,7 @@ def _check(cfg: RunConfig) -> None:
         )
     threshold_rule(cfg.threshold)
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
-        raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, none or an existing weights file")
+        raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, auto, none or an existing weights file")
 
 
 def threshold_rule(text: str) -> tuple[str, float]:
@@ -204,10 +207,13 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
             known = ", ".join(k for k in kinds if k not in ("backbone", "preset", "extra"))
             raise InputError(f"unknown setting {key!r} (known: {known})")
         values[key] = value
-    if bb.name == "resnet34" and str(values.get("weights", "imagenet")).strip() == "imagenet":
-        values["weights"] = "none"  # the study trained its own CNN from scratch (it has no ImageNet weights)
     values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
     cfg = RunConfig(backbone=bb.name, preset=preset, **values)
+    cfg.weights_dir = cfg.weights_dir or os.environ.get("XRAYLIB_WEIGHTS_DIR", "").strip()
+    if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
+        raise InputError(f"setting weights_dir={cfg.weights_dir!r}: not a folder")
+    # resnet34, the study's own CNN, has no ImageNet weights: it is trained from scratch
+    cfg.weights = resolve_weights(bb.name, cfg.weights, cfg.weights_dir)
     if cfg.image_size is None:
         cfg.image_size = bb.default_size
     if cfg.batch_size is None:

@@ -31,6 +31,7 @@ class Backbone:
     batch_size: int = 64
     default_size: int = 150
     weights_file: str = ""  # the ImageNet no-top weights file Keras caches in ~/.keras/models ("" = none exist)
+    weights_md5: str = ""  # Keras' md5 of that file (the hash its download is checked against)
 
     def build(self) -> Callable:
         """The constructor: called as constructor(include_top=False, weights=..., input_tensor=..., pooling=...)."""
@@ -59,12 +60,25 @@ BACKBONES: dict[str, Backbone] = {
             "Xception",
             71,
             weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="b0042744bf5b25fce3cb969f33bebb97",
         ),
         Backbone(
-            "vgg16", "VGG16", "vgg16", "VGG16", 32, weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+            "vgg16",
+            "VGG16",
+            "vgg16",
+            "VGG16",
+            32,
+            weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="6d6bbae143d832006294945121d1f1fc",
         ),
         Backbone(
-            "vgg19", "VGG19", "vgg19", "VGG19", 32, weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+            "vgg19",
+            "VGG19",
+            "vgg19",
+            "VGG19",
+            32,
+            weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="253f8cb515780f3b799900260a226db6",
         ),
         Backbone(
             "resnet101v2",
@@ -73,6 +87,7 @@ BACKBONES: dict[str, Backbone] = {
             "ResNet101V2",
             32,
             weights_file="resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="c0ed64b8031c3730f411d2eb4eea35b5",
         ),
         Backbone(
             "inceptionv3",
@@ -81,6 +96,7 @@ BACKBONES: dict[str, Backbone] = {
             "InceptionV3",
             75,
             weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
         ),
         Backbone(
             "inceptionresnetv2",
@@ -89,6 +105,7 @@ BACKBONES: dict[str, Backbone] = {
             "InceptionResNetV2",
             75,
             weights_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+            weights_md5="d19885ff4a710c122648d3b5c3b684e4",
         ),
         Backbone(
             "efficientnetv2s",
@@ -98,6 +115,7 @@ BACKBONES: dict[str, Backbone] = {
             32,
             batch_size=16,
             weights_file="efficientnetv2-s_notop.h5",
+            weights_md5="af0682fb74e8c54910f2d4393339c070",
         ),
         Backbone(
             "efficientnetv2m",
@@ -107,6 +125,7 @@ BACKBONES: dict[str, Backbone] = {
             32,
             batch_size=16,
             weights_file="efficientnetv2-m_notop.h5",
+            weights_md5="1b8dc055df72dde80d614482840fe342",
         ),
         Backbone("resnet34", "Self-defined ResNet-34", "", "", 32),
     ]
@@ -209,19 +228,64 @@ def _keras_cache_dirs() -> list[Path]:
     return [Path.home() / ".keras" / "models", Path("/tmp/.keras/models")]
 
 
+def _md5(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.md5()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_imagenet(name: str) -> tuple[Path | None, bool]:
+    """(the backbone's ImageNet file in the Keras cache or None, whether it passes Keras' md5 check)."""
+    bb = get_backbone(name)
+    for folder in _keras_cache_dirs() if bb.weights_file else []:
+        path = folder / bb.weights_file
+        if path.is_file():
+            return path, _md5(path) == bb.weights_md5
+    return None, False
+
+
 def check_imagenet(name: str, timeout: float = 3.0) -> None:
-    """Raise a one-line InputError in seconds when the backbone's ImageNet weights are neither cached nor reachable."""
+    """Raise a one-line InputError in seconds when the backbone's ImageNet weights are neither cached (and intact)
+    nor downloadable; Keras would otherwise try to download them, and hang or fail with a traceback."""
     bb = get_backbone(name)
     if not bb.weights_file:
         return
-    dirs = _keras_cache_dirs()
-    if any((d / bb.weights_file).is_file() for d in dirs) or reachable("storage.googleapis.com", timeout=timeout):
+    cached, intact = cached_imagenet(name)
+    if intact or reachable("storage.googleapis.com", timeout=timeout):
         return
+    if cached is not None:
+        raise InputError(
+            f"weights=imagenet: {cached} fails Keras' md5 check (not Keras' own download) and the download server is "
+            f"unreachable; pass the file with --set weights={cached} or --set weights_dir={cached.parent}"
+        )
+    dirs = _keras_cache_dirs()
     raise InputError(
         f"weights=imagenet: {bb.weights_file} is not in the Keras cache ({dirs[0]}) and the download server is "
-        f"unreachable; use --set weights=none, --set weights=PATH (a weights file), or copy {bb.weights_file} "
-        f"into {dirs[0]}"
+        f"unreachable; use --set weights=none, --set weights=PATH (a weights file), --set weights_dir=DIR (a folder "
+        f"of Keras' *_notop.h5 files), or copy {bb.weights_file} into {dirs[0]}"
     )
+
+
+def resolve_weights(name: str, weights: str, weights_dir: str = "") -> str:
+    """The weights a run of backbone `name` uses: `none`, a file path, or `imagenet` (Keras' cache or download).
+
+    `imagenet` and `auto` take the backbone's own file from `weights_dir` when it is there (loaded by path, as
+    --set weights=PATH would). `auto` then uses Keras' intact cached file or its download, and falls back to
+    random weights (`none`) when neither can be had: ImageNet wherever possible, offline included."""
+    bb = get_backbone(name)
+    if weights not in ("imagenet", "auto"):
+        return weights
+    if not bb.weights_file:
+        return "none"
+    if weights_dir and (Path(weights_dir) / bb.weights_file).is_file():
+        return str((Path(weights_dir) / bb.weights_file).resolve())
+    if weights == "imagenet" or cached_imagenet(name)[1] or reachable("storage.googleapis.com"):
+        return "imagenet"
+    return "none"
 
 
 def _is_model_file(path: str) -> bool:
@@ -372,9 +436,9 @@ def adapt_to_data(
 
     With a randomly initialised backbone, each frozen BatchNormalization layer gets the mean and variance of its
     inputs on one batch of images (instead of its initial 0 and 1, which let activations grow layer after layer);
-    then the `pool_norm` layer, if any, gets the mean and variance of the pooled features. Together they turn a
-    frozen random backbone into usable random features for a linear head (the `demo` preset). Returns the pooled
-    features of `images` when `pool_norm` needed them, else None.
+    then the `pool_norm` layer, if any, standardises the pooled features (`standardise_pooled`). Together they
+    turn a frozen backbone, random or ImageNet, into features a linear head learns from (the `demo` preset).
+    Returns the pooled features of `images` when `pool_norm` needed them, else None.
     """
     import keras
 
@@ -391,8 +455,23 @@ def adapt_to_data(
     if "pool_norm" not in {layer.name for layer in model.layers}:
         return None
     pooled = predict_in_batches(feature_model(model), images, batch_size)
-    model.get_layer("pool_norm").adapt(pooled)
+    standardise_pooled(model.get_layer("pool_norm"), pooled)
     return pooled
+
+
+def standardise_pooled(layer: keras.layers.Normalization, pooled: np.ndarray) -> None:
+    """Set a Normalization layer to centre each pooled channel on its training mean and divide it by its training
+    variance shrunk toward the mean variance of all channels (var_c + mean(var)).
+
+    Plain per-channel standardisation divides by each channel's own SD. Post-ReLU ImageNet channels that almost
+    never fire on the training images have an SD near 0, so a validation image on which one fires is standardised
+    to values in the thousands (measured: |z| up to 1,536 with Xception's ImageNet weights), and the head's loss
+    explodes. The shrunk variance keeps every channel's gain below 1 / SD of a typical channel.
+    """
+    layer.adapt(pooled)
+    variance = np.asarray(layer.adapt_variance)
+    layer.adapt_variance.assign(variance + variance.mean())
+    layer.finalize_state()
 
 
 def probability(outputs) -> np.ndarray:
