@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo
 DEMO_REPORT := reports/demo
+# A folder of Keras' ImageNet *_notop.h5 files for machines without internet (`make demo WEIGHTS_DIR=DIR`).
+WEIGHTS_DIR ?=
 
 .PHONY: demo test lint format clean
 
@@ -16,7 +18,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/Chest_xray_Corona_Metadata.csv || $(BIN)/xraylib data synth $(DEMO_DATA) --masks
-	$(BIN)/xraylib sweep --data $(DEMO_DATA) --preset demo --out $(DEMO_REPORT) --resume
+	XRAYLIB_WEIGHTS_DIR=$(WEIGHTS_DIR) $(BIN)/xraylib sweep --data $(DEMO_DATA) --preset demo --out $(DEMO_REPORT) --resume
 
 test: $(STAMP)
 	$(BIN)/ruff check .

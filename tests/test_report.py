@@ -29,7 +29,7 @@ def _fake_run(report_dir, backbone, skill, seed):
             "path": "",
         }
     )
-    cfg = resolve_config(backbone, "demo")
+    cfg = resolve_config(backbone, "demo", {"weights": "none"})
     run = report_dir / backbone
     write_json(run / "config.json", {"run": cfg.to_json()})
     write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
@@ -79,7 +79,9 @@ def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
         {"file": ["a", "b"], "in_lungs": [0.5, 0.7], "lung_area": [0.3, 0.3], "peak_in_lungs": [1.0, 0.0]}
     )
     write_csv(report_dir / "resnet34" / "gradcam_in_masks.csv", table)
-    markdown = report.leaderboard_markdown(report.leaderboard(report_dir))
+    board = report.leaderboard(report_dir)
+    assert set(board["weights"]) == {"random"}, "the leaderboard says how each backbone started"
+    markdown = report.leaderboard_markdown(board)
     assert "Grad-CAM in lungs: mass (area), peak" in markdown.splitlines()[0]
     resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
     assert resnet.endswith("| 0.60 (0.30), 0.50 |")

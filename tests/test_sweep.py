@@ -161,7 +161,7 @@ def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data,
 def test_training_notebook_runs_as_is_from_any_directory(tmp_path, monkeypatch):
     """As a user in JupyterLab would: default data (the demo set, written on first use), another working directory."""
     monkeypatch.chdir(tmp_path)
-    overrides = {"epochs": 1, "limit": 24, "image_size": 32, "bootstrap": 20, "gradcam_images": 2}
+    overrides = {"epochs": 1, "limit": 24, "image_size": 32, "bootstrap": 20, "gradcam_images": 2, "weights": "none"}
     papermill.execute_notebook(
         str(NOTEBOOKS / "train_backbone.ipynb"),
         str(tmp_path / "out.ipynb"),

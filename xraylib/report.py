@@ -168,6 +168,7 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
         row = leaderboard_row(name, result["at_threshold"])
         row["threshold"] = result["threshold"]["value"]
         row["preset"] = result.get("preset", "")
+        row["weights"] = weights_label(run_config(run).weights)
         status = run / "status.json"
         row["seconds"] = json.loads(status.read_text()).get("seconds") if status.is_file() else None
         masks = run / "gradcam_in_masks.csv"
@@ -179,6 +180,11 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def weights_label(weights: str) -> str:
+    """How a run's backbone started: `imagenet` (Keras' download or cache), `random`, or the weights file's name."""
+    return {"imagenet": "imagenet", "none": "random"}.get(weights, Path(weights).name)
 
 
 def failed_runs(report_dir: str | Path) -> dict[str, str]:
@@ -198,15 +204,16 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
     extra = " Grad-CAM in lungs: mass (area), peak |" if masks else ""
     lines = [
-        "| backbone | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |" + extra,
-        "|---" * (len(LEADERBOARD_METRICS) + 3 + masks) + "|",
+        "| backbone | weights | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |" + extra,
+        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks) + "|",
     ]
     for _, row in board.iterrows():
         cells = [_cell(row, m) for m in LEADERBOARD_METRICS]
         confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
         study = STUDY_RESULTS.get(row["backbone"])
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
-        line = f"| {row['backbone']} | " + " | ".join(cells) + f" | {confusion} | {published} |"
+        line = f"| {row['backbone']} | {row.get('weights', '')} | " + " | ".join(cells)
+        line += f" | {confusion} | {published} |"
         if masks:
             measured = not pd.isna(row["gradcam_in_lungs"])
             peak = row.get("gradcam_peak_in_lungs", float("nan"))
