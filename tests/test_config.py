@@ -40,7 +40,8 @@ def test_sound_preset_fixes_the_defects():
 
 
 def test_overrides_are_typed():
-    cfg = resolve_config("vgg16", "demo", parse_overrides(["epochs=7", "augment=false", "learning_rate=3e-4", "weights=none"]))
+    items = ["epochs=7", "augment=false", "learning_rate=3e-4", "weights=none"]
+    cfg = resolve_config("vgg16", "demo", parse_overrides(items))
     assert cfg.epochs == 7 and cfg.augment is False and cfg.learning_rate == pytest.approx(3e-4)
 
 
