@@ -4,7 +4,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -88,28 +87,73 @@ def _train_command(data, out):
     return [sys.executable, "-m", "xraylib.cli", *verb, *[f"--set={k}={v}" for k, v in SMOKE.items()]]
 
 
-def test_killed_run_resumes_at_next_epoch_with_same_result(smoke_run, synth_data, tmp_path):
+# A training run killed (SIGKILL) at a chosen instant: after the first history row is written but before the
+# snapshot, while the snapshot's weights are being written, between the two renames that commit the second epoch's
+# snapshot, and once the first is committed. `checkpoint` functions are wrapped to kill the process there.
+KILLED_AT = """
+import os, signal, sys
+from xraylib import checkpoint
+from xraylib.cli import main
+stage = sys.argv[1]
+commit, replace = checkpoint.commit, os.replace
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def killing_commit(model, out, epochs_done, stopped):
+    if stage == "before_snapshot":
+        die()
+    if stage == "mid_weights":
+        model.save_weights = lambda path: (open(path, "wb").write(b"half a file"), die())
+    commit(model, out, epochs_done, stopped)
+    if stage == "after_snapshot":
+        die()
+
+def killing_replace(src, dst):
+    aside = os.path.join(os.path.dirname(dst), "state.old")
+    if stage == "between_renames" and os.path.basename(dst) == "state" and os.path.exists(aside):
+        die()  # the second epoch's snapshot: the first one is renamed aside, the new one not yet in place
+    replace(src, dst)
+
+checkpoint.commit = killing_commit
+checkpoint.os.replace = killing_replace
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("stage", ["before_snapshot", "mid_weights", "between_renames", "after_snapshot"])
+def test_run_killed_at_any_instant_resumes_to_the_same_result(stage, smoke_run, synth_data, tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_command(synth_data, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        history = killed / "history.csv"
-        if history.is_file() and len(pd.read_csv(history)) >= 1:
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert len(pd.read_csv(killed / "history.csv")) == 1, "the run was not killed after its first epoch"
+    command = _train_command(synth_data, killed)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT, stage, *command[3:]], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (killed / "metrics.json").exists()
-    result = subprocess.run(_train_command(synth_data, killed), capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "resuming at epoch 2" in result.stdout
+    assert ("resuming at epoch 2" in result.stdout) == (stage in ("between_renames", "after_snapshot"))
     whole, resumed = pd.read_csv(smoke_run / "history.csv"), pd.read_csv(killed / "history.csv")
     assert list(resumed["epoch"]) == [0, 1]
     for column in ("loss", "val_loss", "val_auc"):
         pd.testing.assert_series_equal(whole[column], resumed[column], rtol=1e-4)
     a, b = (pd.read_csv(run / "predictions.csv") for run in (smoke_run, killed))
     np.testing.assert_allclose(a["p_pneumonia"], b["p_pneumonia"], rtol=1e-4, atol=1e-6)
+    assert not (killed / "backup").exists()
+
+
+def test_unusable_snapshot_is_one_line(smoke_run, synth_data, tmp_path, capsys):
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT, "after_snapshot", *_train_command(synth_data, killed)[3:]])
+    assert proc.returncode == -signal.SIGKILL
+    state = killed / "backup" / "state"
+    (state / "weights.weights.h5").write_bytes(b"\0" * 100)
+    args = _train_command(synth_data, killed)[3:]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "weights.weights.h5" in err and "remove" in err and len(err.splitlines()) == 1
+    (state / "state.json").write_text("{")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "state.json" in err and len(err.splitlines()) == 1
 
 
 MIRRORED = """

@@ -11,8 +11,10 @@ from xraylib.errors import InputError
 
 
 def _data_synth(a: argparse.Namespace) -> None:
+    from xraylib.fileio import output_dir
     from xraylib.synth import make_dataset
 
+    output_dir(a.dir, "DIR")
     root = make_dataset(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
     print(f"synthetic dataset written to {root}")
 
@@ -25,8 +27,10 @@ def _data_fetch(a: argparse.Namespace) -> None:
 
 def _data_index(a: argparse.Namespace) -> None:
     from xraylib.data import build_index, summarize
-    from xraylib.fileio import write_csv
+    from xraylib.fileio import output_file, write_csv
 
+    if a.out:
+        output_file(a.out, reads=[a.dir])
     index = build_index(a.dir, missing=a.missing)
     print(summarize(index))
     if a.out:
@@ -66,8 +70,13 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
+    from xraylib.fileio import output_dir, output_file
     from xraylib.predict import format_predictions, predict_files
 
+    if a.out:
+        output_file(a.out, reads=[a.model, *a.inputs], owner=os.path.dirname(os.path.abspath(a.model)))
+    if a.gradcam:
+        output_dir(a.gradcam, "--gradcam")
     table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold)
     print(format_predictions(table))
 

@@ -183,7 +183,12 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
 
 
 def weights_label(weights: str) -> str:
-    """How a run's backbone started: `imagenet` (Keras' download or cache), `random`, or the weights file's name."""
+    """How a run's backbone started: `imagenet` (Keras' download or cache), `imagenet (file)` (Keras' ImageNet
+    file given by path or weights_dir), `random`, or the name of another weights file."""
+    from xraylib.models import BACKBONES
+
+    if Path(weights).name in {bb.weights_file for bb in BACKBONES.values() if bb.weights_file}:
+        return "imagenet (file)"
     return {"imagenet": "imagenet", "none": "random"}.get(weights, Path(weights).name)
 
 

@@ -77,6 +77,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     import papermill
     from nbclient.exceptions import DeadKernelError
 
+    from xraylib.fileio import exclusive
     from xraylib.notebook import execute
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     status = {"backbone": backbone, "status": "done", "error": ""}
     log = run_dir / f"{backbone}.log"
     try:
-        with log.open("w") as stream, _stderr_into(stream):
+        with exclusive(run_dir), log.open("w") as stream, _stderr_into(stream):
             parameters = notebook_parameters(data, backbone, preset, overrides, run_dir)
             execute(TRAIN_NOTEBOOK, run_dir / f"{backbone}.ipynb", parameters, cwd=run_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
@@ -130,14 +131,23 @@ def sweep(
     out: str | Path = "reports/sweep",
     resume: bool = False,
 ) -> list[str]:
-    """Train every backbone through the notebook, then build the comparison report. Returns the failed names."""
+    """Train every backbone through the notebook, then build the comparison report. Returns the failed names.
+    The report folder is locked meanwhile: a second sweep into it is refused."""
+    from xraylib.fileio import exclusive, output_dir
+
+    data, out = Path(data).resolve(), output_dir(out).resolve()
+    if not data.is_dir():
+        raise InputError(f"--data {data}: no such folder")
+    with exclusive(out):
+        return _sweep(data, backbones, preset, dict(overrides or {}), out, resume)
+
+
+def _sweep(data: Path, backbones: list[str], preset: str, overrides: dict, out: Path, resume: bool) -> list[str]:
     from tqdm.auto import tqdm
 
     from xraylib.notebook import write_index
     from xraylib.report import build_report
 
-    data, out = Path(data).resolve(), Path(out).resolve()
-    overrides = dict(overrides or {})
     invalid = _invalid_configs(backbones, preset, overrides)
     if len(invalid) == len(backbones):  # wrong for every backbone: the option itself is wrong
         raise InputError(next(iter(invalid.values())))

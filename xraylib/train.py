@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xraylib import checkpoint
 from xraylib.config import RunConfig
 from xraylib.errors import InputError
-from xraylib.fileio import write_csv, write_json
+from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, make_dataset, predict_in_batches, replicas_of
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -172,14 +173,6 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
-def resume_epoch(out: Path) -> int:
-    """The epoch an interrupted run in `out` continues from (0 for a new run)."""
-    meta = out / "backup" / "training_metadata.json"
-    if not meta.is_file():
-        return 0
-    return int(json.loads(meta.read_text()).get("epoch", 0))
-
-
 def plateau_state(values: list[float], mode: str, patience: int = 0) -> tuple[float | None, int]:
     """(best, epochs since the last strict improvement) after `values`, as Keras' EarlyStopping counts them;
     with `patience`, the count restarts whenever it reaches it (ReduceLROnPlateau's rule)."""
@@ -260,11 +253,11 @@ def build_run_model(cfg: RunConfig):
 
 
 def _callbacks(cfg: RunConfig, out: Path) -> list:
-    """Backup for resume, best-weights checkpoint, early stopping and learning-rate reduction, as `cfg` asks."""
+    """Best-weights checkpoint, early stopping and learning-rate reduction, as `cfg` asks."""
     import keras
 
     mode = MONITOR_MODE[cfg.monitor]
-    callbacks = [keras.callbacks.BackupAndRestore(str(out / "backup"))]
+    callbacks = []
     if cfg.keep == "best":
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
@@ -312,35 +305,39 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "model.keras").is_file() and not (out / "backup").exists():
+    if (out / "model.keras").is_file() and not checkpoint.backup_dir(out).exists():
         model.load_weights(out / "model.keras")
         print(f"training finished earlier: loaded {out / 'model.keras'}")
         return pd.read_csv(out / "history.csv")
-    first_epoch = resume_epoch(out)
+    state = checkpoint.read_state(out)
+    first_epoch = state.get("epoch", 0)
     if first_epoch and cfg.verbose:
-        print(f"resuming at epoch {first_epoch + 1} from {out / 'backup'}")
+        print(f"resuming at epoch {first_epoch + 1} from {checkpoint.backup_dir(out)}")
     started = time.perf_counter()
     trained, train_x, val_x = model, prepared.images["train"], prepared.images["val"]
     train_y = prepared.labels["train"]
     if cfg.precompute_features and cfg.fine_tune == "none" and not cfg.augment:
-        trained, train_x, val_x = head_on_features(model, prepared, cfg)  # the backup restores the head's state
+        trained, train_x, val_x = head_on_features(model, prepared, cfg)  # the snapshot restores the head's state
     elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
+    checkpoint.restore(trained, out)
     kept = _callbacks(cfg, out)
     history = _history_writer(out, first_epoch, len(train_y), cfg, kept)
     use_weights = cfg.class_weight and cfg.head == "sound"
     replicas = replicas_of(trained)
     val_y = _targets(prepared.labels["val"], cfg)
-    trained.fit(
-        make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
-        steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
-        validation_data=make_dataset(val_x, val_y, cfg.batch_size, False, replicas=replicas),
-        epochs=cfg.epochs,
-        class_weight=class_weights(train_y) if use_weights else None,
-        callbacks=[*kept, history, *(callbacks or [])],
-        shuffle=False,  # the stream is already shuffled, per epoch, by seed
-        verbose=0,  # the history writer prints one line per epoch
-    )
+    if first_epoch < cfg.epochs and not state.get("stopped"):
+        trained.fit(
+            make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
+            steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
+            validation_data=make_dataset(val_x, val_y, cfg.batch_size, False, replicas=replicas),
+            initial_epoch=first_epoch,
+            epochs=cfg.epochs,
+            class_weight=class_weights(train_y) if use_weights else None,
+            callbacks=[*kept, history, *(callbacks or []), checkpoint.snapshot_callback(out)],
+            shuffle=False,  # the stream is already shuffled, per epoch, by seed
+            verbose=0,  # the history writer prints one line per epoch
+        )
     best = out / "best.weights.h5"
     if cfg.keep == "best" and best.is_file():
         trained.load_weights(best)
@@ -351,6 +348,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     }
     write_json(out / "timings.json", timings)
     save_model(model, out)
+    checkpoint.discard(out)
     best.unlink(missing_ok=True)
     return pd.read_csv(out / "history.csv")
 
@@ -424,10 +422,15 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
     }
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = [k for k, v in config["run"].items() if before["run"].get(k) != v and k != "verbose"]
-        if before["data"]["fingerprint"] != prepared.fingerprint:
+    started = any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))
+    if path.is_file() and started:  # a run that failed before its first epoch does not block its own fix
+        try:
+            before = json.loads(path.read_text())
+            previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path} is unreadable: rerun with a new --out, or remove {out}") from None
+        changed = [k for k, v in config["run"].items() if previous.get(k) != v and k != "verbose"]
+        if fingerprint != prepared.fingerprint:
             changed.append("data")
         if changed:
             raise InputError(f"{out} holds a run with other settings ({', '.join(changed)}): choose another --out")
@@ -436,7 +439,14 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
 
 
 def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
-    """The whole run, as the training notebook tells it: prepare, fit (or resume), evaluate, draw."""
+    """The whole run, as the training notebook tells it: prepare, fit (or resume), evaluate, draw. The run folder
+    is locked meanwhile: a second process training into it is refused."""
+    out = output_dir(out)
+    with exclusive(out):
+        return _train(data, cfg, out)
+
+
+def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     from xraylib import report
 
     out = Path(out)
