@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,96 @@ def test_a_run_that_failed_before_training_does_not_block_its_fix(synth_data, tm
     cfg = resolve_config("resnet34", "smoke", {"image_size": "32", "limit": "40"})
     written = write_config(prepare_data(synth_data, cfg), cfg, synth_data, out)
     assert json.loads((out / "config.json").read_text())["run"]["epochs"] == written["run"]["epochs"] == cfg.epochs
+
+
+TRAIN = ["train", "--backbone", "resnet34", "--preset", "smoke"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("seed=-1", "seed"),
+        (f"seed={2**70}", "seed"),
+        ("limit=1", "holds no"),
+        ("image_size=100000", "GB"),
+    ],
+)
+def test_impossible_settings_are_one_line(setting, named, synth_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--data", str(synth_data), "--set", setting, "--out", str(out)]) == 2
+    one_line_error(capsys, named)
+    assert not (out / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["data", "synth", "{tmp}/s", "--seed", "-1"], ["bench", "pipeline", "--data", "{data}", "--limit", "-1"]],
+    ids=["synth-seed", "bench-limit"],
+)
+def test_impossible_options_are_one_line(command, synth_data, tmp_path, capsys):
+    assert main([c.format(tmp=tmp_path, data=synth_data) for c in command]) == 2
+    one_line_error(capsys, command[-2])
+
+
+def _run_folder(root: Path) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    from xraylib.config import resolve_config
+    from xraylib.fileio import write_csv, write_json
+    from xraylib.train import predictions_frame, run_metrics
+
+    run = root / "resnet34"
+    y = np.array([0.0, 1.0] * 10)
+    p = np.linspace(0.05, 0.95, 20)
+    patients = np.array([f"p{i}" for i in range(20)])
+    rows = pd.DataFrame({"file": [f"{i}.jpeg" for i in range(20)], "patient": patients, "label": "", "path": ""})
+    rows["label"] = np.where(y == 1, "pneumonia", "normal")
+    cfg = resolve_config("resnet34", "smoke")
+    write_json(run / "config.json", {"run": cfg.to_json()})
+    write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
+    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5))
+    write_json(run / "status.json", {"backbone": "resnet34", "status": "done", "seconds": 1.0})
+    return run
+
+
+@pytest.mark.parametrize(
+    ("name", "content"), [("metrics.json", b'{"threshold": {"va'), ("metrics.json", b""), ("status.json", b"\xff\x00")]
+)
+def test_report_on_corrupt_run_files_is_one_line(name, content, tmp_path, capsys):
+    run = _run_folder(tmp_path / "report")
+    (run / name).write_bytes(content)
+    assert main(["report", str(tmp_path / "report")]) == 2
+    one_line_error(capsys, name)
+
+
+def test_evaluate_json_is_strict_json_with_an_undefined_threshold(tmp_path, capsys):
+    run = _run_folder(tmp_path / "report")
+    (run / "metrics.json").write_text('{"threshold": {"value": NaN}}')
+    assert main(["evaluate", "--predictions", str(run / "predictions.csv"), "--json", "--bootstrap", "20"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    result = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert result["threshold"] is None
+
+
+def test_evaluate_refuses_a_bootstrap_that_cannot_fit_in_memory(tmp_path, capsys):
+    run = _run_folder(tmp_path / "report")
+    assert main(["evaluate", "--predictions", str(run / "predictions.csv"), "--bootstrap", "100000000000"]) == 2
+    one_line_error(capsys, "GB", "--bootstrap")
+
+
+def test_commands_keep_tensorflow_start_up_lines_out_of_the_way(run_with_model, synth_data):
+    import subprocess
+    import sys
+
+    image = str(next(synth_data.rglob("*.jpeg")))
+    command = [sys.executable, "-m", "xraylib.cli", "predict", str(run_with_model / "model.keras"), image]
+    quiet = subprocess.run(command, capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "cuInit" not in quiet.stderr and "oneDNN" not in quiet.stderr and "absl" not in quiet.stderr, quiet.stderr
+    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True)
+    shown = re.search(r"^[IWEF]\d{4} |absl::InitializeLog", verbose.stderr, re.M)
+    assert verbose.returncode == 0 and shown, "--verbose shows them"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -15,6 +16,8 @@ def _data_synth(a: argparse.Namespace) -> None:
     from xraylib.synth import make_dataset
 
     output_dir(a.dir, "DIR")
+    if not 0 <= a.seed < 2**32:
+        raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
     root = make_dataset(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
     print(f"synthetic dataset written to {root}")
 
@@ -66,7 +69,18 @@ def _evaluate(a: argparse.Namespace) -> None:
     from xraylib.metrics import evaluate_file, format_report
 
     result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
-    print(json.dumps(result, indent=2) if a.json else format_report(result))
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
+
+
+def _finite(obj):
+    """The same structure with NaN and infinities as None: strict JSON (null), which every parser reads."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -84,12 +98,35 @@ def _predict(a: argparse.Namespace) -> None:
 def _bench_pipeline(a: argparse.Namespace) -> None:
     from xraylib.pipeline import bench_pipeline, format_bench
 
+    if a.limit < 0:
+        raise InputError(f"--limit {a.limit}: must not be negative (0 = all images)")
     result = bench_pipeline(a.data, backbone=a.backbone, image_size=a.image_size, limit=a.limit)
     print(json.dumps(result, indent=2) if a.json else format_bench(result))
 
 
+def _quiet_tensorflow() -> None:
+    """Import TensorFlow and probe its devices with file descriptor 2 on /dev/null: its C++ start-up lines
+    (oneDNN, `failed call to cuInit` on a machine without a GPU) are not failures and stay out of the way."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+TENSORFLOW_VERBS = ("train", "predict", "bench")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up log lines")
     p = argparse.ArgumentParser(
         prog="xraylib",
         description="Train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).",
@@ -99,17 +136,19 @@ def build_parser() -> argparse.ArgumentParser:
     data = verbs.add_parser("data", help="make, fetch or index a dataset").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    s = data.add_parser("synth", help="write a synthetic dataset in the Kaggle CoronaHack layout")
+    s = data.add_parser("synth", parents=[common], help="write a synthetic dataset in the Kaggle CoronaHack layout")
     s.add_argument("dir", help="output directory (created; must not hold a dataset already)")
     s.add_argument("--train", type=int, default=400, help="number of TRAIN images (default 400)")
     s.add_argument("--test", type=int, default=120, help="number of TEST images (default 120)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--masks", action="store_true", help="also write lung-field and opacity masks")
     s.set_defaults(func=_data_synth)
-    s = data.add_parser("fetch", help="download the CoronaHack dataset from Kaggle (internet + credentials)")
+    s = data.add_parser(
+        "fetch", parents=[common], help="download the CoronaHack dataset from Kaggle (internet + credentials)"
+    )
     s.add_argument("dir", help="where to put the dataset")
     s.set_defaults(func=_data_fetch)
-    s = data.add_parser("index", help="index a CoronaHack or Kermany layout and print a summary")
+    s = data.add_parser("index", parents=[common], help="index a CoronaHack or Kermany layout and print a summary")
     s.add_argument("dir", help="dataset directory (zip root, inner folder, or /kaggle/input/...)")
     s.add_argument("--out", help="write the index as CSV to this file")
     s.add_argument(
@@ -121,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_data_index)
 
     settings = "override a preset value, e.g. --set epochs=5 --set weights=none (repeatable)"
-    s = verbs.add_parser("train", help="train one backbone and evaluate it on the test set")
+    s = verbs.add_parser("train", parents=[common], help="train one backbone and evaluate it on the test set")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--backbone", required=True, help="backbone name (see README)")
     s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
@@ -129,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory (an interrupted run there is resumed)")
     s.set_defaults(func=_train)
 
-    s = verbs.add_parser("sweep", help="run the training notebook for several backbones and compare them")
+    s = verbs.add_parser(
+        "sweep", parents=[common], help="run the training notebook for several backbones and compare them"
+    )
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--backbones", default="all", help="all (default) or names separated by commas")
     s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
@@ -138,18 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="skip finished backbones, continue an interrupted one")
     s.set_defaults(func=_sweep)
 
-    s = verbs.add_parser("report", help="rebuild the comparison report from the finished runs of a sweep")
+    s = verbs.add_parser(
+        "report", parents=[common], help="rebuild the comparison report from the finished runs of a sweep"
+    )
     s.add_argument("report_dir", help="the sweep's report directory")
     s.set_defaults(func=_report)
 
-    s = verbs.add_parser("evaluate", help="metrics with 95%% CIs of a predictions file (the study's or ours)")
+    s = verbs.add_parser(
+        "evaluate", parents=[common], help="metrics with 95%% CIs of a predictions file (the study's or ours)"
+    )
     s.add_argument("--predictions", required=True, help="CSV: Filename,real,Predictions or predictions.csv")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.set_defaults(func=_evaluate)
 
-    s = verbs.add_parser("predict", help="P(pneumonia) for images with a trained model")
+    s = verbs.add_parser("predict", parents=[common], help="P(pneumonia) for images with a trained model")
     s.add_argument("model", help="model.keras written by `xraylib train`")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
     s.add_argument("--out", help="write the predictions as CSV")
@@ -160,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verbs.add_parser("bench", help="benchmarks that print figures").add_subparsers(
         dest="what", required=True, metavar="WHAT"
     )
-    s = bench.add_parser("pipeline", help="input-pipeline vs model-only training throughput")
+    s = bench.add_parser("pipeline", parents=[common], help="input-pipeline vs model-only training throughput")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--backbone", default="resnet34", help="backbone for the model-only figure")
     s.add_argument("--image-size", type=int, default=150, help="image size in pixels (default 150)")
@@ -172,8 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if args.verb in TENSORFLOW_VERBS:
+            _quiet_tensorflow()
     try:
         code = args.func(args)
     except InputError as exc:

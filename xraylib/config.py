@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +153,8 @@ def _check(cfg: RunConfig) -> None:
     for key in positive:
         if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
             raise InputError(f"setting {key}={getattr(cfg, key)}: must be at least 1")
+    if not 0 <= cfg.seed < 2**32:
+        raise InputError(f"setting seed={cfg.seed}: must be in [0, 2**32)")
     for key in ("limit", "early_stopping", "reduce_lr", "gradcam_images"):
         if getattr(cfg, key) < 0:
             raise InputError(f"setting {key}={getattr(cfg, key)}: must not be negative")
@@ -224,6 +225,10 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
 
 def load_config(path: str | Path) -> RunConfig:
     """Read a run's config.json back into a RunConfig."""
-    data = json.loads(Path(path).read_text())
+    from xraylib.fileio import read_json
+
+    run = read_json(path).get("run")
+    if not isinstance(run, dict) or not run.get("backbone"):
+        raise InputError(f"{path} holds no run settings: rerun the run, or remove its folder")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in data.get("run", data).items() if k in fields})
+    return RunConfig(**{k: v for k, v in run.items() if k in fields})

@@ -1,5 +1,20 @@
-"""The one exception type for bad user input."""
+"""The one exception type for bad user input, and the up-front refusal of sizes that cannot fit in memory."""
 
 
 class InputError(ValueError):
     """Bad input from the user: a one-line message naming the file, column, option or value at fault."""
+
+
+def check_memory(need: int, what: str, fix: str) -> None:
+    """Refuse up front (one-line InputError) work whose arrays need more than half of this machine's memory."""
+    import os
+
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no check
+        return
+    if need > 0.5 * total:
+        raise InputError(
+            f"{what} needs {need / 1e9:,.1f} GB of memory, more than half of this machine's "
+            f"{total / 1e9:,.1f} GB: {fix}"
+        )

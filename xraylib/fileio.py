@@ -133,3 +133,15 @@ def exclusive(folder: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """A JSON object from a file; a truncated, empty or non-object file is a one-line InputError naming it."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path} is unreadable ({type(exc).__name__}): rerun what wrote it, or remove it") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} holds no JSON object: rerun what wrote it, or remove it")
+    return data

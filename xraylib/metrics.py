@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from xraylib.errors import InputError
+from xraylib.errors import InputError, check_memory
 
 # Metric names in report order; the first group depends on the threshold, the second on probabilities only.
 THRESHOLD_METRICS = (
@@ -434,6 +434,7 @@ def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     path = Path(path)
     frame = read_predictions(path)
+    check_memory(16 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
     y = frame["y_true"].to_numpy()
     if not 0 < y.sum() < len(y):
         only = "pneumonia" if y[0] else "normal"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 from xraylib import plots
 from xraylib.config import RunConfig, load_config
 from xraylib.errors import InputError
-from xraylib.fileio import write_csv, write_text
+from xraylib.fileio import read_json, write_csv, write_text
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
@@ -32,7 +31,7 @@ STUDY_RESULTS = {
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise InputError(f"{path} is missing: the run has not finished")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def run_config(run_dir: str | Path) -> RunConfig:
@@ -164,13 +163,13 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
 
     rows = []
     for name, run in finished_runs(report_dir).items():
-        result = json.loads((run / "metrics.json").read_text())
+        result = _read_json(run / "metrics.json")
         row = leaderboard_row(name, result["at_threshold"])
         row["threshold"] = result["threshold"]["value"]
         row["preset"] = result.get("preset", "")
         row["weights"] = weights_label(run_config(run).weights)
         status = run / "status.json"
-        row["seconds"] = json.loads(status.read_text()).get("seconds") if status.is_file() else None
+        row["seconds"] = read_json(status).get("seconds") if status.is_file() else None
         masks = run / "gradcam_in_masks.csv"
         if masks.is_file():
             means = pd.read_csv(masks).mean(numeric_only=True)
@@ -196,7 +195,7 @@ def failed_runs(report_dir: str | Path) -> dict[str, str]:
     """Backbone name -> error, for every run of a sweep whose status says it failed."""
     out = {}
     for status in sorted(Path(report_dir).glob("*/status.json")):
-        data = json.loads(status.read_text())
+        data = read_json(status)
         if data.get("status") != "done":
             out[status.parent.name] = data.get("error") or data.get("status", "")
     return out
@@ -328,7 +327,7 @@ def study_comparison(report_dir: str | Path) -> pd.DataFrame:
     """Our accuracy and F1 at 0.5 beside the study's published accuracy and weighted F1, per backbone."""
     rows = []
     for name, run in finished_runs(report_dir).items():
-        half = json.loads((run / "metrics.json").read_text())["at_0.5"]
+        half = _read_json(run / "metrics.json")["at_0.5"]
         study = STUDY_RESULTS.get(name, (None, None))
         rows.append(
             {

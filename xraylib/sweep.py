@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import threading
@@ -33,8 +32,10 @@ def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
 
 def run_status(run_dir: str | Path) -> dict:
     """The status.json of one backbone's run (`{}` if it never started)."""
+    from xraylib.fileio import read_json
+
     path = Path(run_dir) / "status.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from xraylib import checkpoint
 from xraylib.config import RunConfig
-from xraylib.errors import InputError
+from xraylib.errors import InputError, check_memory
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, make_dataset, predict_in_batches, replicas_of
 
@@ -70,12 +70,19 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     index = build_index(data, missing="drop")
     index = assign_subsets(index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed)
     index = limit_subsets(index, cfg.limit, seed=cfg.seed)
+    for subset in ("train", "val", "test"):
+        labels = set(index.loc[index["subset"] == subset, "label"])
+        if not labels:
+            raise InputError(f"the {subset} subset of {data} is empty")
+        if len(labels) < 2:
+            missing = " and ".join(sorted({"normal", "pneumonia"} - labels))
+            raise InputError(f"the {subset} subset of {data} holds no {missing} image: both classes are needed")
+    need = len(index) * cfg.image_size**2
+    check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
     prepared = PreparedData(index=index, fingerprint=fingerprint(index))
     images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
     for subset in ("train", "val", "test"):
         chosen = (index["subset"] == subset).to_numpy()
-        if not chosen.any():
-            raise InputError(f"the {subset} subset of {data} is empty")
         prepared.images[subset] = images[chosen]
         prepared.labels[subset] = (index.loc[chosen, "label"] == "pneumonia").to_numpy(np.float32)
     return prepared
