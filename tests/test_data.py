@@ -343,3 +343,23 @@ def test_fetch_without_tools_says_what_to_install(tmp_path, monkeypatch):
 def test_fetch_returns_an_existing_dataset(synth_data, monkeypatch):
     monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("must not go online"))
     assert fetch(synth_data) == synth_data
+
+
+def test_links_out_of_the_dataset_folder_are_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = tmp_path / "chest_xray"
+    for split in ("train", "test"):
+        for label in ("NORMAL", "PNEUMONIA"):
+            (root / split / label).mkdir(parents=True)
+            Image.new("L", (8, 8)).save(root / split / label / f"person1_{split}.jpeg")
+    outside = tmp_path / "elsewhere.jpeg"
+    outside.write_bytes(b"secret")
+    link = root / "train" / "PNEUMONIA" / "person2_bacteria_1.jpeg"
+    link.symlink_to(outside)
+    (root / "train" / "NORMAL" / "inside.jpeg").symlink_to(root / "test" / "NORMAL" / "person1_test.jpeg")
+    with pytest.raises(InputError, match="outside the dataset folder") as info:
+        build_index(root)
+    assert str(outside) in str(info.value) and "\n" not in str(info.value)
+    monkeypatch.setenv("XRAYLIB_FOLLOW_SYMLINKS", "1")
+    assert str(link.absolute()) in set(build_index(root)["path"])

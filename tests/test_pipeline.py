@@ -114,6 +114,26 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     assert np.load(target).shape == (4, 16, 16, 1)
 
 
+def test_cache_follows_file_content_not_names(tmp_path):
+    """Files rewritten in place (same names, same sizes) and a right-shaped cache of zeros are both decoded again."""
+    import os
+
+    paths = _images(tmp_path / "img", 4)
+    cache = tmp_path / "cache"
+    first = cached_images(paths, 16, cache_dir=cache, key="k")
+    target = cache_file(paths, 16, cache, "k")
+    np.save(target, np.zeros_like(first))  # right shape and dtype, wrong content
+    with pytest.warns(UserWarning, match="checksum"):
+        np.testing.assert_array_equal(cached_images(paths, 16, cache_dir=cache, key="k"), first)
+    brighter = np.full((30, 40), 250, np.uint8)
+    Image.fromarray(brighter).save(paths[0])  # same name, new content (and a new modification time)
+    stat = os.stat(paths[0])
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache_file(paths, 16, cache, "k") != target
+    again = cached_images(paths, 16, cache_dir=cache, key="k")
+    assert again[0].mean() > first[0].mean() + 100 and np.array_equal(again[1:], first[1:])
+
+
 def test_no_disk_cache_without_key_or_with_none(tmp_path):
     paths = _images(tmp_path / "img", 3)
     cached_images(paths, 8, cache_dir=tmp_path / "c1", key=None)

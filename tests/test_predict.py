@@ -197,9 +197,11 @@ def test_gradcam_names_unique():
 def test_cli_predict(tiny_run, odd_dir, tmp_path, capsys):
     out, missing = tmp_path / "cli.csv", tmp_path / "nowhere.png"
     argv = ["predict", str(tiny_run / "model.keras"), str(odd_dir / "deeper"), str(missing), "--out", str(out)]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
+    assert main(argv) == 1, "one input could not be read: the rows are written, the status says so"
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "threshold 0.400" in printed and "1 unreadable" in printed and "not found" in printed
+    assert "1 of 2 images could not be read" in captured.err
     saved = pd.read_csv(out, keep_default_na=False)
     assert len(saved) == 2 and saved.loc[1, "error"] == "file not found" and saved.loc[1, "predicted"] == ""
 

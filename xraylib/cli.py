@@ -83,7 +83,7 @@ def _finite(obj):
     return obj
 
 
-def _predict(a: argparse.Namespace) -> None:
+def _predict(a: argparse.Namespace) -> int:
     from xraylib.fileio import output_dir, output_file
     from xraylib.predict import format_predictions, predict_files
 
@@ -93,6 +93,10 @@ def _predict(a: argparse.Namespace) -> None:
         output_dir(a.gradcam, "--gradcam")
     table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold)
     print(format_predictions(table))
+    unreadable = int((table["error"] != "").sum())
+    if unreadable:  # the rows are kept; the status says not every image was predicted (2 stays bad input)
+        print(f"xraylib: {unreadable} of {len(table)} images could not be read (see the error column)", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 def _bench_pipeline(a: argparse.Namespace) -> None:

@@ -231,8 +231,28 @@ def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame
     if n_absent and missing == "drop":
         index = index.loc[[not a for a in absent]].reset_index(drop=True)
         dropped = n_absent
+    _refuse_outside_links(index, root)
     index.attrs.update(layout=layout, root=str(root.absolute()), dropped=dropped)
     return index
+
+
+def _refuse_outside_links(index: pd.DataFrame, root: Path) -> None:
+    """An image that is a symbolic link (or lies under one) pointing out of the dataset folder is refused, unless
+    $XRAYLIB_FOLLOW_SYMLINKS=1 says to follow such links."""
+    if os.environ.get("XRAYLIB_FOLLOW_SYMLINKS", "").strip() == "1":
+        return
+    inside = os.path.realpath(root)
+    for path in index["path"]:
+        target = os.path.realpath(path)
+        try:
+            outside = os.path.commonpath([inside, target]) != inside
+        except ValueError:  # another drive (Windows)
+            outside = True
+        if outside and os.path.exists(path):
+            raise InputError(
+                f"{path} links to {target}, outside the dataset folder {root}: copy the file in, or set "
+                "XRAYLIB_FOLLOW_SYMLINKS=1 to follow links out of it"
+            )
 
 
 # --------------------------------------------------------------------------------------------- summary

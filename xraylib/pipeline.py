@@ -5,7 +5,8 @@ Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
   releases the GIL while decoding and resizing, every odd format (CMYK, 16-bit, RGBA, palette) takes the same
   path, every failure is caught per file, and training decodes exactly like `xraylib predict` does.
 - The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
-  index fingerprint, the image size and the file list, so a second run skips decoding.
+  index fingerprint, the image size and every file's name, size and modification time, with a checksum of the
+  array beside it, so a second run skips decoding and a changed file or a damaged cache is decoded again.
 - `make_dataset` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
   them, then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
 """
@@ -51,34 +52,52 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = "auto") -> Path | No
 
 
 def cache_file(paths: list[str], image_size: int, cache_dir: Path, key: str) -> Path:
-    """The .npy file holding these images at this size: named by key, size and a digest of the file list."""
+    """The .npy file holding these images at this size: named by key, size and a digest of every file's name, size
+    and modification time (a file rewritten in place gets a new cache)."""
     h = hashlib.sha256(f"v{CACHE_VERSION}|{key}|{image_size}|{len(paths)}|".encode())
     for p in paths:
-        h.update(os.path.basename(os.fspath(p)).encode() + b"\0")
+        try:
+            stat = os.stat(p)
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{os.path.basename(os.fspath(p))}\0{stamp}\0".encode())
     safe_key = "".join(c for c in str(key) if c.isalnum())[:16] or "nokey"
     return cache_dir / f"images-{safe_key}-{image_size}px-{len(paths)}-{h.hexdigest()[:12]}.npy"
 
 
+def _checksum(images: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
+
+
 def _read_cache(path: Path, n: int, image_size: int) -> np.ndarray | None:
-    """The cached array if the file is present and of the expected shape and dtype; None otherwise."""
-    if not path.is_file():
+    """The cached array if it is present, of the expected shape and dtype, and matches the checksum written beside
+    it; None otherwise (the images are then decoded again)."""
+    sidecar = path.with_suffix(".blake2b")
+    if not path.is_file() or not sidecar.is_file():
         return None
     try:
         arr = np.load(path, allow_pickle=False)
+        expected = sidecar.read_text().strip()
     except (OSError, ValueError, EOFError) as exc:
         warnings.warn(f"ignoring unreadable image cache {path}: {exc}", stacklevel=3)
         return None
     if arr.dtype != np.uint8 or arr.shape != (n, image_size, image_size, 1):
         warnings.warn(f"ignoring image cache {path}: shape {arr.shape} {arr.dtype} is not the expected", stacklevel=3)
         return None
+    if _checksum(arr) != expected:
+        warnings.warn(f"ignoring image cache {path}: its checksum does not match (the file changed)", stacklevel=3)
+        return None
     return arr
 
 
 def _write_cache(path: Path, images: np.ndarray) -> None:
-    """Save atomically; a cache that cannot be written is a warning, never a failed run."""
+    """Save atomically, the checksum beside it; a cache that cannot be written is a warning, never a failed run."""
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, images, allow_pickle=False)
+        with atomic_path(path.with_suffix(".blake2b")) as tmp:
+            tmp.write_text(_checksum(images) + "\n")
     except OSError as exc:
         warnings.warn(f"could not write the image cache {path}: {exc}", stacklevel=3)
 
