@@ -8,12 +8,12 @@ DEMO_REPORT := reports/demo
 # A folder of Keras' ImageNet *_notop.h5 files for machines without internet (`make demo WEIGHTS_DIR=DIR`).
 WEIGHTS_DIR ?=
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,6 +28,17 @@ test: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Upgrade the tested stack: a fresh venv with the newest releases pyproject.toml allows, frozen into constraints.txt
+# (then run `make test` and commit constraints.txt if it passes).
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	( head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' ) > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .venv-lock $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DATA) $(DEMO_REPORT)

@@ -109,8 +109,9 @@ def test_sweep_interrupted_mid_backbone_resumes_that_backbone(synth_data, tmp_pa
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     history, deadline = out / "resnet34" / "history.csv", time.time() + 600
+    committed = out / "resnet34" / "backup" / "state" / "state.json"  # an epoch's snapshot: something to resume
     while time.time() < deadline and proc.poll() is None:
-        if history.is_file() and len(pd.read_csv(history)) >= 1:
+        if committed.is_file():
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
