@@ -170,3 +170,11 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         make_dataset(tmp_path / "out", n_train=24, n_test=6)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_link_to_an_empty_folder_gets_the_dataset(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    make_dataset(tmp_path / "link", n_train=20, n_test=4)
+    assert (target / "Chest_xray_Corona_Metadata.csv").is_file() and (tmp_path / "link").is_symlink()

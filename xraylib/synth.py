@@ -364,7 +364,7 @@ def make_dataset(
             raise InputError(f"{out}: exists and is not empty; choose a new or empty directory")
     items = _plan(n_train, n_test, seed)
     meta, summary = _metadata(items, np.random.default_rng([seed, 4]))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out.resolve()) as tmp:  # through a link to an empty folder: write into that folder
         images = tmp / IMAGES_DIR / IMAGES_DIR
         mask_dir = tmp / "masks" if masks else None
         for split in ("train", "test"):
