@@ -8,7 +8,7 @@ from xraylib.fileio import write_json
 
 
 def test_presets_resolve_for_every_backbone():
-    from xraylib.models import BACKBONES
+    from xraylib.backbones import BACKBONES
 
     for name, backbone in BACKBONES.items():
         for preset in PRESETS:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import time
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +13,6 @@ from xraylib.data import (
     COLUMNS,
     assign_subsets,
     build_index,
-    fetch,
     fingerprint,
     limit_subsets,
     patient_key,
@@ -315,34 +311,6 @@ def test_assign_subsets_rejects_bad_arguments(synth_data):
     with pytest.raises(InputError, match="mode"):
         assign_subsets(index, mode="random")
     assert (assign_subsets(index, fraction=0)["subset"] != "val").all()
-
-
-# --------------------------------------------------------------------------------------------- fetch
-def test_fetch_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
-    def unreachable(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(data.socket, "create_connection", unreachable)  # never a real request
-    monkeypatch.setitem(sys.modules, "kagglehub", types.ModuleType("kagglehub"))
-    start = time.monotonic()
-    with pytest.raises(InputError, match="cannot reach www.kaggle.com") as err:
-        fetch(tmp_path / "download")
-    assert time.monotonic() - start < 10
-    assert "\n" not in str(err.value)
-    assert not (tmp_path / "download").exists()
-
-
-def test_fetch_without_tools_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "kagglehub", None)  # import fails
-    monkeypatch.setattr(data.shutil, "which", lambda name: None)
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("must not go online"))
-    with pytest.raises(InputError, match="pip install kagglehub"):
-        fetch(tmp_path / "download")
-
-
-def test_fetch_returns_an_existing_dataset(synth_data, monkeypatch):
-    monkeypatch.setattr(data, "reachable", lambda *a, **k: pytest.fail("must not go online"))
-    assert fetch(synth_data) == synth_data
 
 
 def test_links_out_of_the_dataset_folder_are_refused(tmp_path, monkeypatch):

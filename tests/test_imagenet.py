@@ -9,15 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from xraylib.augment import preprocess_input
+from xraylib.backbones import BACKBONES
 from xraylib.config import resolve_config
 from xraylib.images import load_gray
-from xraylib.models import BACKBONES, build_model, feature_model, resolve_weights
+from xraylib.models import build_model, constructor, feature_model, resolve_weights
 from xraylib.train import build_run_model, evaluate_run, fit, prepare_data
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 XCEPTION = SHARED / "weights" / BACKBONES["xception"].weights_file
 SAMPLES = SHARED / "data" / "samples" / "coronahack-test"
-APPLICATIONS = [name for name, bb in BACKBONES.items() if bb.constructor]
+APPLICATIONS = [name for name, bb in BACKBONES.items() if bb.application]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,12 @@ def plain_features(name: str, cfg, ours: keras.Model, images: np.ndarray) -> np.
     `preprocess_input` of the same images repeated to RGB."""
     bb = BACKBONES[name]
     size = cfg.image_size
-    plain = bb.build()(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+    plain = constructor(bb)(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
     mine = [layer for layer in ours.layers if layer.weights and layer.name != "pneumonia"]
     for target, source in zip([layer for layer in plain.layers if layer.weights], mine, strict=True):
         target.set_weights(source.get_weights())  # same order, same shapes (set_weights checks them)
     rgb = np.repeat(images, 3, axis=-1)
-    return np.asarray(plain(bb.preprocess()(rgb.copy()), training=False))
+    return np.asarray(plain(preprocess_input(bb)(rgb.copy()), training=False))
 
 
 @pytest.mark.parametrize("name", APPLICATIONS)

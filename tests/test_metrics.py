@@ -29,8 +29,8 @@ REFERENCE = {
         "  ROC-AUC on hard labels  0.9243589743589744",
     ],
 }
-# BRIEF §2, as the study printed them: accuracy, weighted precision, weighted F1, ROC-AUC on hard labels.
-BRIEF_TABLE = {
+# The study's README, as the study printed them: accuracy, weighted precision, weighted F1, ROC-AUC on hard labels.
+STUDY_TABLE = {
     "VGG19 results.csv": ("0.9455128205128205", "0.9481871603103079", "0.9447232223222323", "0.9299145299145299"),
     "Self-Define-Results.csv": ("0.9342948717948718", "0.934370894759889", "0.9338947937308593", "0.9243589743589744"),
 }
@@ -198,7 +198,7 @@ def test_reference_files_reproduce_the_brief_to_the_last_digit(shared_data, name
         assert line in report
     figures = result["study_figures"]
     printed = tuple(repr(figures[k]) for k in ("accuracy", "weighted_precision", "weighted_f1", "roc_auc_hard_labels"))
-    assert printed == BRIEF_TABLE[name]
+    assert printed == STUDY_TABLE[name]
     assert result["format"] == "study" and result["n_images"] == 624
     assert result["n_pneumonia"] == 390 and result["n_normal"] == 234
     assert result["at_threshold"]["roc_auc"]["value"] is None  # hard labels: no probability AUC

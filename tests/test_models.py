@@ -11,10 +11,11 @@ import keras
 import numpy as np
 import pytest
 
+from xraylib.backbones import BACKBONES
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.explain import gradcam, last_conv_layer
-from xraylib.models import BACKBONES, build_model, check_imagenet, load_model, probability, resnet34
+from xraylib.models import build_model, check_imagenet, load_model, probability, resnet34
 
 LAST_CONV = {
     "xception": "block14_sepconv2_act",

@@ -4,11 +4,11 @@ The public names below import without TensorFlow. Modules: data, synth, images, 
 metrics, plots, explain, report, sweep, predict (the training and model functions load TensorFlow when called).
 """
 
+from xraylib.backbones import BACKBONES, get_backbone
 from xraylib.config import PRESETS, RunConfig, resolve_config
 from xraylib.data import assign_subsets, build_index, summarize
 from xraylib.errors import InputError
 from xraylib.metrics import evaluate, evaluate_file
-from xraylib.models import BACKBONES, get_backbone
 from xraylib.synth import make_dataset
 
 __version__ = "0.1.0"

@@ -13,6 +13,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from xraylib.backbones import Backbone, get_backbone
+
 ZOOM = 0.1
 SHIFT = 0.1
 BRIGHTNESS = (0.5, 1.3)
@@ -149,17 +151,25 @@ class GrayToRGB(keras.layers.Layer):
         return (*input_shape[:-1], 3)
 
 
+def preprocess_input(bb: Backbone):
+    """The backbone's own keras.applications `preprocess_input` (RGB in [0, 255]); the self-defined CNN scales
+    to [-1, 1]."""
+    if not bb.preprocessing:
+        return lambda x: x / 127.5 - 1.0
+    import importlib
+
+    return importlib.import_module(f"keras.applications.{bb.preprocessing}").preprocess_input
+
+
 @keras.saving.register_keras_serializable(package="xraylib")
 class BackbonePreprocess(keras.layers.Layer):
-    """The registry's `preprocess()` of the named backbone, on RGB in [0, 255]."""
+    """`preprocess_input` of the named backbone, on RGB in [0, 255]."""
 
     def __init__(self, backbone: str, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        from xraylib.models import get_backbone
-
         self.backbone = get_backbone(backbone).name
-        self._preprocess = get_backbone(backbone).preprocess()
+        self._preprocess = preprocess_input(get_backbone(backbone))
 
     def call(self, inputs):
         return self._preprocess(inputs)

@@ -23,7 +23,7 @@ def _data_synth(a: argparse.Namespace) -> None:
 
 
 def _data_fetch(a: argparse.Namespace) -> None:
-    from xraylib.data import fetch
+    from xraylib.download import fetch
 
     print(f"dataset ready in {fetch(a.dir)}")
 
@@ -51,8 +51,8 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _sweep(a: argparse.Namespace) -> int:
+    from xraylib.backbones import resolve_backbones
     from xraylib.config import parse_overrides
-    from xraylib.models import resolve_backbones
     from xraylib.sweep import sweep
 
     failed = sweep(a.data, resolve_backbones(a.backbones), a.preset, parse_overrides(a.set), a.out, resume=a.resume)
@@ -100,7 +100,7 @@ def _predict(a: argparse.Namespace) -> int:
 
 
 def _bench_pipeline(a: argparse.Namespace) -> None:
-    from xraylib.pipeline import bench_pipeline, format_bench
+    from xraylib.bench import bench_pipeline, format_bench
 
     if a.limit < 0:
         raise InputError(f"--limit {a.limit}: must not be negative (0 = all images)")

@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xraylib.backbones import get_backbone
 from xraylib.errors import InputError
-from xraylib.models import get_backbone, resolve_weights
+from xraylib.models import resolve_weights
 
 PRESETS = ("seed", "sound", "demo", "smoke")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
@@ -200,8 +201,8 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
     if preset not in PRESET_VALUES:
         raise InputError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     values: dict = dict(PRESET_VALUES[preset])
-    if preset == "seed" and bb.name == "resnet34":
-        values.update(optimizer="adam", keep="best", monitor="val_accuracy")
+    if preset == "seed":
+        values.update(bb.study_recipe)
     kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
     for key, value in (overrides or {}).items():
         if key not in kinds or key in ("backbone", "preset", "extra"):
@@ -213,7 +214,7 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
     cfg.weights_dir = cfg.weights_dir or os.environ.get("XRAYLIB_WEIGHTS_DIR", "").strip()
     if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
         raise InputError(f"setting weights_dir={cfg.weights_dir!r}: not a folder")
-    # resnet34, the study's own CNN, has no ImageNet weights: it is trained from scratch
+    # a backbone without ImageNet weights (the study's own CNN) is trained from scratch
     cfg.weights = resolve_weights(bb.name, cfg.weights, cfg.weights_dir)
     if cfg.image_size is None:
         cfg.image_size = bb.default_size

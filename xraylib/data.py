@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import os
 import re
-import shutil
-import socket
-import subprocess
-import threading
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
@@ -21,8 +15,6 @@ from xraylib.errors import InputError
 METADATA_CSV = "Chest_xray_Corona_Metadata.csv"
 SUMMARY_CSV = "Chest_xray_Corona_dataset_Summary.csv"
 IMAGES_DIR = "Coronahack-Chest-XRay-Dataset"
-KAGGLE_HANDLE = "praveengovi/coronahack-chest-xraydataset"
-KAGGLE_MOUNT = Path("/kaggle/input/coronahack-chest-xraydataset")
 COLUMNS = ["path", "file", "label", "split", "subtype", "patient", "source"]
 SUBTYPES = ("bacteria", "virus", "covid-19", "sars", "ards", "streptococcus", "none")
 REQUIRED = ["X_ray_image_name", "Label", "Dataset_type", "Label_2_Virus_category", "Label_1_Virus_category"]
@@ -398,83 +390,8 @@ def fingerprint(index: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
-# --------------------------------------------------------------------------------------------- fetch
-@functools.lru_cache(maxsize=8)
-def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """True when a TCP connection to `host` opens within `timeout` seconds (DNS included); asked once per process."""
-    result: list[bool] = []
-
-    def attempt() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    t = threading.Thread(target=attempt, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    return bool(result and result[0])
-
-
-def _holds_dataset(d: Path) -> bool:
+def holds_dataset(d: Path) -> bool:
+    """Whether folder `d` holds a dataset in a supported layout (CoronaHack metadata, or Kermany folders)."""
     if not d.is_dir():
         return False
     return (d / METADATA_CSV).is_file() or _kermany_root(d) is not None
-
-
-def fetch(dir: str | os.PathLike) -> Path:
-    """Download the CoronaHack dataset from Kaggle into `dir` (kagglehub, else the kaggle CLI); return its root."""
-    from xraylib.fileio import atomic_dir
-
-    dest = Path(dir).expanduser().absolute()
-    if dest.is_dir() and _holds_dataset(dest):
-        return dest
-    if _holds_dataset(KAGGLE_MOUNT):  # inside a Kaggle notebook the dataset is mounted read-only
-        return KAGGLE_MOUNT
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise InputError(f"{dest}: exists and is not empty; choose a new directory for the download")
-    try:
-        import kagglehub  # noqa: F401
-
-        tool = "kagglehub"
-    except ImportError:
-        tool = "kaggle" if shutil.which("kaggle") else None
-    if tool is None:
-        raise InputError(
-            "neither kagglehub nor the kaggle CLI is installed: pip install kagglehub (or download "
-            f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE} by hand and unzip it into {dest})"
-        )
-    if not reachable("www.kaggle.com", timeout=4.0):
-        raise InputError(
-            f"cannot reach www.kaggle.com (no internet?): download https://www.kaggle.com/datasets/{KAGGLE_HANDLE} "
-            f"elsewhere and unzip it into {dest}"
-        )
-    with atomic_dir(dest) as tmp:
-        try:
-            if tool == "kagglehub":
-                import kagglehub
-
-                params = inspect.signature(kagglehub.dataset_download).parameters
-                if "output_dir" in params:
-                    kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(tmp))
-                else:
-                    cached = Path(kagglehub.dataset_download(KAGGLE_HANDLE))
-                    shutil.copytree(cached, tmp, dirs_exist_ok=True)
-            else:
-                cmd = ["kaggle", "datasets", "download", "-d", KAGGLE_HANDLE, "-p", str(tmp), "--unzip"]
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=6 * 3600)
-                if done.returncode != 0:
-                    msg = (done.stderr or done.stdout).strip().splitlines()
-                    raise InputError(f"kaggle CLI failed: {msg[-1] if msg else done.returncode}")
-        except InputError:
-            raise
-        except Exception as exc:  # credentials, HTTP errors, ... reported in one line
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(
-                f"Kaggle download failed ({first}); set up credentials (~/.kaggle/kaggle.json or "
-                "KAGGLE_USERNAME/KAGGLE_KEY) or download the dataset by hand"
-            ) from None
-        if not _holds_dataset(tmp):
-            raise InputError(f"Kaggle download into {dest} holds no {METADATA_CSV}")
-    return dest

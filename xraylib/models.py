@@ -1,16 +1,16 @@
-"""The backbone registry, the study's self-defined ResNet-34, and the model factory."""
+"""The study's self-defined ResNet-34, the model factory, and weight loading (the registry is backbones.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xraylib.data import reachable
+from xraylib.backbones import Backbone, get_backbone
+from xraylib.download import reachable
 from xraylib.errors import InputError
 
 if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the registry stays cheap to import
@@ -19,135 +19,14 @@ if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the re
     from xraylib.config import RunConfig
 
 
-@dataclass(frozen=True)
-class Backbone:
-    """One entry of the registry: how to build a backbone and feed it."""
+def constructor(bb: Backbone) -> Callable:
+    """The backbone's constructor, called as constructor(include_top=False, weights=..., input_tensor=...,
+    pooling=...): a keras.applications model, or the study's ResNet-34."""
+    if not bb.application:
+        return resnet34
+    import keras
 
-    name: str
-    title: str
-    module: str  # keras.applications submodule holding `preprocess_input`, or "" for the self-defined CNN
-    constructor: str  # attribute of keras.applications, or "" for the self-defined CNN
-    min_size: int
-    batch_size: int = 64
-    default_size: int = 150
-    weights_file: str = ""  # the ImageNet no-top weights file Keras caches in ~/.keras/models ("" = none exist)
-    weights_md5: str = ""  # Keras' md5 of that file (the hash its download is checked against)
-
-    def build(self) -> Callable:
-        """The constructor: called as constructor(include_top=False, weights=..., input_tensor=..., pooling=...)."""
-        if not self.constructor:
-            return resnet34
-        import keras
-
-        return getattr(keras.applications, self.constructor)
-
-    def preprocess(self) -> Callable:
-        """The backbone's own `preprocess_input` (identity for the self-defined CNN)."""
-        if not self.module:
-            return lambda x: x / 127.5 - 1.0
-        import importlib
-
-        return importlib.import_module(f"keras.applications.{self.module}").preprocess_input
-
-
-BACKBONES: dict[str, Backbone] = {
-    b.name: b
-    for b in [
-        Backbone(
-            "xception",
-            "Xception",
-            "xception",
-            "Xception",
-            71,
-            weights_file="xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="b0042744bf5b25fce3cb969f33bebb97",
-        ),
-        Backbone(
-            "vgg16",
-            "VGG16",
-            "vgg16",
-            "VGG16",
-            32,
-            weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="6d6bbae143d832006294945121d1f1fc",
-        ),
-        Backbone(
-            "vgg19",
-            "VGG19",
-            "vgg19",
-            "VGG19",
-            32,
-            weights_file="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="253f8cb515780f3b799900260a226db6",
-        ),
-        Backbone(
-            "resnet101v2",
-            "ResNet101V2",
-            "resnet_v2",
-            "ResNet101V2",
-            32,
-            weights_file="resnet101v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="c0ed64b8031c3730f411d2eb4eea35b5",
-        ),
-        Backbone(
-            "inceptionv3",
-            "InceptionV3",
-            "inception_v3",
-            "InceptionV3",
-            75,
-            weights_file="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="bcbd6486424b2319ff4ef7d526e38f63",
-        ),
-        Backbone(
-            "inceptionresnetv2",
-            "InceptionResNetV2",
-            "inception_resnet_v2",
-            "InceptionResNetV2",
-            75,
-            weights_file="inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-            weights_md5="d19885ff4a710c122648d3b5c3b684e4",
-        ),
-        Backbone(
-            "efficientnetv2s",
-            "EfficientNetV2S",
-            "efficientnet_v2",
-            "EfficientNetV2S",
-            32,
-            batch_size=16,
-            weights_file="efficientnetv2-s_notop.h5",
-            weights_md5="af0682fb74e8c54910f2d4393339c070",
-        ),
-        Backbone(
-            "efficientnetv2m",
-            "EfficientNetV2M",
-            "efficientnet_v2",
-            "EfficientNetV2M",
-            32,
-            batch_size=16,
-            weights_file="efficientnetv2-m_notop.h5",
-            weights_md5="1b8dc055df72dde80d614482840fe342",
-        ),
-        Backbone("resnet34", "Self-defined ResNet-34", "", "", 32),
-    ]
-}
-
-
-def get_backbone(name: str) -> Backbone:
-    """Look a backbone up by name, with a one-line error listing the known names."""
-    try:
-        return BACKBONES[name.lower()]
-    except KeyError:
-        raise InputError(f"unknown backbone {name!r} (known: {', '.join(BACKBONES)})") from None
-
-
-def resolve_backbones(spec: str) -> list[str]:
-    """`all` or a comma-separated list of backbone names -> validated names, in registry order for `all`."""
-    if spec.strip().lower() == "all":
-        return list(BACKBONES)
-    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise InputError("no backbone given (use 'all' or names separated by commas)")
-    return [get_backbone(n).name for n in names]
+    return getattr(keras.applications, bb.application)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,7 +61,7 @@ def resnet34(
     classifier_activation: str = "sigmoid",
     name: str = "resnet34",
 ) -> keras.Model:
-    """The study's ResNet-34-style CNN (BRIEF §2), called like a keras.applications constructor.
+    """The study's ResNet-34-style CNN (see the README), called like a keras.applications constructor.
 
     Conv(64, 5, stride 2) -> BN -> ReLU -> MaxPool(3, stride 2); basic-block stages [3, 4, 6, 3] with 64/128/256/512
     filters (first block of stages 2-4 with stride 2 and a 1x1 conv + BN shortcut); `pooling` None | avg | max;
@@ -380,7 +259,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
         backbone_weights = weights
     pooling = "avg" if cfg.head == "seed" else None
     try:
-        base = bb.build()(include_top=False, weights=backbone_weights, input_tensor=x, pooling=pooling)
+        base = constructor(bb)(include_top=False, weights=backbone_weights, input_tensor=x, pooling=pooling)
     except InputError:
         raise
     except Exception as exc:

@@ -8,24 +8,13 @@ import numpy as np
 import pandas as pd
 
 from xraylib import plots
+from xraylib.backbones import BACKBONES
 from xraylib.config import RunConfig, load_config
 from xraylib.errors import InputError
 from xraylib.fileio import read_json, write_csv, write_text
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
-# The study's published test results (BRIEF §2): accuracy and weighted F1 at its own hard labels.
-STUDY_RESULTS = {
-    "vgg19": (0.9455, 0.9447),
-    "resnet34": (0.9343, 0.9339),
-    "inceptionresnetv2": (0.9247, 0.9228),
-    "efficientnetv2m": (0.9231, 0.9213),
-    "vgg16": (0.9183, 0.9162),
-    "inceptionv3": (0.9151, 0.9129),
-    "xception": (0.9135, 0.9110),
-    "efficientnetv2s": (0.9071, 0.9043),
-    "resnet101v2": (0.9054, 0.9029),
-}
 
 
 def _read_json(path: Path) -> dict:
@@ -184,8 +173,6 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
 def weights_label(weights: str) -> str:
     """How a run's backbone started: `imagenet` (Keras' download or cache), `imagenet (file)` (Keras' ImageNet
     file given by path or weights_dir), `random`, or the name of another weights file."""
-    from xraylib.models import BACKBONES
-
     if Path(weights).name in {bb.weights_file for bb in BACKBONES.values() if bb.weights_file}:
         return "imagenet (file)"
     return {"imagenet": "imagenet", "none": "random"}.get(weights, Path(weights).name)
@@ -214,7 +201,7 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     for _, row in board.iterrows():
         cells = [_cell(row, m) for m in LEADERBOARD_METRICS]
         confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
-        study = STUDY_RESULTS.get(row["backbone"])
+        study = BACKBONES[row["backbone"]].study_result if row["backbone"] in BACKBONES else None
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
         line = f"| {row['backbone']} | {row.get('weights', '')} | " + " | ".join(cells)
         line += f" | {confusion} | {published} |"
@@ -328,7 +315,7 @@ def study_comparison(report_dir: str | Path) -> pd.DataFrame:
     rows = []
     for name, run in finished_runs(report_dir).items():
         half = _read_json(run / "metrics.json")["at_0.5"]
-        study = STUDY_RESULTS.get(name, (None, None))
+        study = (BACKBONES[name].study_result if name in BACKBONES else None) or (None, None)
         rows.append(
             {
                 "backbone": name,

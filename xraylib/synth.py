@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from xraylib.data import IMAGES_DIR, METADATA_CSV, SUMMARY_CSV
+from xraylib.data import IMAGES_DIR, METADATA_CSV, SUMMARY_CSV, holds_dataset
 from xraylib.errors import InputError
 
 # Proportions of the real metadata (brief §3): Kermany TRAIN, TEST and the 70 non-Kermany TRAIN images.
@@ -342,10 +342,6 @@ def _metadata(items: list[_Item], rng: np.random.Generator) -> tuple[pd.DataFram
     return meta, summary
 
 
-def _holds_dataset(d: Path) -> bool:
-    return (d / METADATA_CSV).exists() or (d / IMAGES_DIR).exists()
-
-
 def make_dataset(
     out: str | os.PathLike, n_train: int = 400, n_test: int = 120, seed: int = 0, masks: bool = False
 ) -> Path:
@@ -358,7 +354,7 @@ def make_dataset(
     if out.exists():
         if not out.is_dir():
             raise InputError(f"{out}: exists and is not a directory")
-        if _holds_dataset(out):
+        if holds_dataset(out) or (out / IMAGES_DIR).exists():
             raise InputError(f"{out}: holds a dataset already; remove it or choose another directory")
         if any(out.iterdir()):
             raise InputError(f"{out}: exists and is not empty; choose a new or empty directory")

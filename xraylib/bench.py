@@ -1,0 +1,202 @@
+"""Benchmarks that print figures: the input pipeline against model-only training (`xraylib bench pipeline`)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from xraylib.errors import InputError
+from xraylib.pipeline import cached_images, decode_workers, make_dataset
+
+FULL_DATASET = 5910  # images in CoronaHack (for the cache-size statement)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    import resource  # POSIX only: imported here so the module loads on Windows
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _timed_fit(model, dataset, steps: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of `steps` training steps of model.fit (the dataset shuffles itself)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _compiled_model(backbone: str, image_size: int, augment: bool):
+    """The sound recipe's model (fully trainable, no download) compiled with Adamax + binary cross-entropy."""
+    import keras
+
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    settings = {"weights": "none", "image_size": str(image_size), "augment": str(augment)}
+    cfg = resolve_config(backbone, "sound", settings)  # the whole backbone trained, as in a real run
+    model = build_model(cfg)
+    model.compile(optimizer=keras.optimizers.Adamax(cfg.learning_rate), loss="binary_crossentropy")
+    return model, cfg
+
+
+def bench_pipeline(
+    data: str | os.PathLike,
+    backbone: str = "resnet34",
+    image_size: int = 150,
+    limit: int = 0,
+    rounds: int = 3,
+    steps: int = 3,
+) -> dict:
+    """Cold decode, cached+augmentation, model-only and end-to-end training throughput; peak memory."""
+    import keras
+    import tensorflow as tf
+
+    from xraylib.data import build_index
+
+    index = build_index(data)
+    if limit and limit < len(index):
+        index = index.sample(n=limit, random_state=0).sort_index()
+    paths = index["path"].tolist()
+    labels = (index["label"] == "pneumonia").to_numpy(np.float32)
+    if not paths:
+        raise InputError(f"no images indexed in {data}")
+    result: dict = {
+        "data": os.fspath(data),
+        "images": len(paths),
+        "image_size": image_size,
+        "backbone": backbone,
+        "decode_workers": decode_workers(),
+        "cpu_cores": os.cpu_count(),
+        "notes": [],
+    }
+
+    # 1. cold decode: every file decoded and resized, no disk cache
+    result["load_average_start"] = round(os.getloadavg()[0], 2)
+    t0, c0 = time.perf_counter(), time.process_time()
+    images = cached_images(paths, image_size, cache_dir="none")
+    cold, cpu = time.perf_counter() - t0, time.process_time() - c0
+    result.update(cold_decode_seconds=round(cold, 2), cold_decode_images_per_s=round(len(paths) / cold, 1))
+    # CPU time per image: what the decode costs whatever else the machine runs at the same time
+    result["cold_decode_cpu_ms_per_image"] = round(1000 * cpu / len(paths), 2)
+    result["cache_mb"] = round(images.nbytes / 1e6, 1)
+    result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
+
+    # 2. cached arrays -> make_dataset -> augmentation layer (as inside the model), one full epoch, warm
+    try:
+        from xraylib.augment import augmentation
+
+        aug = augmentation(seed=0)
+        step = tf.function(lambda x: aug(x, training=True))
+        ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
+        for x, _ in ds.take(2):  # warm-up: tracing
+            step(x)
+        batches = ds.take(-(-max(len(paths), 2000) // 64))  # at least one epoch and 2,000 images
+        seen, t0, c0 = 0, time.perf_counter(), time.process_time()
+        for x, _ in batches:
+            _ = step(x)
+            seen += int(x.shape[0])
+        result["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        result["cached_augmented_cpu_ms_per_image"] = round(1000 * (time.process_time() - c0) / seen, 3)
+        t0, seen = time.perf_counter(), 0
+        for x, _ in batches:
+            seen += int(x.shape[0])
+        result["cached_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+    except ImportError as exc:
+        result["cached_augmented_images_per_s"] = None
+        result["notes"].append(f"augmentation not measured: {exc}")
+
+    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (make_dataset of the cached arrays, augmentation
+    # inside the model), both with model.fit; measured in alternating rounds so that a load change on a shared
+    # machine hits both alike; the figures are medians over the rounds, the ratio the median of per-round ratios.
+    keras.utils.set_random_seed(0)
+    model, cfg = _compiled_model(backbone, image_size, augment=False)
+    bs = cfg.batch_size
+    result["batch_size"] = bs
+    reps = int(np.ceil(bs / len(images)))
+    xb = np.concatenate([images] * reps)[:bs].astype(np.float32)
+    yb = np.concatenate([labels] * reps)[:bs]
+    fixed = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
+    result["graph_build_seconds"] = round(_timed_fit(model, fixed, 1)[0], 1)  # first step: tracing + graph building
+    _timed_fit(model, fixed, 1)  # warm-up
+    e2e_model, ds = None, None
+    try:
+        e2e_model, _ = _compiled_model(backbone, image_size, augment=True)
+        usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
+        reps = int(np.ceil(usable / len(images)))
+        xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
+        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0)
+        result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
+        _timed_fit(e2e_model, ds, 1)
+    except ImportError as exc:
+        result["notes"].append(f"end-to-end not measured: {exc}")
+        e2e_model = None
+    only, e2e, ratios, cpu_only, cpu_e2e = [], [], [], [], []
+    n_img = steps * bs
+    for _ in range(rounds):
+        wall, cpu = _timed_fit(model, fixed, steps)
+        only.append(n_img / wall)
+        cpu_only.append(1000 * cpu / n_img)
+        if e2e_model is not None:
+            wall, cpu = _timed_fit(e2e_model, ds, steps)
+            e2e.append(n_img / wall)
+            cpu_e2e.append(1000 * cpu / n_img)
+            ratios.append(e2e[-1] / only[-1])
+    # CPU time per trained image (all threads of this process): robust to other processes sharing the cores
+    result["model_only_cpu_ms_per_image"] = round(float(np.median(cpu_only)), 1)
+    if cpu_e2e:
+        result["end_to_end_cpu_ms_per_image"] = round(float(np.median(cpu_e2e)), 1)
+        result["end_to_end_vs_model_only_cpu"] = round(float(np.median(cpu_only) / np.median(cpu_e2e)), 3)
+    result["model_only_images_per_s"] = round(float(np.median(only)), 2)
+    result["model_only_rounds"] = [round(v, 2) for v in only]
+    result["end_to_end_images_per_s"] = round(float(np.median(e2e)), 2) if e2e else None
+    result["end_to_end_rounds"] = [round(v, 2) for v in e2e]
+    result["end_to_end_vs_model_only"] = round(float(np.median(ratios)), 3) if ratios else None
+    result["steps_per_round"] = steps
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def _idle(result: dict) -> str:
+    """Decode throughput the CPU time per image allows on otherwise idle cores (an estimate, not a measurement)."""
+    cpu = result.get("cold_decode_cpu_ms_per_image")
+    return f"{result['decode_workers'] * 1000 / cpu:,.0f}" if cpu else "?"
+
+
+def format_bench(result: dict) -> str:
+    """A printable table of bench_pipeline's figures."""
+
+    def fig(key: str, unit: str = "images/s") -> str:
+        value = result.get(key)
+        return "not measured" if value is None else f"{value:,.1f} {unit}".rstrip()
+
+    ratio = result.get("end_to_end_vs_model_only")
+    lines = [
+        f"pipeline benchmark: {result['images']} images at {result['image_size']} px, backbone "
+        f"{result['backbone']}, batch {result.get('batch_size', '?')}, {result['decode_workers']} decode threads",
+        f"  cold decode (decode + resize, no disk cache)   {fig('cold_decode_images_per_s')}"
+        f"  ({result['cold_decode_seconds']} s)",
+        f"  cold decode CPU time per image                 {fig('cold_decode_cpu_ms_per_image', 'ms')}"
+        f"  (= {_idle(result)} images/s if {result['decode_workers']} cores were free for it)",
+        f"  cached epoch, no augmentation                  {fig('cached_images_per_s')}",
+        f"  cached epoch with augmentation                 {fig('cached_augmented_images_per_s')}"
+        f"  (CPU {result.get('cached_augmented_cpu_ms_per_image')} ms/image)",
+        f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}"
+        f"  (rounds: {result.get('model_only_rounds')})",
+        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}"
+        f"  (rounds: {result.get('end_to_end_rounds')})",
+        f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}"
+        f" (wall, median of rounds); by CPU time per image: {result.get('end_to_end_vs_model_only_cpu')}"
+        f" ({result.get('model_only_cpu_ms_per_image')} vs {result.get('end_to_end_cpu_ms_per_image')} ms)",
+        f"  first training step (graph building)           {fig('graph_build_seconds', 's')} model-only, "
+        f"{fig('graph_build_seconds_end_to_end', 's')} end-to-end",
+        f"  image cache of this run                        {fig('cache_mb', 'MB')} "
+        f"(full 5,910 images at 224 px: {result['cache_mb_full_dataset_224px']:.1f} MB, uint8, one channel)",
+        f"  peak memory (RSS)                              {fig('peak_rss_mb', 'MB')}",
+        f"  load average (1 min) at start / end            {result.get('load_average_start')} / "
+        f"{result.get('load_average_end')} on {result['cpu_cores']} cores",
+    ]
+    lines += [f"  note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)
