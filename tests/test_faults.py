@@ -218,3 +218,13 @@ def test_commands_keep_tensorflow_start_up_lines_out_of_the_way(run_with_model, 
     verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True)
     shown = re.search(r"^[IWEF]\d{4} |absl::InitializeLog", verbose.stderr, re.M)
     assert verbose.returncode == 0 and shown, "--verbose shows them"
+
+
+def test_a_damaged_model_of_an_unfinished_run_is_one_line(synth_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(synth_data), "--set", "image_size=32", "--set", "limit=40", "--out", str(out)]
+    assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 0
+    (out / "metrics.json").unlink()  # as if killed after the model was saved
+    (out / "model.keras").write_bytes(b"random bytes")
+    assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 2
+    one_line_error(capsys, "model.keras", "cannot be loaded")

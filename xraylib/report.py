@@ -106,8 +106,8 @@ def run_figure(name: str, run_dir: str | Path, model=None):
         return plots.plot_reliability(y, p, title=title, path=path)
     if name == "examples":
         return plots.plot_examples(frame, seed=cfg.seed, threshold=threshold, title=title, path=path)
-    if name == "gradcam":
-        return gradcam_figure(run_dir, cfg, frame, model=model, path=path)
+    if name == "gradcam":  # gradcam_images=0 asks for no Grad-CAM grid
+        return gradcam_figure(run_dir, cfg, frame, model=model, path=path) if cfg.gradcam_images else None
     raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
 
 
@@ -133,7 +133,7 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=Non
 
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
-    """Every figure of a run, saved under `run_dir/figures/`."""
+    """Every figure of a run, saved under `run_dir/figures/` (the Grad-CAM grid unless gradcam_images=0)."""
     return {name: run_figure(name, run_dir, model=model) for name in RUN_FIGURES}
 
 

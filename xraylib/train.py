@@ -313,7 +313,12 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / "model.keras").is_file() and not checkpoint.backup_dir(out).exists():
-        model.load_weights(out / "model.keras")
+        try:
+            model.load_weights(out / "model.keras")
+        except Exception as exc:  # Keras raises ValueError, OSError or zipfile errors for a damaged file
+            raise InputError(
+                f"{out / 'model.keras'} cannot be loaded ({type(exc).__name__}): rerun with a new --out, or remove it"
+            ) from None
         print(f"training finished earlier: loaded {out / 'model.keras'}")
         return pd.read_csv(out / "history.csv")
     state = checkpoint.read_state(out)
