@@ -224,7 +224,75 @@ def test_a_damaged_model_of_an_unfinished_run_is_one_line(synth_data, tmp_path, 
     out = tmp_path / "run"
     args = [*TRAIN, "--data", str(synth_data), "--set", "image_size=32", "--set", "limit=40", "--out", str(out)]
     assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 0
-    (out / "metrics.json").unlink()  # as if killed after the model was saved
+    for name in ("metrics.json", "finished.json"):
+        (out / name).unlink()  # as if killed after the model was saved
     (out / "model.keras").write_bytes(b"random bytes")
     assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 2
     one_line_error(capsys, "model.keras", "cannot be loaded")
+
+
+def test_index_of_the_inner_image_folder_never_overwrites_the_metadata_above_it(synth_data, capsys):
+    metadata = synth_data / "Chest_xray_Corona_Metadata.csv"
+    before = digest(metadata)
+    inner = synth_data / "Coronahack-Chest-XRay-Dataset" / "Coronahack-Chest-XRay-Dataset"
+    assert main(["data", "index", str(inner), "--out", str(metadata)]) == 2
+    one_line_error(capsys, "inputs")
+    assert digest(metadata) == before
+
+
+def test_gradcam_never_overwrites_inputs_or_a_runs_files(run_with_model, synth_data, tmp_path, capsys):
+    from PIL import Image
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("L", (40, 40), 90).save(inputs / "chest.png")
+    before = digest(inputs / "chest.png")
+    model = str(run_with_model / "model.keras")
+    assert main(["predict", model, str(inputs), "--gradcam", str(inputs)]) == 2
+    one_line_error(capsys, "input image")
+    assert digest(inputs / "chest.png") == before
+    figures = run_with_model / "figures"
+    figures.mkdir(exist_ok=True)
+    (figures / "chest.png").write_bytes(b"a figure of the run")
+    assert main(["predict", model, str(inputs), "--gradcam", str(figures)]) == 2
+    one_line_error(capsys, "a run's file")
+    assert (figures / "chest.png").read_bytes() == b"a figure of the run"
+
+
+def test_a_run_killed_while_drawing_its_figures_is_completed_by_the_same_command(synth_data, tmp_path):
+    out = tmp_path / "run"
+    args = [*TRAIN, "--data", str(synth_data), "--set", "image_size=32", "--set", "limit=40", "--out", str(out)]
+    args += ["--set", "epochs=1", "--set", "gradcam_images=2", "--set", "bootstrap=20"]
+    assert main(args) == 0
+    predictions = digest(out / "predictions.csv")
+    (out / "finished.json").unlink()  # as if killed after metrics.json, while drawing the figures
+    (out / "figures" / "gradcam.png").unlink()
+    assert main(args) == 0
+    assert (out / "figures" / "gradcam.png").is_file() and digest(out / "predictions.csv") == predictions
+    assert main(args) == 2, "a finished run is not run again"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "named"),
+    [("metrics.json", b"{}", "metrics.json"), ("gradcam_in_masks.csv", bytes(range(200)), "gradcam_in_masks.csv")],
+)
+def test_report_on_run_files_without_their_content_is_one_line(name, content, named, tmp_path, capsys):
+    run = _run_folder(tmp_path / "report")
+    (run / name).write_bytes(content)
+    assert main(["report", str(tmp_path / "report")]) == 2
+    one_line_error(capsys, named)
+
+
+def test_evaluate_refuses_repeated_images_and_a_negative_seed(tmp_path, capsys):
+    run = _run_folder(tmp_path / "report")
+    lines = (run / "predictions.csv").read_text().splitlines()
+    (tmp_path / "twice.csv").write_text("\n".join([*lines, *lines[1:]]) + "\n")
+    assert main(["evaluate", "--predictions", str(tmp_path / "twice.csv")]) == 2
+    one_line_error(capsys, "more than once")
+    assert main(["evaluate", "--predictions", str(run / "predictions.csv"), "--seed", "-1"]) == 2
+    one_line_error(capsys, "--seed")
+
+
+def test_an_output_the_system_refuses_is_one_line(synth_data, capsys):
+    assert main(["data", "index", str(synth_data), "--out", "/proc/xraylib-index.csv"]) == 2
+    one_line_error(capsys, "/proc")

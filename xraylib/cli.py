@@ -35,6 +35,8 @@ def _data_index(a: argparse.Namespace) -> None:
     if a.out:
         output_file(a.out, reads=[a.dir])
     index = build_index(a.dir, missing=a.missing)
+    if a.out:  # the folder given may be inside the dataset: its metadata and images lie around it
+        output_file(a.out, reads=[a.dir, index.attrs["dataset_root"]])
     print(summarize(index))
     if a.out:
         write_csv(a.out, index)
@@ -68,6 +70,8 @@ def _report(a: argparse.Namespace) -> None:
 def _evaluate(a: argparse.Namespace) -> None:
     from xraylib.metrics import evaluate_file, format_report
 
+    if not 0 <= a.seed < 2**32:
+        raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
     result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
 
@@ -230,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except InputError as exc:
         print(f"xraylib: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the system refuses (a special file system, a full disk): say which, in one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"xraylib: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("xraylib: interrupted; finished work is kept (run the same command again to resume)", file=sys.stderr)

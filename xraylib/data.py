@@ -201,7 +201,7 @@ def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame
     meta = _find_metadata(root.absolute())
     if meta is not None:
         index = _index_coronahack(meta)
-        layout = "coronahack"
+        layout, dataset_root = "coronahack", meta.parent
     else:
         kermany = _kermany_root(root.absolute())
         if kermany is None:
@@ -210,7 +210,7 @@ def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame
                 "or chest_xray/{train,test}/{NORMAL,PNEUMONIA})"
             )
         index = _index_kermany(kermany)
-        layout = "kermany"
+        layout, dataset_root = "kermany", kermany
     absent = [not os.path.exists(p) for p in index["path"]]
     n_absent = int(sum(absent))
     dropped = 0
@@ -224,7 +224,7 @@ def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame
         index = index.loc[[not a for a in absent]].reset_index(drop=True)
         dropped = n_absent
     _refuse_outside_links(index, root)
-    index.attrs.update(layout=layout, root=str(root.absolute()), dropped=dropped)
+    index.attrs.update(layout=layout, root=str(root.absolute()), dataset_root=str(dataset_root), dropped=dropped)
     return index
 
 

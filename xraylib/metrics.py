@@ -144,6 +144,15 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         )
     if frame.empty:
         raise InputError(f"{path}: no prediction rows")
+    key = frame["file"]
+    if "path" in raw.columns:  # the same file name may come from two folders: the path tells them apart
+        paths = raw["path"].fillna("").astype(str)
+        key = paths.where(paths != "", frame["file"])
+    repeated = key.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        rows = ", ".join(str(i + 2) for i in np.flatnonzero(repeated)[:4])
+        first = frame.loc[repeated, "file"].iloc[0]
+        raise InputError(f"{path}: image {first!r} is listed more than once (lines {rows}): one row per image")
     if kind == "suite" and "patient" in raw.columns and raw["patient"].notna().all():
         frame.insert(1, "patient", raw["patient"].astype(str).to_numpy())
     else:

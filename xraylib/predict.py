@@ -323,6 +323,7 @@ def predict_files(
     pngs = [""] * len(paths)
     names = gradcam_names(paths) if gradcam_dir is not None else []
     if gradcam_dir is not None:
+        _check_gradcam_targets(paths, [Path(gradcam_dir) / name for name in names], gradcam_dir)
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
     seconds = 0.0  # decoding + prediction, without Grad-CAM
     for start in range(0, len(paths), CHUNK):
@@ -363,6 +364,19 @@ def predict_files(
     if out:
         write_csv(out, table)
     return table
+
+
+def _check_gradcam_targets(inputs: list[Path], targets: list[Path], gradcam_dir) -> None:
+    """Refuse Grad-CAM PNGs that would overwrite an input image or an existing file of a run folder."""
+    readable = {p.resolve() for p in inputs}
+    for target in targets:
+        if target.resolve() in readable:
+            what = "the input image"
+        elif target.exists() and any((d / "model.keras").is_file() for d in target.resolve().parents):
+            what = "a run's file"
+        else:
+            continue
+        raise InputError(f"--gradcam {gradcam_dir}: would overwrite {what} {target}; choose another folder")
 
 
 def _write_gradcams(

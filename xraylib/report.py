@@ -153,16 +153,22 @@ def leaderboard(report_dir: str | Path) -> pd.DataFrame:
     rows = []
     for name, run in finished_runs(report_dir).items():
         result = _read_json(run / "metrics.json")
-        row = leaderboard_row(name, result["at_threshold"])
-        row["threshold"] = result["threshold"]["value"]
+        try:
+            row = leaderboard_row(name, result["at_threshold"])
+            row["threshold"] = result["threshold"]["value"]
+        except (KeyError, TypeError):
+            raise InputError(f"{run / 'metrics.json'} lacks the run's metrics: rerun the run, or remove it") from None
         row["preset"] = result.get("preset", "")
         row["weights"] = weights_label(run_config(run).weights)
         status = run / "status.json"
         row["seconds"] = read_json(status).get("seconds") if status.is_file() else None
         masks = run / "gradcam_in_masks.csv"
         if masks.is_file():
-            means = pd.read_csv(masks).mean(numeric_only=True)
-            row["gradcam_in_lungs"], row["lung_area"] = float(means["in_lungs"]), float(means["lung_area"])
+            try:
+                means = pd.read_csv(masks).mean(numeric_only=True)
+                row["gradcam_in_lungs"], row["lung_area"] = float(means["in_lungs"]), float(means["lung_area"])
+            except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError):
+                raise InputError(f"{masks} is unreadable or lacks in_lungs/lung_area: rerun the run") from None
             row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
         rows.append(row)
     if not rows:

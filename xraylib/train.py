@@ -17,6 +17,7 @@ from xraylib.errors import InputError, check_memory
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, make_dataset, predict_in_batches, replicas_of
 
+FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 
 
@@ -462,7 +463,7 @@ def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     from xraylib import report
 
     out = Path(out)
-    if (out / "metrics.json").is_file():
+    if (out / FINISHED).is_file():
         raise InputError(f"{out} already holds a finished run: choose another --out")
     if cfg.weights == "imagenet":
         from xraylib.models import check_imagenet
@@ -477,6 +478,7 @@ def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
     report.save_localization(out, model=model)
+    write_json(out / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out
 
 
