@@ -34,3 +34,22 @@ def test_format_bench_prints_every_figure():
 def test_cache_size_statement():
     # uint8, one channel: the full 5,910-image dataset at 224 px is 297 MB, far under 1 GB
     assert FULL_DATASET * 224 * 224 == 296_540_160 < 1e9
+
+
+def test_bench_predict_measures_both_rates(tmp_path):
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from xraylib.bench import bench_predict
+
+    image = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, name="conv")(image))
+    keras.Model(image, keras.layers.Dense(1, activation="sigmoid", name="pneumonia")(x)).save(tmp_path / "model.keras")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((300, 200), 20 * i, np.uint8)).save(folder / f"x{i}.jpeg")
+    result = bench_predict(tmp_path / "model.keras", [folder], repeats=1)
+    assert result["images"] == 6 and result["image_size"] == 32
+    assert result["predict_images_per_s"] > 0 and result["pipeline_cold_decode_images_per_s"] > 0

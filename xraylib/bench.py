@@ -1,4 +1,5 @@
-"""Benchmarks that print figures: the input pipeline against model-only training (`xraylib bench pipeline`)."""
+"""Benchmarks that print figures: the input pipeline against model-only training (`xraylib bench pipeline`), and
+decode + prediction of arbitrary images (`xraylib bench predict`)."""
 
 from __future__ import annotations
 
@@ -200,3 +201,30 @@ def format_bench(result: dict) -> str:
     ]
     lines += [f"  note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
+
+
+def bench_predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], repeats: int = 3) -> dict:
+    """Images per second of `xraylib predict` (decode + batched prediction, no Grad-CAM): the best of `repeats`
+    passes after one warm-up pass, beside the cold decode rate of the same files through the training pipeline."""
+    from xraylib.predict import find_images, load_predictor, predict_files
+
+    predictor = load_predictor(model_path)
+    files = find_images(inputs)
+    if not files:
+        raise InputError(f"no images found in {', '.join(map(str, inputs))}")
+    predict_files(predictor, files)  # warm-up: traces the predict function
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        predict_files(predictor, files)
+        best = min(best, time.perf_counter() - start)
+    start = time.perf_counter()
+    cached_images([str(f) for f in files], predictor.image_size, cache_dir="none")
+    decode = time.perf_counter() - start
+    return {
+        "images": len(files),
+        "image_size": predictor.image_size,
+        "predict_images_per_s": round(len(files) / best, 1),
+        "pipeline_cold_decode_images_per_s": round(len(files) / decode, 1),
+        "predict_vs_decode": round(decode / best, 3),
+    }

@@ -131,6 +131,21 @@ def _quiet_tensorflow() -> None:
 TENSORFLOW_VERBS = ("train", "predict", "bench")
 
 
+def _bench_predict(a: argparse.Namespace) -> None:
+    from xraylib.bench import bench_predict
+
+    result = bench_predict(a.model, a.inputs, repeats=a.repeats)
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"predict benchmark: {result['images']} images at {result['image_size']} px\n"
+            f"  xraylib predict (decode + predict)   {result['predict_images_per_s']:,.1f} images/s\n"
+            f"  training pipeline, cold decode       {result['pipeline_cold_decode_images_per_s']:,.1f} images/s\n"
+            f"  predict / decode                     {result['predict_vs_decode']:.3f}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
     common = argparse.ArgumentParser(add_help=False)
@@ -220,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=0, help="use at most this many images (0 = all)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_bench_pipeline)
+    s = bench.add_parser("predict", parents=[common], help="decode + prediction throughput of xraylib predict")
+    s.add_argument("model", help="model.keras written by `xraylib train`")
+    s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
+    s.add_argument("--repeats", type=int, default=3, help="timed passes after one warm-up (default 3)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_bench_predict)
     return p
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from xraylib.backbones import get_backbone
@@ -59,7 +59,6 @@ class RunConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1
     verbose: int = 2
-    extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         """A plain dict of every field."""
@@ -205,8 +204,8 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
         values.update(bb.study_recipe)
     kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
     for key, value in (overrides or {}).items():
-        if key not in kinds or key in ("backbone", "preset", "extra"):
-            known = ", ".join(k for k in kinds if k not in ("backbone", "preset", "extra"))
+        if key not in kinds or key in ("backbone", "preset"):
+            known = ", ".join(k for k in kinds if k not in ("backbone", "preset"))
             raise InputError(f"unknown setting {key!r} (known: {known})")
         values[key] = value
     values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}

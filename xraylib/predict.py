@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 32  # images per forward pass
 CHUNK = 256  # images decoded, predicted and explained together (bounds memory on large folders)
-COLUMNS = ("path", "p_pneumonia", "predicted", "error")
 SHOW_ROWS = 25  # rows printed by format_predictions before it abbreviates
 FIGURE_SIDE = 600  # long side (pixels) of the radiograph drawn in a Grad-CAM PNG (about its size at 150 dpi)
 HEAT_CMAP = "jet"  # as in xraylib.plots.plot_gradcam_grid
@@ -425,16 +424,3 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
     if attrs.get("gradcam_dir"):
         lines.append(f"Grad-CAM PNGs written to {attrs['gradcam_dir']}")
     return "\n".join(lines)
-
-
-def bench_predict(model_path: str | os.PathLike, paths: list[str | os.PathLike], repeats: int = 3) -> float:
-    """Images per second of decode + batched prediction (best of `repeats` passes after one warm-up pass)."""
-    predictor = load_predictor(model_path)
-    files = find_images(paths)
-    predict_files(predictor, files)  # warm-up: traces the predict function
-    best = math.inf
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        predict_files(predictor, files)
-        best = min(best, time.perf_counter() - start)
-    return len(files) / best
