@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from xraylib.errors import InputError
-from xraylib.images import IMAGE_SUFFIXES, load_gray
+from xraylib.images import IMAGE_SUFFIXES, ImageDecodeError, load_gray
 
 H, W = 48, 64
 
@@ -238,3 +238,21 @@ def test_real_samples_decode_to_expected_sizes(shared_data):
         assert diff.mean() < 4.0, path.name
         assert np.corrcoef(small.ravel(), reference.ravel())[0, 1] > 0.99, path.name
         assert diff[:, -1].mean() < 16 and diff[-1, :].mean() < 16, path.name
+
+
+def test_a_jpeg_whose_header_claims_more_rows_than_its_scan_holds_is_refused(tmp_path):
+    """libjpeg pads the missing rows with grey and only warns: without a check it decodes as a flat image."""
+    import io
+
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 7] = (900).to_bytes(2, "big")  # the frame header's height: 900 rows instead of 64
+    path = tmp_path / "lying.jpeg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageDecodeError, match="ends before the image's declared size"):
+        load_gray(path, 32)
+    (tmp_path / "fine.jpeg").write_bytes(buffer.getvalue())
+    assert load_gray(tmp_path / "fine.jpeg", 32).shape == (32, 32)

@@ -85,6 +85,15 @@ def _resize_16(im: Image.Image, size: int) -> np.ndarray:
     return _to_8bit(np.asarray(small))
 
 
+def _check_scan_complete(path: Path, im: Image.Image) -> None:
+    """A JPEG whose scan ends before its declared height is padded by libjpeg with mid-grey (128) and only warned
+    about, so it would decode as a plausible image: refuse one whose last 5 % of rows are exactly 128."""
+    pixels = np.asarray(im if im.mode == "L" else im.convert("L"))
+    tail = max(2, pixels.shape[0] // 20)
+    if pixels.shape[0] > tail and (pixels[-tail:] == 128).all():
+        raise _fail(path, "its data ends before the image's declared size (corrupt header or truncated scan)")
+
+
 def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Decode a JPEG/PNG of any mode to uint8 (H, W), or (size, size) resized; InputError naming a bad file."""
     if size is not None and (int(size) != size or size < 1):
@@ -116,6 +125,8 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
                 keep = (max(1, int(box[2])), max(1, int(box[3])))
                 if keep != im.size:
                     im = im.crop((0, 0, *keep))
+            if im.format in ("JPEG", "MPO"):
+                _check_scan_complete(path, im)
             im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
             if size is not None and (im.mode.startswith("I") or im.mode == "F"):
                 return _resize_16(im, size)
