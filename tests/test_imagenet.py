@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib.augment import preprocess_input
 from xraylib.backbones import BACKBONES
 from xraylib.config import resolve_config
 from xraylib.images import load_gray
+from xraylib.layers import preprocess_input
 from xraylib.models import build_model, constructor, feature_model, resolve_weights
 from xraylib.train import build_run_model, evaluate_run, fit, prepare_data
 

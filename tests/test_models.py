@@ -126,7 +126,7 @@ def test_fine_tune_none_n_all_and_frozen_batchnorm():
 
 def test_save_and_load_roundtrip_with_safe_mode_gives_identical_predictions(tmp_path):
     """A small model holding every custom layer (the full-size resnet34 round trip is the weights test below)."""
-    from xraylib.augment import BackbonePreprocess, GrayToRGB, augmentation
+    from xraylib.layers import BackbonePreprocess, GrayToRGB, augmentation
 
     inp = keras.Input((32, 32, 1), name="image")
     x = BackbonePreprocess("vgg16")(GrayToRGB()(augmentation(3)(inp)))

@@ -1,7 +1,7 @@
 """xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
 
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
-synth, images, pipeline, augment, models, train, checkpoint, metrics, plots, explain, report, sweep, notebook,
+synth, images, pipeline, layers, models, train, checkpoint, metrics, plots, explain, report, sweep, notebook,
 predict, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
 """
 

@@ -1,7 +1,7 @@
 """The backbone registry: each backbone's name and metadata, keyworded; no TensorFlow (models.py builds them).
 
 Adding a backbone is one `Backbone(...)` entry here: the model factory (`models.build_model`), the preprocessing
-layer (`augment.BackbonePreprocess`), the presets and the reports all read it from this table.
+layer (`layers.BackbonePreprocess`), the presets and the reports all read it from this table.
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ def bench_pipeline(
 
     # 2. cached arrays -> make_dataset -> augmentation layer (as inside the model), one full epoch, warm
     try:
-        from xraylib.augment import augmentation
+        from xraylib.layers import augmentation
 
         aug = augmentation(seed=0)
         step = tf.function(lambda x: aug(x, training=True))

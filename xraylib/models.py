@@ -243,7 +243,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
 
     import keras
 
-    from xraylib.augment import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation
+    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation
 
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
@@ -376,7 +376,7 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
         raise InputError(f"{path}: no such model file")
     import keras
 
-    import xraylib.augment  # noqa: F401  (registers the custom layers)
+    import xraylib.layers  # noqa: F401  (registers the custom layers)
 
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)

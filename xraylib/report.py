@@ -280,7 +280,7 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        from xraylib.augment import augmentation
+        from xraylib.layers import augmentation
 
         image = prepared.images["train"][:1].astype(np.float32)
         layer = augmentation(cfg.seed)

@@ -1,10 +1,11 @@
-"""The study's augmentation as seeded, serializable Keras preprocessing layers that run inside the model.
+"""The model's own Keras layers: the study's augmentation (seeded, serializable, inside the model), gray to RGB,
+each backbone's preprocessing, and seeded dropout.
 
 The study (Keras `ImageDataGenerator`) used zoom_range=0.1, width/height_shift_range=0.1 and
 brightness_range=[0.5, 1.3]. Its brightness is a multiplicative factor (PIL `ImageEnhance.Brightness`, clipped to
 [0, 255]), unlike `keras.layers.RandomBrightness`, which adds. Zoom and shift are applied as ONE affine transform on
 the single gray channel (the model expands to three channels afterwards): about four times faster than two Keras
-layers on RGB. Every layer is active only when called with training=True.
+layers on RGB. The augmentation layers are active only when called with training=True.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The study's augmentation layers: multiplicative brightness, zoom + shift, seeding, inference, serialization."""
+"""The model's own layers: the study's augmentation (brightness, zoom + shift, seeding, inference, serialization),
+gray to RGB, preprocessing, dropout; and loading a model saved before `augment` became `layers`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from xraylib.augment import (
+from xraylib.layers import (
     BackbonePreprocess,
     GrayToRGB,
     RandomBrightnessFactor,
@@ -104,7 +105,7 @@ def test_gray_to_rgb_and_the_backbones_own_preprocessing():
 
 
 def test_seed_state_is_saved_with_the_weights_so_a_resumed_run_draws_the_same(tmp_path):
-    from xraylib.augment import SeededDropout
+    from xraylib.layers import SeededDropout
 
     def model():
         inp = keras.Input((16, 16, 1))
@@ -122,3 +123,18 @@ def test_seed_state_is_saved_with_the_weights_so_a_resumed_run_draws_the_same(tm
     no_dropout = keras.Sequential([keras.Input((4,)), SeededDropout(0.0)])  # rate 0 has no seed generator
     no_dropout.save_weights(tmp_path / "plain.weights.h5")
     no_dropout.load_weights(tmp_path / "plain.weights.h5")
+
+
+def test_a_model_saved_before_the_rename_of_augment_to_layers_still_loads():
+    """tests/fixtures/layers-before-rename.keras was written when these layers lived in `xraylib.augment`."""
+    from pathlib import Path
+
+    from xraylib.models import load_model
+
+    fixtures = Path(__file__).parent / "fixtures"
+    model = load_model(fixtures / "layers-before-rename.keras")
+    names = {type(layer).__name__ for layer in model.layers}
+    assert {"GrayToRGB", "BackbonePreprocess", "SeededDropout"} <= names
+    probe = np.linspace(0, 255, 2 * 32 * 32, dtype="float32").reshape(2, 32, 32, 1)
+    expected = np.load(fixtures / "layers-before-rename-outputs.npy")
+    np.testing.assert_allclose(np.asarray(model(probe, training=False)), expected, rtol=1e-5, atol=1e-6)
