@@ -179,7 +179,14 @@ def _run_folder(root: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("name", "content"), [("metrics.json", b'{"threshold": {"va'), ("metrics.json", b""), ("status.json", b"\xff\x00")]
+    ("name", "content"),
+    [
+        ("metrics.json", b'{"threshold": {"va'),
+        ("metrics.json", b""),
+        ("metrics.json", b"{}"),
+        ("status.json", b"\xff\x00"),
+        ("gradcam_in_masks.csv", bytes(range(200))),
+    ],
 )
 def test_report_on_corrupt_run_files_is_one_line(name, content, tmp_path, capsys):
     run = _run_folder(tmp_path / "report")
@@ -270,17 +277,6 @@ def test_a_run_killed_while_drawing_its_figures_is_completed_by_the_same_command
     assert main(args) == 0
     assert (out / "figures" / "gradcam.png").is_file() and digest(out / "predictions.csv") == predictions
     assert main(args) == 2, "a finished run is not run again"
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "named"),
-    [("metrics.json", b"{}", "metrics.json"), ("gradcam_in_masks.csv", bytes(range(200)), "gradcam_in_masks.csv")],
-)
-def test_report_on_run_files_without_their_content_is_one_line(name, content, named, tmp_path, capsys):
-    run = _run_folder(tmp_path / "report")
-    (run / name).write_bytes(content)
-    assert main(["report", str(tmp_path / "report")]) == 2
-    one_line_error(capsys, named)
 
 
 def test_evaluate_refuses_repeated_images_and_a_negative_seed(tmp_path, capsys):
