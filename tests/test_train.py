@@ -149,7 +149,7 @@ def test_unusable_snapshot_is_one_line(smoke_run, synth_data, tmp_path, capsys):
     args = _train_command(synth_data, killed)[3:]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert "weights.weights.h5" in err and "remove" in err and len(err.splitlines()) == 1
+    assert "weights.weights.h5" in err and f"remove {killed / 'backup'} " in err and len(err.splitlines()) == 1
     (state / "state.json").write_text("{")
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -40,7 +40,7 @@ def _snapshot(out: Path) -> Path | None:
 
 
 def _unusable(path: Path, why: str) -> InputError:
-    out = path.parents[2] if path.name == "state.json" else path.parents[1]
+    out = path.parents[2]  # every file of a snapshot is RUN_DIR/backup/<snapshot>/<file>
     return InputError(
         f"{path} {why}: the run cannot resume; remove {backup_dir(out)} to restart its training, or rerun with a "
         "new --out"
@@ -115,7 +115,7 @@ def commit(model, out: str | Path, epochs_done: int, stopped: bool) -> None:
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir()
     model.save_weights(new / "weights.weights.h5")
-    previous = read_state(out) if _snapshot(out) else {}
+    previous = read_state(out)
     signatures = {}
     for name in FILES:
         signatures[name] = _signature(out / name)
