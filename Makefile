@@ -13,7 +13,7 @@ WEIGHTS_DIR ?=
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,7 +35,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
-	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
+	.venv-lock/bin/python -m pip install --quiet -e '.[all,dev]'
 	( head -2 constraints.txt; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^-e' ) > constraints.new
 	mv constraints.new constraints.txt
 	rm -rf .venv-lock $(STAMP)
