@@ -331,3 +331,28 @@ def test_links_out_of_the_dataset_folder_are_refused(tmp_path, monkeypatch):
     assert str(outside) in str(info.value) and "\n" not in str(info.value)
     monkeypatch.setenv("XRAYLIB_FOLLOW_SYMLINKS", "1")
     assert str(link.absolute()) in set(build_index(root)["path"])
+
+
+def test_cross_validation_folds_group_patients_and_leave_test_alone(shared_data):
+    index = build_index(shared_data / "coronahack", missing="keep")
+    k = 3
+    splits = [assign_subsets(index, seed=5, folds=k, fold=i) for i in range(k)]
+    held_out = [set(s.index[s["subset"] == "val"]) for s in splits]
+    train = index[index["split"] == "train"]
+    assert set().union(*held_out) == set(train.index), "the folds cover the training split"
+    assert sum(len(h) for h in held_out) == len(train), "and no image is in two folds"
+    patients = [set(index.loc[sorted(h), "patient"]) for h in held_out]
+    for i in range(k):
+        for j in range(i + 1, k):
+            assert not patients[i] & patients[j], "no patient is in two folds"
+    for s in splits:
+        assert (s["subset"] == "test").equals(s["split"] == "test"), "validation is never drawn from test"
+        val = s[s["subset"] == "val"]
+        share = (val["label"] == "pneumonia").mean()
+        assert abs(share - (train["label"] == "pneumonia").mean()) < 0.02, "label-stratified"
+
+
+def test_impossible_fold_counts_are_one_line_errors(synth_data):
+    index = build_index(synth_data)
+    with pytest.raises(InputError, match=r"folds=100000: needs 2 to \d+"):
+        assign_subsets(index, folds=100000)

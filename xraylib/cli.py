@@ -55,9 +55,13 @@ def _train(a: argparse.Namespace) -> None:
 def _sweep(a: argparse.Namespace) -> int:
     from xraylib.backbones import resolve_backbones
     from xraylib.config import parse_overrides
-    from xraylib.sweep import sweep
+    from xraylib.sweep import parse_seeds, sweep
 
-    failed = sweep(a.data, resolve_backbones(a.backbones), a.preset, parse_overrides(a.set), a.out, resume=a.resume)
+    seeds = parse_seeds(a.seeds) if a.seeds else None
+    backbones, overrides = resolve_backbones(a.backbones), parse_overrides(a.set)
+    failed = sweep(
+        a.data, backbones, a.preset, overrides, a.out, a.resume, seeds, a.folds, jobs=a.jobs, address=a.address
+    )
     return 1 if failed else 0  # the count is printed; 2 stays the status of bad input
 
 
@@ -199,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
     s.add_argument("--out", required=True, help="report directory")
-    s.add_argument("--resume", action="store_true", help="skip finished backbones, continue an interrupted one")
+    s.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted or failed ones")
+    s.add_argument("--seeds", metavar="S,S,...", help="one run per seed and backbone, e.g. 0,1,2")
+    s.add_argument("--folds", type=int, default=0, metavar="K", help="one run per fold of K patient-grouped folds")
+    s.add_argument("--jobs", type=int, default=1, help="runs at once, on Ray when above 1 (default 1: no Ray)")
+    s.add_argument("--address", help="send the runs to the Ray cluster at this address (auto, ray://HOST:PORT)")
     s.set_defaults(func=_sweep)
 
     s = verbs.add_parser(

@@ -28,6 +28,8 @@ class RunConfig:
     batch_size: int | None = None
     validation: str = "patient"  # patient (grouped, stratified) | seed (first rows, as Keras validation_split)
     val_fraction: float = 0.15
+    folds: int = 0  # K >= 2: validate on fold `fold` of K patient-grouped, stratified folds of the training split
+    fold: int = 0
     limit: int = 0  # keep at most this many images per subset (0 = all), stratified; for quick runs
     augment: bool = True
     cache_dir: str = "auto"
@@ -160,6 +162,12 @@ def _check(cfg: RunConfig) -> None:
             raise InputError(f"setting {key}={getattr(cfg, key)}: must not be negative")
     if cfg.image_size < bb.min_size:
         raise InputError(f"setting image_size={cfg.image_size}: {cfg.backbone} needs at least {bb.min_size} px")
+    if cfg.folds == 1 or cfg.folds < 0:
+        raise InputError(f"setting folds={cfg.folds}: must be 0 (one validation split) or at least 2")
+    if cfg.folds and not 0 <= cfg.fold < cfg.folds:
+        raise InputError(f"setting fold={cfg.fold}: must be in [0, {cfg.folds}) for folds={cfg.folds}")
+    if cfg.folds and cfg.validation != "patient":
+        raise InputError(f"setting folds={cfg.folds} needs validation=patient (got {cfg.validation})")
     if not 0.0 < cfg.val_fraction < 0.5:
         raise InputError(f"setting val_fraction={cfg.val_fraction}: must be in (0, 0.5)")
     if not 0.0 <= cfg.dropout < 1.0:

@@ -302,13 +302,26 @@ def _fold_plan(fraction: float) -> tuple[int, int]:
     return best
 
 
-def assign_subsets(index: pd.DataFrame, mode: str = "patient", fraction: float = 0.15, seed: int = 42) -> pd.DataFrame:
-    """Copy of `index` with a `subset` column (train|val|test); the official test split stays `test`."""
+def assign_subsets(
+    index: pd.DataFrame,
+    mode: str = "patient",
+    fraction: float = 0.15,
+    seed: int = 42,
+    folds: int = 0,
+    fold: int = 0,
+) -> pd.DataFrame:
+    """Copy of `index` with a `subset` column (train|val|test); the official test split stays `test`.
+    `folds` K >= 2: the validation subset is fold `fold` of K patient-grouped, label-stratified folds of the
+    training split (`fraction` is then unused)."""
     if not 0.0 <= float(fraction) < 1.0:
         raise InputError(f"validation fraction {fraction} must be in [0, 1)")
     out = index.copy()
     out["subset"] = np.where(out["split"] == "test", "test", "train")
     train_pos = np.flatnonzero(out["split"].to_numpy() == "train")
+    if folds:
+        val = cross_validation_folds(out.iloc[train_pos], folds, seed)[fold]
+        out.iloc[train_pos[val], out.columns.get_loc("subset")] = "val"
+        return out
     if fraction == 0 or len(train_pos) == 0:
         return out
     if mode == "seed":
@@ -318,7 +331,7 @@ def assign_subsets(index: pd.DataFrame, mode: str = "patient", fraction: float =
         return out
     if mode != "patient":
         raise InputError(f"split mode {mode!r}: expected patient or seed")
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+    from sklearn.model_selection import GroupShuffleSplit
 
     train = out.iloc[train_pos]
     y = (train["label"] == "pneumonia").to_numpy().astype(int)
@@ -326,8 +339,7 @@ def assign_subsets(index: pd.DataFrame, mode: str = "patient", fraction: float =
     n_splits, k = _fold_plan(float(fraction))
     counts = np.bincount(y, minlength=2)
     if min(counts) >= n_splits and len(set(groups)) >= n_splits:
-        cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-        folds = [val for _, val in cv.split(np.zeros(len(y)), y, groups)]
+        folds = cross_validation_folds(train, n_splits, seed)
         rng = np.random.default_rng(seed)
         chosen = rng.choice(n_splits, size=k, replace=False)
         val = np.concatenate([folds[i] for i in chosen])
@@ -336,6 +348,20 @@ def assign_subsets(index: pd.DataFrame, mode: str = "patient", fraction: float =
         _, val = next(cv.split(np.zeros(len(y)), y, groups))
     out.iloc[train_pos[np.sort(val)], out.columns.get_loc("subset")] = "val"
     return out
+
+
+def cross_validation_folds(train: pd.DataFrame, folds: int, seed: int) -> list[np.ndarray]:
+    """The held-out row positions of each of `folds` patient-grouped, label-stratified folds of `train`
+    (scikit-learn's StratifiedGroupKFold, shuffled by `seed`): no patient is in two folds."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = (train["label"] == "pneumonia").to_numpy().astype(int)
+    groups = train["patient"].to_numpy()
+    fewest = min(int(np.bincount(y, minlength=2).min()), len(set(groups)))
+    if folds < 2 or fewest < folds:
+        raise InputError(f"folds={folds}: needs 2 to {fewest} (each class and patient count of the training split)")
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [np.sort(val) for _, val in cv.split(np.zeros(len(y)), y, groups)]
 
 
 def limit_subsets(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:

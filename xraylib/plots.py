@@ -764,3 +764,36 @@ def plot_metric_bars(
         note = "bars: point estimate; whiskers: 95 % CI (bootstrap over patients)"
         fig.suptitle(_title(title, "Test metrics by backbone", note))
     return save_png(fig, path)
+
+
+def plot_run_spread(
+    runs: pd.DataFrame,
+    metrics: Sequence[str] = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity"),
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """One panel per metric: each run's test value as a dot (seeds, folds), a box per backbone over its runs
+    (frame of `xraylib.report.run_table`: one row per run, column `backbone`); backbones by median of the first."""
+    import seaborn as sns
+
+    from xraylib.metrics import TITLES
+
+    metrics = [m for m in metrics if m in runs and runs[m].notna().any()]
+    if not metrics or runs.empty:
+        raise InputError("the runs table holds none of the metrics to plot")
+    order = runs.groupby("backbone")[metrics[0]].median().sort_values(ascending=False).index.tolist()
+    with style():
+        fig = Figure(figsize=(2.9 * len(metrics) + 1.4, 0.5 * len(order) + 1.8), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
+        for ax, metric in zip(axes, metrics, strict=True):
+            box = dict(order=order, ax=ax, x=metric, y="backbone")
+            sns.boxplot(runs, **box, color="0.9", width=0.6, showfliers=False, linewidth=1)
+            sns.stripplot(runs, **box, color=TRAIN_COLOR, size=5, jitter=0.15, alpha=0.85)
+            ax.set_title(TITLES.get(metric, metric).split(" (")[0])
+            ax.set_xlabel("value per run")
+            ax.set_ylabel("")
+        counts = runs.groupby("backbone").size()
+        per = f"{counts.min()}" if counts.min() == counts.max() else f"{counts.min()}–{counts.max()}"
+        note = f"dots: one run each ({per} per backbone); boxes: quartiles over runs"
+        fig.suptitle(_title(title, "Test metrics per run", note))
+    return save_png(fig, path)

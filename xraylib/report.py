@@ -14,6 +14,8 @@ from xraylib.errors import InputError
 from xraylib.fileio import read_json, write_csv, write_text
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+ROC_TITLE = "Test ROC curves"
+SPREAD_TITLE = "Test metrics of each run (seeds, folds) per backbone"
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
 
 
@@ -138,7 +140,7 @@ def save_run_figures(run_dir: str | Path, model=None) -> dict:
 
 
 def finished_runs(report_dir: str | Path) -> dict[str, Path]:
-    """Backbone name -> run directory, for every run of a sweep that wrote its metrics."""
+    """Run name -> run directory, for every run of a sweep that wrote its metrics."""
     report_dir = Path(report_dir)
     if not report_dir.is_dir():
         raise InputError(f"{report_dir} is not a directory")
@@ -146,33 +148,91 @@ def finished_runs(report_dir: str | Path) -> dict[str, Path]:
     return runs
 
 
-def leaderboard(report_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run: metrics with CIs, threshold, time; sorted by ROC-AUC."""
+def run_table(report_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run: run, backbone, seed, fold, metrics with CIs, threshold, time; by ROC-AUC."""
     from xraylib.metrics import leaderboard_row
 
     rows = []
     for name, run in finished_runs(report_dir).items():
-        result = _read_json(run / "metrics.json")
+        result, cfg = _read_json(run / "metrics.json"), run_config(run)
         try:
-            row = leaderboard_row(name, result["at_threshold"])
+            row = {"run": name, **leaderboard_row(cfg.backbone, result["at_threshold"])}
             row["threshold"] = result["threshold"]["value"]
         except (KeyError, TypeError):
             raise InputError(f"{run / 'metrics.json'} lacks the run's metrics: rerun the run, or remove it") from None
-        row["preset"] = result.get("preset", "")
-        row["weights"] = weights_label(run_config(run).weights)
+        row.update(seed=cfg.seed, fold=cfg.fold if cfg.folds else None, preset=result.get("preset", ""))
+        row["weights"] = weights_label(cfg.weights)
         status = run / "status.json"
         row["seconds"] = read_json(status).get("seconds") if status.is_file() else None
-        masks = run / "gradcam_in_masks.csv"
-        if masks.is_file():
-            try:
-                means = pd.read_csv(masks).mean(numeric_only=True)
-                row["gradcam_in_lungs"], row["lung_area"] = float(means["in_lungs"]), float(means["lung_area"])
-            except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError):
-                raise InputError(f"{masks} is unreadable or lacks in_lungs/lung_area: rerun the run") from None
-            row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
+        row.update(_localization_means(run))
         rows.append(row)
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def _localization_means(run: Path) -> dict[str, float]:
+    """The run's mean Grad-CAM mass and peak inside the lungs (and the lungs' area), where it measured them."""
+    masks = run / "gradcam_in_masks.csv"
+    if not masks.is_file():
+        return {}
+    try:
+        means = pd.read_csv(masks).mean(numeric_only=True)
+        row = {"gradcam_in_lungs": float(means["in_lungs"]), "lung_area": float(means["lung_area"])}
+    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError):
+        raise InputError(f"{masks} is unreadable or lacks in_lungs/lung_area: rerun the run") from None
+    row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
+    return row
+
+
+def repeated(runs: pd.DataFrame) -> bool:
+    """Whether some backbone was run more than once (several seeds or folds)."""
+    return not runs["backbone"].is_unique
+
+
+def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Backbone -> its test predictions (predictions.csv columns): a backbone run once, its run's; run several
+    times, each image's mean P(pneumonia) over its runs, labelled at the mean of their thresholds."""
+    runs, folders = run_table(report_dir), finished_runs(report_dir)
+    out = {}
+    for backbone, group in runs.groupby("backbone", sort=False):
+        frames = [pd.read_csv(folders[name] / "predictions.csv") for name in group["run"]]
+        if len(frames) == 1:
+            out[backbone] = frames[0]
+            continue
+        first = frames[0].set_index("file")
+        p = pd.concat([f.set_index("file")["p_pneumonia"] for f in frames], axis=1, join="inner")
+        if len(p) != len(first) or any(len(f) != len(first) for f in frames):
+            raise InputError(f"the runs of {backbone} are not on the same test images: rerun them on one dataset")
+        mean, threshold = p.mean(axis=1), float(group["threshold"].mean())
+        frame = first.loc[p.index].assign(
+            p_pneumonia=mean, predicted=np.where(mean >= threshold, "pneumonia", "normal")
+        )
+        out[backbone] = frame.reset_index()[frames[0].columns]
+    return out
+
+
+def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per backbone, sorted by ROC-AUC: run once, its run's metrics with CIs; run several times (seeds,
+    folds), the metrics of its mean predictions with patient-bootstrap CIs (`n_boot` resamples: test-set sampling
+    variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance)."""
+    from xraylib.metrics import METRICS, evaluate, leaderboard_row
+
+    runs = run_table(report_dir)
+    if not repeated(runs):
+        return runs
+    rows = []
+    for backbone, frame in mean_predictions(report_dir).items():
+        group = runs[runs["backbone"] == backbone]
+        y, threshold = _labels(frame["label"]), float(group["threshold"].mean())
+        result = evaluate(y, frame["p_pneumonia"], frame["patient"], threshold, n_boot=n_boot)
+        row = leaderboard_row(backbone, result)
+        for metric in METRICS:
+            row[f"{metric}_mean"], row[f"{metric}_sd"] = group[metric].mean(), group[metric].std(ddof=1)
+        row.update(runs=len(group), threshold=threshold, preset=group["preset"].iloc[0])
+        row.update(weights=group["weights"].iloc[0], seconds=group["seconds"].sum())
+        row.update(group.reindex(columns=["gradcam_in_lungs", "lung_area", "gradcam_peak_in_lungs"]).mean())
+        rows.append(row)
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
 
 
@@ -197,19 +257,29 @@ def failed_runs(report_dir: str | Path) -> dict[str, str]:
 def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures; on a synthetic
     set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image) and the share of
-    pneumonia images whose Grad-CAM peak lies inside them."""
+    pneumonia images whose Grad-CAM peak lies inside them. A backbone run several times shows the metrics of its
+    mean predictions [CI], then the mean ± SD over its runs, and the number of runs."""
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
+    runs = "runs" in board
     extra = " Grad-CAM in lungs: mass (area), peak |" if masks else ""
     lines = [
-        "| backbone | weights | " + " | ".join(LEADERBOARD_METRICS) + " | TN/FP/FN/TP | study acc. / wF1 |" + extra,
-        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks) + "|",
+        "| backbone | weights | "
+        + "runs | " * runs
+        + " | ".join(LEADERBOARD_METRICS)
+        + " | TN/FP/FN/TP | study acc. / wF1 |"
+        + extra,
+        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks + runs) + "|",
     ]
     for _, row in board.iterrows():
-        cells = [_cell(row, m) for m in LEADERBOARD_METRICS]
+        cells = [_cell(row, m) + (f" ({_spread(row, m)})" if runs else "") for m in LEADERBOARD_METRICS]
         confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
         study = BACKBONES[row["backbone"]].study_result if row["backbone"] in BACKBONES else None
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
-        line = f"| {row['backbone']} | {row.get('weights', '')} | " + " | ".join(cells)
+        line = (
+            f"| {row['backbone']} | {row.get('weights', '')} | "
+            + (f"{row['runs']} | " if runs else "")
+            + " | ".join(cells)
+        )
         line += f" | {confusion} | {published} |"
         if masks:
             measured = not pd.isna(row["gradcam_in_lungs"])
@@ -220,6 +290,12 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _spread(row: pd.Series, metric: str) -> str:
+    """`mean ± SD` of a metric over a backbone's runs."""
+    mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+    return "n/a" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
 def _cell(row: pd.Series, metric: str) -> str:
     value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
     if pd.isna(value):
@@ -228,11 +304,25 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
-    """McNemar and paired-bootstrap ROC-AUC difference for every pair of finished runs."""
-    from xraylib.metrics import compare, read_predictions
+    """McNemar and paired-bootstrap ROC-AUC difference for every pair of backbones, on their `mean_predictions`
+    (a backbone run several times: its runs' mean P(pneumonia), labelled at their mean threshold)."""
+    from xraylib.metrics import compare
 
-    frames = {name: read_predictions(run / "predictions.csv") for name, run in finished_runs(report_dir).items()}
+    frames = {name: _tidy(frame) for name, frame in mean_predictions(report_dir).items()}
     return compare(frames, n_boot=n_boot) if len(frames) > 1 else pd.DataFrame()
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A predictions.csv frame in read_predictions' columns: file, patient, y_true, p, y_pred."""
+    return pd.DataFrame(
+        {
+            "file": frame["file"],
+            "patient": frame["patient"].astype(str),
+            "y_true": _labels(frame["label"]),
+            "p": frame["p_pneumonia"].astype(float),
+            "y_pred": _labels(frame["predicted"]),
+        }
+    )
 
 
 def build_report(report_dir: str | Path) -> str:
@@ -246,9 +336,14 @@ def build_report(report_dir: str | Path) -> str:
     if not comparison.empty:
         write_csv(report_dir / "comparison.csv", comparison)
     figures = report_dir / "figures"
-    predictions = {name: pd.read_csv(run / "predictions.csv") for name, run in finished_runs(report_dir).items()}
-    plots.plot_roc_overlay(predictions, title="Test ROC curves", path=figures / "roc_overlay.png")
+    plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=figures / "roc_overlay.png")
     plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
+    runs = run_table(report_dir)
+    write_csv(report_dir / "runs.csv", runs)
+    plots.plot_run_spread(runs, title=SPREAD_TITLE, path=figures / "run_spread.png")
+    if repeated(runs):
+        for name, frame in mean_predictions(report_dir).items():
+            write_csv(report_dir / "mean_predictions" / f"{name}.csv", frame)
     summary = _summary(report_dir, board, comparison, table)
     write_text(report_dir / "summary.md", summary)
     return summary
@@ -260,8 +355,17 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
     lines = [
         f"# Sweep report: {report_dir.name}",
         "",
-        f"{len(board)} finished run(s). Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
+        f"{len(board)} backbone(s), {int(board['runs'].sum()) if 'runs' in board else len(board)} finished run(s). "
+        f"Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
         "Metrics on the test set at each run's validation-chosen threshold; 95 % CIs by patient bootstrap.",
+    ]
+    if "runs" in board:
+        lines += [
+            "A backbone run several times (seeds, folds): the metrics of its runs' mean predictions at their mean",
+            "threshold, with the bootstrap CI (test sampling), then the mean ± SD over its runs (training variance).",
+            "Pairwise comparisons use the mean predictions.",
+        ]
+    lines += [
         "",
         table,
         "",
@@ -308,31 +412,34 @@ def comparison_figure(name: str, report_dir: str | Path):
     report_dir = Path(report_dir)
     path = report_dir / "figures" / f"{name}.png"
     if name == "roc_overlay":
-        runs = finished_runs(report_dir)
-        frames = {n: pd.read_csv(run / "predictions.csv") for n, run in runs.items()}
-        return plots.plot_roc_overlay(frames, title="Test ROC curves", path=path)
+        return plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
     if name == "metric_bars":
         return plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
-    raise InputError(f"unknown figure {name!r} (known: roc_overlay, metric_bars)")
+    if name == "run_spread":
+        return plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
+    raise InputError(f"unknown figure {name!r} (known: roc_overlay, metric_bars, run_spread)")
 
 
 def study_comparison(report_dir: str | Path) -> pd.DataFrame:
-    """Our accuracy and F1 at 0.5 beside the study's published accuracy and weighted F1, per backbone."""
+    """Our accuracy and F1 at 0.5 (the mean over a backbone's runs) beside the study's published accuracy and
+    weighted F1, per backbone."""
     rows = []
-    for name, run in finished_runs(report_dir).items():
-        half = _read_json(run / "metrics.json")["at_0.5"]
-        study = (BACKBONES[name].study_result if name in BACKBONES else None) or (None, None)
+    for run in finished_runs(report_dir).values():
+        half, backbone = _read_json(run / "metrics.json")["at_0.5"], run_config(run).backbone
         rows.append(
             {
-                "backbone": name,
+                "backbone": backbone,
                 "accuracy at 0.5": half["accuracy"]["value"],
                 "F1 at 0.5": half["f1"]["value"],
                 "ROC-AUC": half["roc_auc"]["value"],
-                "study accuracy": study[0],
-                "study weighted F1": study[1],
             }
         )
-    return pd.DataFrame(rows).set_index("backbone")
+    table = pd.DataFrame(rows).groupby("backbone", sort=False).mean()
+    study = [
+        BACKBONES[b].study_result if b in BACKBONES and BACKBONES[b].study_result else (None, None) for b in table.index
+    ]
+    table["study accuracy"], table["study weighted F1"] = [s[0] for s in study], [s[1] for s in study]
+    return table
 
 
 def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataFrame:

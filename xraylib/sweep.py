@@ -7,7 +7,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraylib.errors import InputError
@@ -30,6 +31,42 @@ def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its folder name, backbone, and the settings it adds to the sweep's (seed, fold)."""
+
+    name: str
+    backbone: str
+    settings: dict = field(default_factory=dict)
+
+
+def plan_runs(backbones: list[str], seeds: list[int] | None = None, folds: int = 0) -> list[RunSpec]:
+    """One run per (backbone, seed, fold), named `BACKBONE[-seedS][-foldK]`; no seeds and no folds: one run per
+    backbone, named after it."""
+    runs = []
+    for backbone in backbones:
+        for seed in seeds or [None]:
+            for fold in range(folds) if folds else [None]:
+                name, settings = backbone, {}
+                if seed is not None:
+                    name, settings["seed"] = f"{name}-seed{seed}", seed
+                if fold is not None:
+                    name, settings["folds"], settings["fold"] = f"{name}-fold{fold}", folds, fold
+                runs.append(RunSpec(name, backbone, settings))
+    return runs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`"0,1,2"` -> `[0, 1, 2]`: distinct integers in [0, 2**32)."""
+    try:
+        seeds = [int(item) for item in text.split(",")]
+    except ValueError:
+        raise InputError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds) or not all(0 <= s < 2**32 for s in seeds):
+        raise InputError(f"--seeds {text!r}: expected distinct seeds in [0, 2**32)")
+    return seeds
+
+
 def run_status(run_dir: str | Path) -> dict:
     """The status.json of one backbone's run (`{}` if it never started)."""
     from xraylib.fileio import read_json
@@ -49,14 +86,20 @@ def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict,
     }
 
 
-def _follow_epochs(run_dir: Path, bar, stop: threading.Event) -> None:
-    """Show the current epoch of a running notebook (read from its history.csv) on the progress bar."""
-    history, shown = run_dir / "history.csv", 0
+def epochs_done(run_dir: Path) -> int:
+    """The epochs a run has finished so far (rows of its history.csv)."""
+    history = run_dir / "history.csv"
+    return max(sum(1 for _ in history.open()) - 1, 0) if history.is_file() else 0
+
+
+def _follow_epochs(running: set[Path], bar, stop: threading.Event) -> None:
+    """Show the current epoch of each running notebook (read from its history.csv) on the progress bar."""
+    shown = ""
     while not stop.wait(2.0):
-        epochs = max(sum(1 for _ in history.open()) - 1, 0) if history.is_file() else 0
-        if epochs != shown:
-            shown = epochs
-            bar.set_postfix_str(f"{run_dir.name}: {epochs} epoch(s) done", refresh=True)
+        text = ", ".join(f"{d.name}: {epochs_done(d)} epoch(s)" for d in sorted(running)) or "starting"
+        if text != shown:
+            shown = text
+            bar.set_postfix_str(text, refresh=True)
 
 
 @contextlib.contextmanager
@@ -73,8 +116,9 @@ def _stderr_into(stream) -> Iterator[None]:
         os.close(saved)
 
 
-def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path, bar=None) -> dict:
-    """Execute the training notebook for one backbone; record and return its status, never raise on failure."""
+def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path) -> dict:
+    """Execute the training notebook for one run (named after its folder); record and return its status, never
+    raise on failure."""
     import papermill
     from nbclient.exceptions import DeadKernelError
 
@@ -83,16 +127,14 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
 
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    write_json(run_dir / "status.json", {"backbone": backbone, "status": "running", "started": started})
-    stop = threading.Event()
-    if bar is not None:
-        threading.Thread(target=_follow_epochs, args=(run_dir, bar, stop), daemon=True).start()
+    running = {"backbone": backbone, "status": "running", "started": started, "pid": os.getpid()}
+    write_json(run_dir / "status.json", running)
     status = {"backbone": backbone, "status": "done", "error": ""}
-    log = run_dir / f"{backbone}.log"
+    log = run_dir / f"{run_dir.name}.log"
     try:
         with exclusive(run_dir), log.open("w") as stream, _stderr_into(stream):
             parameters = notebook_parameters(data, backbone, preset, overrides, run_dir)
-            execute(TRAIN_NOTEBOOK, run_dir / f"{backbone}.ipynb", parameters, cwd=run_dir, log=stream)
+            execute(TRAIN_NOTEBOOK, run_dir / f"{run_dir.name}.ipynb", parameters, cwd=run_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         status.update(status="failed", error=f"{exc.ename}: {exc.evalue}".splitlines()[0])
     except DeadKernelError:
@@ -103,7 +145,6 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
         status.update(status="interrupted", error="interrupted; `--resume` continues it")
         raise
     finally:
-        stop.set()
         status["seconds"] = round(time.time() - started, 1)
         write_json(run_dir / "status.json", status)
     return status
@@ -131,57 +172,113 @@ def sweep(
     overrides: dict | None = None,
     out: str | Path = "reports/sweep",
     resume: bool = False,
+    seeds: list[int] | None = None,
+    folds: int = 0,
+    jobs: int = 1,
+    address: str | None = None,
 ) -> list[str]:
-    """Train every backbone through the notebook, then build the comparison report. Returns the failed names.
+    """Train every run (one per backbone, seed and fold) through the notebook, `jobs` at a time (on Ray when more
+    than one, or at `address`), then build the comparison report. Returns the failed runs' names.
     The report folder is locked meanwhile: a second sweep into it is refused."""
     from xraylib.fileio import exclusive, output_dir
 
     data, out = Path(data).resolve(), output_dir(out).resolve()
     if not data.is_dir():
         raise InputError(f"--data {data}: no such folder")
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: must be at least 1")
+    overrides = dict(overrides or {})
+    if seeds and "seed" in overrides:
+        raise InputError("--seeds and --set seed=... both choose the seed: give one")
+    if folds and {"folds", "fold"} & overrides.keys():
+        raise InputError("--folds and --set folds=/fold=... both choose the folds: give one")
+    if folds:
+        _check_folds(data, folds, seeds or [overrides.get("seed", 42)])
+    runs = plan_runs(backbones, seeds, folds)
     with exclusive(out):
-        return _sweep(data, backbones, preset, dict(overrides or {}), out, resume)
+        return _sweep(data, runs, preset, overrides, out, resume, jobs, address)
 
 
-def _sweep(data: Path, backbones: list[str], preset: str, overrides: dict, out: Path, resume: bool) -> list[str]:
+def _check_folds(data: Path, folds: int, seeds: list) -> None:
+    """Refuse a fold count the training split cannot hold, before any kernel starts."""
+    from xraylib.data import build_index, cross_validation_folds
+
+    index = build_index(data, missing="drop")
+    cross_validation_folds(index[index["split"] == "train"], folds, int(seeds[0]))
+
+
+def _sweep(
+    data: Path, runs: list[RunSpec], preset: str, overrides: dict, out: Path, resume: bool, jobs: int, address
+) -> list[str]:
     from tqdm.auto import tqdm
 
     from xraylib.notebook import write_index
     from xraylib.report import build_report
 
+    backbones = list(dict.fromkeys(run.backbone for run in runs))
     invalid = _invalid_configs(backbones, preset, overrides)
     if len(invalid) == len(backbones):  # wrong for every backbone: the option itself is wrong
         raise InputError(next(iter(invalid.values())))
     if not TRAIN_NOTEBOOK.is_file():
         raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing (install xraylib from a clone)")
-    started = [b for b in backbones if run_status(out / b)]
+    started = [run.name for run in runs if run_status(out / run.name)]
     if started and not resume:
         raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")
-    failed = []
-    with tqdm(backbones, desc="sweep", unit="backbone", file=sys.stdout, dynamic_ncols=True) as bar:
-        for name in bar:
-            if run_status(out / name).get("status") == "done":
-                bar.write(f"{name}: finished earlier, skipped")
-                continue
-            bar.set_postfix_str(f"{name}: starting", refresh=True)
-            if name in invalid:
-                status = {"backbone": name, "status": "failed", "error": invalid[name], "seconds": 0.0}
-                write_json(out / name / "status.json", status)
+    failed, todo = [], []
+    with tqdm(total=len(runs), desc="sweep", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
+        for run in runs:
+            if run_status(out / run.name).get("status") == "done":
+                bar.write(f"{run.name}: finished earlier, skipped")
+                bar.update()
+            elif run.backbone in invalid:
+                status = {"backbone": run.backbone, "status": "failed", "error": invalid[run.backbone], "seconds": 0.0}
+                write_json(out / run.name / "status.json", status)
+                failed.append(_finished(bar, run, status))
             else:
-                status = run_backbone(data, name, preset, overrides, out / name, bar)
-            bar.write(f"{name}: {status['status']} in {status['seconds']:.0f} s {status['error']}".rstrip())
-            if status["status"] != "done":
-                failed.append(name)
+                todo.append(run)
+        tasks = [(data, run.backbone, preset, {**overrides, **run.settings}, out / run.name) for run in todo]
+        running: set[Path] = set()
+        stop = threading.Event()
+        threading.Thread(target=_follow_epochs, args=(running, bar, stop), daemon=True).start()
+        try:
+            if jobs == 1 and address is None:
+                results = _in_this_process(tasks, running)
+            else:
+                from xraylib.workers import on_ray
+
+                results = on_ray(run_backbone, tasks, running, jobs, address)
+            by_folder = {out / run.name: run for run in todo}
+            failed += [_finished(bar, by_folder[folder], status) for folder, status in results]
+        finally:
+            stop.set()
+    failed = [name for name in failed if name]
     try:
         print(build_report(out))
         compare_notebook(out)
     except InputError as exc:  # nothing finished: there is no comparison to make
         print(f"no report: {exc}")
-    write_index(out, {name: run_status(out / name) for name in backbones}, f"Sweep report: {out.name}")
+    write_index(out, {run.name: run_status(out / run.name) for run in runs}, f"Sweep report: {out.name}")
     print(f"report pages: {out / 'index.html'}")
     if failed:
-        print(f"{len(failed)} backbone(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
     return failed
+
+
+def _in_this_process(tasks: list[tuple], running: set[Path]) -> Iterable[tuple[Path, dict]]:
+    """(run folder, status) of each run, one run after another in this process (each notebook in its own kernel)."""
+    for task in tasks:
+        running.add(task[-1])
+        try:
+            yield task[-1], run_backbone(*task)
+        finally:
+            running.discard(task[-1])
+
+
+def _finished(bar, run: RunSpec, status: dict) -> str:
+    """Print a run's outcome and advance the bar; the run's name if it did not finish, else ""."""
+    bar.write(f"{run.name}: {status['status']} in {status['seconds']:.0f} s {status['error']}".rstrip())
+    bar.update()
+    return "" if status["status"] == "done" else run.name
 
 
 def compare_notebook(report_dir: Path) -> None:

@@ -69,7 +69,9 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")
-    index = assign_subsets(index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed)
+    index = assign_subsets(
+        index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
+    )
     index = limit_subsets(index, cfg.limit, seed=cfg.seed)
     for subset in ("train", "val", "test"):
         labels = set(index.loc[index["subset"] == subset, "label"])
