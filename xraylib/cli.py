@@ -76,7 +76,18 @@ def _evaluate(a: argparse.Namespace) -> None:
 
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
-    result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
+    if bool(a.predictions) == bool(a.run):
+        raise InputError("evaluate needs --predictions FILE, or --run RUN_DIR with --data DIR (not both)")
+    if a.run:
+        if not a.data:
+            raise InputError("--run needs --data DIR: the labelled images to score the run on")
+        from xraylib.evaluate import evaluate_on
+
+        result = evaluate_on(a.run, a.data, a.out, n_boot=a.bootstrap, seed=a.seed)
+    else:
+        if a.data or a.out:
+            raise InputError("--data and --out go with --run RUN_DIR (a predictions file is scored as it is)")
+        result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
 
 
@@ -219,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = verbs.add_parser(
         "evaluate", parents=[common], help="metrics with 95%% CIs of a predictions file (the study's or ours)"
     )
-    s.add_argument("--predictions", required=True, help="CSV: Filename,real,Predictions or predictions.csv")
+    s.add_argument("--predictions", help="CSV: Filename,real,Predictions or predictions.csv")
+    s.add_argument("--run", metavar="RUN_DIR", help="a trained run to score on --data (external validation)")
+    s.add_argument("--data", help="with --run: a labelled dataset (CoronaHack, Kermany, or NORMAL/ PNEUMONIA/ folders)")
+    s.add_argument("--out", help="with --run: where its predictions, metrics and figures go (RUN_DIR/external/NAME)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if args.verb in TENSORFLOW_VERBS:
+        if args.verb in TENSORFLOW_VERBS or getattr(args, "run", None):  # evaluate --run loads a model
             _quiet_tensorflow()
     try:
         code = args.func(args)

@@ -191,8 +191,34 @@ def _index_kermany(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _class_folders(root: Path) -> dict[str, Path]:
+    """Label -> folder, for a folder whose subfolders are named after the classes (normal, pneumonia; any case)."""
+    if not root.is_dir():
+        return {}
+    found = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in _LABELS}
+    return {_LABELS[name]: d for name, d in found.items()} if len(found) == 2 else {}
+
+
+def _index_class_folders(folders: dict[str, Path]) -> pd.DataFrame:
+    """Every image under NORMAL/ and PNEUMONIA/ (recursively), all in the test split: a labelled external set."""
+    rows = []
+    for label, folder in sorted(folders.items()):
+        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in _SUFFIXES and p.is_file()):
+            m = _PERSON.match(path.stem)
+            sub = m.group(2).lower() if m and label == "pneumonia" else "none"
+            rows.append(
+                (str(path.absolute()), path.name, label, "test", sub, patient_key(path.name), _source(path.name))
+            )
+    if not rows:
+        raise InputError(
+            f"{folders['normal'].parent}: its NORMAL/ and PNEUMONIA/ folders hold no .jpeg/.jpg/.png image"
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
 def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame:
-    """One row per image (metadata order) of a CoronaHack or Kermany layout; columns `COLUMNS`."""
+    """One row per image (metadata order) of a CoronaHack or Kermany layout, or of a folder with NORMAL/ and
+    PNEUMONIA/ subfolders (every image in the test split); columns `COLUMNS`."""
     if missing not in ("error", "drop", "keep"):
         raise InputError(f"missing={missing!r}: expected error, drop or keep")
     root = Path(root).expanduser()
@@ -202,15 +228,15 @@ def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame
     if meta is not None:
         index = _index_coronahack(meta)
         layout, dataset_root = "coronahack", meta.parent
+    elif (kermany := _kermany_root(root.absolute())) is not None:
+        index, layout, dataset_root = _index_kermany(kermany), "kermany", kermany
+    elif folders := _class_folders(root.absolute()):
+        index, layout, dataset_root = _index_class_folders(folders), "folders", root.absolute()
     else:
-        kermany = _kermany_root(root.absolute())
-        if kermany is None:
-            raise InputError(
-                f"{root}: no dataset found (expected {METADATA_CSV} with {IMAGES_DIR}/, "
-                "or chest_xray/{train,test}/{NORMAL,PNEUMONIA})"
-            )
-        index = _index_kermany(kermany)
-        layout, dataset_root = "kermany", kermany
+        raise InputError(
+            f"{root}: no dataset found (expected {METADATA_CSV} with {IMAGES_DIR}/, "
+            "chest_xray/{train,test}/{NORMAL,PNEUMONIA}, or NORMAL/ and PNEUMONIA/ folders)"
+        )
     absent = [not os.path.exists(p) for p in index["path"]]
     n_absent = int(sum(absent))
     dropped = 0

@@ -437,8 +437,11 @@ def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
     return None, "the predicted column is not a threshold of p_pneumonia"
 
 
-def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready."""
+def evaluate_file(
+    path: str | Path, n_boot: int = 1000, seed: int = 0, threshold: tuple[float, str] | None = None
+) -> dict:
+    """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready.
+    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file."""
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     path = Path(path)
@@ -465,7 +468,7 @@ def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
         result["threshold_source"] = "hard labels in the file"
         result["at_threshold"] = evaluate(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
     else:
-        threshold, source = _run_threshold(path, frame)
+        threshold, source = threshold or _run_threshold(path, frame)
         result["threshold"], result["threshold_source"] = threshold, source
         result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
         result["at_threshold"]["threshold"] = threshold
@@ -487,7 +490,8 @@ def format_report(result: dict) -> str:
     """A readable report of evaluate_file's result; the study's own figures at full float precision."""
     boot = result["at_threshold"]["bootstrap"]
     kind = "the study's format: hard labels, no probabilities" if result["format"] == "study" else "probabilities"
-    lines = [
+    lines = [f"run: {result['run']} on {result['data']} ({result['layout']} layout)"] if "run" in result else []
+    lines += [
         f"predictions: {result['file']} ({kind})",
         f"images: {result['n_images']} (pneumonia {result['n_pneumonia']}, normal {result['n_normal']}), "
         f"patients: {result['n_patients']}",

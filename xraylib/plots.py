@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -787,7 +788,9 @@ def plot_run_spread(
         axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
         for ax, metric in zip(axes, metrics, strict=True):
             box = dict(order=order, ax=ax, x=metric, y="backbone")
-            sns.boxplot(runs, **box, color="0.9", width=0.6, showfliers=False, linewidth=1)
+            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated `vert`: not ours
+                warnings.filterwarnings("ignore", message="vert: bool was deprecated")
+                sns.boxplot(runs, **box, color="0.9", width=0.6, showfliers=False, linewidth=1)
             sns.stripplot(runs, **box, color=TRAIN_COLOR, size=5, jitter=0.15, alpha=0.85)
             ax.set_title(TITLES.get(metric, metric).split(" (")[0])
             ax.set_xlabel("value per run")

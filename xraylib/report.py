@@ -85,17 +85,19 @@ def model_summary(model) -> pd.Series:
     )
 
 
-def run_figure(name: str, run_dir: str | Path, model=None):
-    """Draw one of RUN_FIGURES from a run's files, save it under figures/, and return it."""
+def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path | None = None):
+    """Draw one of RUN_FIGURES from a run's files, save it under figures/, and return it. `results`: a folder of
+    the run's predictions.csv and metrics.json on other data (`xraylib evaluate --run`), which gets the figures."""
     run_dir = Path(run_dir)
+    results = Path(results or run_dir)
     cfg = run_config(run_dir)
-    path = run_dir / "figures" / f"{name}.png"
-    title = f"{cfg.backbone} ({cfg.preset})"
+    path = results / "figures" / f"{name}.png"
+    title = f"{cfg.backbone} ({cfg.preset})" + (f" on {results.name}" if results != run_dir else "")
     if name == "training_curves":
         history = pd.read_csv(run_dir / "history.csv")
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
-    frame = pd.read_csv(run_dir / "predictions.csv")
-    result = _read_json(run_dir / "metrics.json")
+    frame = pd.read_csv(results / "predictions.csv")
+    result = _read_json(results / "metrics.json")
     threshold = result["threshold"]["value"]
     y, p = _labels(frame["label"]), frame["p_pneumonia"].to_numpy(float)
     if name == "confusion_matrix":
@@ -109,12 +111,12 @@ def run_figure(name: str, run_dir: str | Path, model=None):
     if name == "examples":
         return plots.plot_examples(frame, seed=cfg.seed, threshold=threshold, title=title, path=path)
     if name == "gradcam":  # gradcam_images=0 asks for no Grad-CAM grid
-        return gradcam_figure(run_dir, cfg, frame, model=model, path=path) if cfg.gradcam_images else None
+        return gradcam_figure(run_dir, cfg, frame, threshold, model, path) if cfg.gradcam_images else None
     raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
 
 
-def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=None, path=None):
-    """Grad-CAM heatmaps over test images sampled across TP / TN / FP / FN."""
+def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold: float, model=None, path=None):
+    """Grad-CAM heatmaps over test images (rows of `frame`) sampled across TP / TN / FP / FN."""
     from xraylib.explain import gradcam
     from xraylib.images import load_gray
     from xraylib.models import load_model
@@ -123,7 +125,6 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=Non
         model = load_model(run_dir / "model.keras")
     sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
-    threshold = _read_json(run_dir / "metrics.json")["threshold"]["value"]
     heatmaps = gradcam(model, images[..., None], threshold=threshold)
     titles = [
         f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
