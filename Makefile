@@ -7,6 +7,8 @@ DEMO_DATA := data/demo
 DEMO_REPORT := reports/demo
 # A folder of Keras' ImageNet *_notop.h5 files for machines without internet (`make demo WEIGHTS_DIR=DIR`).
 WEIGHTS_DIR ?=
+# Runs at once: one per core (on Ray when above 1); `make demo JOBS=1` runs them one after another without Ray.
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: demo test lint format clean lock
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	@test -f $(DEMO_DATA)/Chest_xray_Corona_Metadata.csv || $(BIN)/xraylib data synth $(DEMO_DATA) --masks
-	XRAYLIB_WEIGHTS_DIR=$(WEIGHTS_DIR) $(BIN)/xraylib sweep --data $(DEMO_DATA) --preset demo --out $(DEMO_REPORT) --resume
+	XRAYLIB_WEIGHTS_DIR=$(WEIGHTS_DIR) $(BIN)/xraylib sweep --data $(DEMO_DATA) --preset demo --out $(DEMO_REPORT) --jobs $(JOBS) --resume
 
 test: $(STAMP)
 	$(BIN)/ruff check .

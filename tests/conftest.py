@@ -28,3 +28,20 @@ def synth_data(tmp_path_factory) -> Path:
     from xraylib.synth import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("synth") / "coronahack", n_train=160, n_test=60, seed=1, masks=True)
+
+
+@pytest.fixture(scope="session")
+def untrained_run(tmp_path_factory) -> Path:
+    """A run directory as `xraylib train` leaves it, with an untrained ResNet-34 at 32 px: model.keras,
+    config.json, metrics.json (threshold 0.4)."""
+    import json
+
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    cfg = resolve_config("resnet34", "smoke", {"image_size": "32"})
+    out = tmp_path_factory.mktemp("run")
+    build_model(cfg).save(out / "model.keras")
+    (out / "config.json").write_text(json.dumps({"run": cfg.to_json()}))
+    (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.4}}))
+    return out

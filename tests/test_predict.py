@@ -26,17 +26,8 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A run directory as `xraylib train` leaves it: model.keras, config.json, metrics.json (threshold 0.4)."""
-    from xraylib.config import resolve_config
-    from xraylib.models import build_model
-
-    cfg = resolve_config("resnet34", "smoke", {"image_size": str(SIZE)})
-    out = tmp_path_factory.mktemp("run")
-    build_model(cfg).save(out / "model.keras")
-    (out / "config.json").write_text(json.dumps({"run": cfg.to_json()}))
-    (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.4}}))
-    return out
+def run_dir(untrained_run) -> Path:
+    return untrained_run
 
 
 @pytest.fixture(scope="module")

@@ -391,13 +391,14 @@ def cross_validation_folds(train: pd.DataFrame, folds: int, seed: int) -> list[n
 
 
 def limit_subsets(index: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    """At most `n` rows per subset (or split), label proportions kept, whole patients first; n=0: unchanged."""
+    """At most `n` rows per subset (or split), label proportions kept, whole patients first; n=0: unchanged.
+    The test subset is drawn the same way whatever the seed, so that runs of several seeds share their test images."""
     if n <= 0:
         return index
     col = "subset" if "subset" in index.columns else "split"
-    rng = np.random.default_rng(seed)
     keep: list[int] = []
-    for _, rows in index.groupby(col, sort=True):
+    for name, rows in index.groupby(col, sort=True):
+        rng = np.random.default_rng(0 if name == "test" else seed)
         if len(rows) <= n:
             keep.extend(rows.index)
             continue

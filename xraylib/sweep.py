@@ -129,7 +129,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     started = time.time()
     running = {"backbone": backbone, "status": "running", "started": started, "pid": os.getpid()}
     write_json(run_dir / "status.json", running)
-    status = {"backbone": backbone, "status": "done", "error": ""}
+    status = {"backbone": backbone, "status": "done", "error": "", "pid": os.getpid()}
     log = run_dir / f"{run_dir.name}.log"
     try:
         with exclusive(run_dir), log.open("w") as stream, _stderr_into(stream):

@@ -1,0 +1,87 @@
+"""External validation: `xraylib evaluate --run RUN_DIR --data DIR` on real radiographs and other layouts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from xraylib.cli import main
+from xraylib.data import build_index
+from xraylib.errors import InputError
+from xraylib.evaluate import EXTERNAL_FIGURES, evaluate_on
+from xraylib.predict import load_predictor, predict_files
+
+
+def labelled_folders(images: list[Path], labels: list[str], root: Path) -> Path:
+    """A plain folder of labelled images: NORMAL/ and PNEUMONIA/."""
+    for image, label in zip(images, labels, strict=True):
+        (root / label.upper()).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, root / label.upper() / image.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_radiographs(shared_data, tmp_path_factory) -> Path:
+    """The 10 real test radiographs in ../shared (8 normal, 2 viral pneumonia), labelled by folder."""
+    samples = sorted((shared_data / "samples" / "coronahack-test").iterdir())
+    labels = ["pneumonia" if "virus" in p.name else "normal" for p in samples]  # Kermany names carry the label
+    return labelled_folders(samples, labels, tmp_path_factory.mktemp("external") / "outside")
+
+
+def test_a_run_is_scored_on_real_radiographs_labelled_by_folder(untrained_run, real_radiographs, tmp_path):
+    out = tmp_path / "scored"
+    result = evaluate_on(untrained_run, real_radiographs, out, n_boot=200)
+    assert result["layout"] == "folders" and result["n_images"] == 10
+    assert (result["n_pneumonia"], result["n_normal"]) == (2, 8)
+    assert result["threshold"] == 0.4 and "validation" in result["threshold_source"], "the run's own threshold"
+    frame = pd.read_csv(out / "predictions.csv")
+    direct = predict_files(load_predictor(untrained_run / "model.keras"), list(frame["path"]))
+    assert np.allclose(frame["p_pneumonia"], direct["p_pneumonia"], atol=1e-6), "the same model, the same inputs"
+    assert (frame["predicted"] == np.where(frame["p_pneumonia"] >= 0.4, "pneumonia", "normal")).all()
+    assert (frame["label"] == np.where(frame["file"].str.startswith("person"), "pneumonia", "normal")).all()
+    stored = json.loads((out / "metrics.json").read_text())
+    assert stored["threshold"]["value"] == 0.4 and stored["data"] == str(real_radiographs.resolve())
+    y, pred = (frame["label"] == "pneumonia").to_numpy(), (frame["predicted"] == "pneumonia").to_numpy()
+    assert stored["at_threshold"]["sensitivity"]["value"] == pytest.approx((y & pred).sum() / y.sum())
+    assert stored["at_threshold"]["roc_auc"]["low"] is not None, "with a confidence interval"
+    for name in EXTERNAL_FIGURES:
+        assert (out / "figures" / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_cli_scores_a_coronahack_layout_into_the_run_folder(untrained_run, synth_data, capsys):
+    code = main(["evaluate", "--run", str(untrained_run), "--data", str(synth_data), "--bootstrap", "50"])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"on {synth_data.resolve()} (coronahack layout)" in printed
+    out = untrained_run / "external" / synth_data.name
+    frame = pd.read_csv(out / "predictions.csv")
+    assert len(frame) == 220, "every labelled image of another dataset, train and test splits alike"
+    assert "run threshold 0.4000" in printed
+
+
+def test_an_unreadable_image_is_one_line_naming_it(untrained_run, synth_data, tmp_path):
+    index = build_index(synth_data).groupby("label").head(3)
+    data = labelled_folders([Path(p) for p in index["path"]], list(index["label"]), tmp_path / "folders")
+    (data / "NORMAL" / "broken.png").write_text("not an image")
+    with pytest.raises(InputError, match=r"broken\.png: .*remove it from"):
+        evaluate_on(untrained_run, data, tmp_path / "out", n_boot=10)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--run", "RUN"], "--run needs --data"),
+        (["--run", "RUN", "--predictions", "x.csv"], "not both"),
+        (["--run", "RUN", "--data", "DATA", "--out", "DATA/inside"], "must not be the run folder or lie in the dataset"),
+        (["--run", "DATA", "--data", "DATA"], "model.keras is missing"),
+    ],
+)
+def test_bad_evaluate_arguments_are_one_line_errors(untrained_run, synth_data, args, message, capsys):
+    args = [a.replace("RUN", str(untrained_run)).replace("DATA", str(synth_data)) for a in args]
+    assert main(["evaluate", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
