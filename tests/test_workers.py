@@ -114,3 +114,24 @@ def test_bad_repeat_options_are_one_line_errors(synth_data, tmp_path, extra, mes
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "resnet34").exists(), "nothing started"
+
+
+def test_each_run_gets_its_own_gpu_where_the_cluster_has_gpus(tmp_path):
+    import ray
+
+    from xraylib.workers import on_ray
+
+    def _report_device(folder) -> dict:  # nested, so Ray ships it by value: workers cannot import this test module
+        """A stand-in run: which GPU Ray gave this worker, and which process it ran in."""
+        time.sleep(1.0)  # long enough for both tasks to be in flight together
+        return {"status": "done", "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)  # 2 declared GPUs, none real
+    try:
+        tasks = [(tmp_path / "a",), (tmp_path / "b",)]
+        results = dict(on_ray(_report_device, tasks, set(), jobs=2, address=None))
+    finally:
+        ray.shutdown()
+    assert set(results) == {tmp_path / "a", tmp_path / "b"}
+    assert sorted(r.get("gpu", "") for r in results.values()) == ["0", "1"], results  # one GPU each
+    assert len({r["pid"] for r in results.values()}) == 2, "two worker processes"
