@@ -58,17 +58,7 @@ def tensorboard_callback(cfg: RunConfig, out: Path) -> keras.callbacks.Callback 
         with writer.as_default():
             hp.hparams(cfg.to_json(), trial_id=Path(out).name)  # bool, int, float, str
         writer.close()
-
-    class EpochTensorBoard(keras.callbacks.TensorBoard):
-        """Keras' callback, its files flushed at each epoch's end: a killed run keeps there every epoch its snapshot
-        holds (TensorFlow's writers otherwise flush every 10 events or 2 minutes)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
-            for writer in self._writers.values():  # Keras' train and validation writers
-                writer.flush()
-
-    return EpochTensorBoard(str(logdir), write_graph=False)
+    return keras.callbacks.TensorBoard(str(logdir), write_graph=False)  # it flushes its files at each epoch's end
 
 
 def mlflow_module():
