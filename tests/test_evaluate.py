@@ -76,7 +76,10 @@ def test_an_unreadable_image_is_one_line_naming_it(untrained_run, synth_data, tm
     [
         (["--run", "RUN"], "--run needs --data"),
         (["--run", "RUN", "--predictions", "x.csv"], "not both"),
-        (["--run", "RUN", "--data", "DATA", "--out", "DATA/inside"], "must not be the run folder or lie in the dataset"),
+        (
+            ["--run", "RUN", "--data", "DATA", "--out", "DATA/inside"],
+            "must not be the run folder or lie in the dataset",
+        ),
         (["--run", "DATA", "--data", "DATA"], "model.keras is missing"),
     ],
 )

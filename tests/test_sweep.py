@@ -154,7 +154,7 @@ def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data,
     overrides = dict(s.split("=", 1) for s in (t.removeprefix("--set=") for t in TINY))
     status = run_backbone(synth_data, "resnet34", "smoke", {**overrides, "weights": str(garbage)}, tmp_path / "run")
     assert status["status"] == "failed" and status["error"]
-    notebook = json.loads((tmp_path / "run" / "resnet34.ipynb").read_text())
+    notebook = json.loads((tmp_path / "run" / "run.ipynb").read_text())
     assert any(c.get("outputs") for c in notebook["cells"]), "the partial notebook is kept"
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
 

@@ -1,8 +1,8 @@
 """xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
 
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
-synth, images, pipeline, layers, models, train, checkpoint, metrics, plots, explain, report, sweep, notebook,
-predict, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
+synth, images, pipeline, layers, models, train, checkpoint, tracking, metrics, plots, explain, report, sweep,
+notebook, predict, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
 """
 
 from xraylib.backbones import BACKBONES, get_backbone

@@ -13,6 +13,7 @@ from xraylib.models import resolve_weights
 
 PRESETS = ("seed", "sound", "demo", "smoke")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
+TRACKERS = ("none", "mlflow")
 
 
 @dataclass
@@ -61,6 +62,8 @@ class RunConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1
     verbose: int = 2
+    # tracking (TensorBoard logs are always written)
+    tracker: str = "none"  # none | mlflow (each run also an MLflow run; needs the tracking extra)
 
     def to_json(self) -> dict:
         """A plain dict of every field."""
@@ -108,6 +111,7 @@ CHOICES = {
     "mixed_precision": ("auto", "on", "off"),
     "strategy": STRATEGIES,
     "monitor": ("val_auc", "val_loss", "val_accuracy"),
+    "tracker": TRACKERS,
 }
 
 
@@ -182,6 +186,10 @@ def _check(cfg: RunConfig) -> None:
             "training, so a backbone that trains makes them stale"
         )
     threshold_rule(cfg.threshold)
+    if cfg.tracker == "mlflow":
+        from xraylib.tracking import mlflow_module
+
+        mlflow_module()  # one line naming the extra, before any work
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, auto, none or an existing weights file")
 

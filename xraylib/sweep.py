@@ -124,6 +124,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
 
     from xraylib.fileio import exclusive
     from xraylib.notebook import execute
+    from xraylib.tracking import log_notebook
 
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -147,6 +148,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     finally:
         status["seconds"] = round(time.time() - started, 1)
         write_json(run_dir / "status.json", status)
+    log_notebook(run_dir, status)  # tracker=mlflow: the executed notebook into the backbone's MLflow run
     return status
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import checkpoint
+from xraylib import checkpoint, tracking
 from xraylib.config import RunConfig
 from xraylib.errors import InputError, check_memory
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
@@ -309,8 +309,9 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     """Train `model` and save the kept (best or last) weights as model.keras; resume an interrupted run in `out`,
     or just load model.keras if training finished there already. Frozen statistics are first set from the training
     images (`models.adapt_to_data`); a frozen backbone without augmentation trains only its head, on features
-    computed once (`head_on_features`, unless cfg.precompute_features is off). `callbacks`: more Keras callbacks
-    (e.g. TensorBoard). Returns the history."""
+    computed once (`head_on_features`, unless cfg.precompute_features is off). TensorBoard logs (and, with
+    `tracker=mlflow`, the MLflow run's epochs) are written by `tracking.callbacks`; `callbacks`: more Keras callbacks.
+    Returns the history."""
     from xraylib.models import adapt_to_data
 
     out = Path(out)
@@ -342,6 +343,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     replicas = replicas_of(trained)
     val_y = _targets(prepared.labels["val"], cfg)
     if first_epoch < cfg.epochs and not state.get("stopped"):
+        tracked = tracking.callbacks(cfg, out)  # after the history writer: MLflow's logs the rows it wrote
         trained.fit(
             make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
             steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
@@ -349,7 +351,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
             initial_epoch=first_epoch,
             epochs=cfg.epochs,
             class_weight=class_weights(train_y) if use_weights else None,
-            callbacks=[*kept, history, *(callbacks or []), checkpoint.snapshot_callback(out)],
+            callbacks=[*kept, history, *tracked, *(callbacks or []), checkpoint.snapshot_callback(out)],
             shuffle=False,  # the stream is already shuffled, per epoch, by seed
             verbose=0,  # the history writer prints one line per epoch
         )
@@ -428,6 +430,11 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     return result
 
 
+def run_started(out: str | Path) -> bool:
+    """Whether training has begun in the run folder `out` (its settings are fixed from then on)."""
+    return any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))
+
+
 def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
     """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
     path = Path(out) / "config.json"
@@ -437,14 +444,13 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
     }
-    started = any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))
-    if path.is_file() and started:  # a run that failed before its first epoch does not block its own fix
+    if path.is_file() and run_started(out):  # a run that failed before its first epoch does not block its own fix
         try:
             before = json.loads(path.read_text())
             previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path} is unreadable: rerun with a new --out, or remove {out}") from None
-        changed = [k for k, v in config["run"].items() if previous.get(k) != v and k != "verbose"]
+        changed = [k for k, v in config["run"].items() if previous.get(k) != v and k not in ("verbose", "tracker")]
         if fingerprint != prepared.fingerprint:
             changed.append("data")
         if changed:
@@ -480,6 +486,7 @@ def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
     report.save_localization(out, model=model)
+    tracking.log_results(cfg, out)
     write_json(out / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out
 
