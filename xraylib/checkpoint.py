@@ -150,3 +150,8 @@ def snapshot_callback(out: str | Path):
 def discard(out: str | Path) -> None:
     """Remove the snapshots once the run's model is saved."""
     shutil.rmtree(backup_dir(out), ignore_errors=True)
+
+
+def run_started(out: str | Path) -> bool:
+    """Whether training has begun in the run folder `out` (its settings are fixed from then on)."""
+    return any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from xraylib.data import IMAGES_DIR, METADATA_CSV, SUMMARY_CSV, holds_dataset
 from xraylib.errors import InputError
 
-# Proportions of the real metadata (brief §3): Kermany TRAIN, TEST and the 70 non-Kermany TRAIN images.
+# Proportions of the real metadata (README, "The real dataset"): Kermany TRAIN, TEST, the 70 non-Kermany TRAIN images.
 _KERMANY_TRAIN = {"normal": 1341, "bacteria": 2530, "virus": 1345}
 _KERMANY_TEST = {"normal": 234, "bacteria": 242, "virus": 148}
 _OTHER = {"covid-19": 58, "streptococcus": 5, "sars": 4, "ards": 2, "normal": 1}

@@ -78,9 +78,7 @@ def mlflow_module():
 
 
 def _in_sweep(out: Path) -> bool:
-    from xraylib.sweep import run_status
-
-    return bool(run_status(out))  # the sweep writes status.json before the notebook starts
+    return (Path(out) / "status.json").is_file()  # the sweep writes status.json before the notebook starts
 
 
 def experiment_name(out: Path) -> str:
@@ -127,7 +125,7 @@ def mlflow_run(cfg: RunConfig, out: Path) -> tuple[MlflowClient, str]:
     resumed run goes on in it), else a new one holding the run's parameters (config.json, flattened)."""
     import pandas as pd
 
-    from xraylib.train import run_started
+    from xraylib.checkpoint import run_started
 
     mlflow = mlflow_module()
     out = Path(out)

@@ -430,11 +430,6 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     return result
 
 
-def run_started(out: str | Path) -> bool:
-    """Whether training has begun in the run folder `out` (its settings are fixed from then on)."""
-    return any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))
-
-
 def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
     """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
     path = Path(out) / "config.json"
@@ -444,7 +439,8 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
     }
-    if path.is_file() and run_started(out):  # a run that failed before its first epoch does not block its own fix
+    # a run that failed before its first epoch does not block its own fix
+    if path.is_file() and checkpoint.run_started(out):
         try:
             before = json.loads(path.read_text())
             previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
