@@ -88,3 +88,18 @@ def test_bad_evaluate_arguments_are_one_line_errors(untrained_run, synth_data, a
     assert main(["evaluate", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_studys_predictions_break_down_by_pneumonia_kind_with_the_real_metadata(shared_data, capsys):
+    study = shared_data / "reference-predictions" / "VGG19 results.csv"
+    assert main(["evaluate", "--predictions", str(study), "--data", str(shared_data / "coronahack")]) == 0
+    printed = capsys.readouterr().out
+    frame = pd.read_csv(study)
+    index = build_index(shared_data / "coronahack", missing="keep")
+    test = index[index["split"] == "test"].set_index("file")
+    for kind, subtypes, n in (("bacterial", {"bacteria"}, 242), ("viral", {"virus", "covid-19", "sars"}, 148)):
+        rows = frame[frame["Filename"].map(test["subtype"]).isin(subtypes)]
+        assert len(rows) == n
+        sensitivity = (rows["Predictions"] == "Pnemonia").mean()  # the study spells it so
+        line = next(x for x in printed.splitlines() if x.strip().startswith(kind))
+        assert f"{sensitivity:.4f} [" in line and f"({n} images)" in line, line

@@ -169,6 +169,7 @@ def _run_folder(root: Path) -> Path:
     p = np.linspace(0.05, 0.95, 20)
     patients = np.array([f"p{i}" for i in range(20)])
     rows = pd.DataFrame({"file": [f"{i}.jpeg" for i in range(20)], "patient": patients, "label": "", "path": ""})
+    rows["subtype"] = "none"
     rows["label"] = np.where(y == 1, "pneumonia", "normal")
     cfg = resolve_config("resnet34", "smoke")
     write_json(run / "config.json", {"run": cfg.to_json()})

@@ -26,6 +26,7 @@ def _fake_run(report_dir, backbone, skill, seed):
             "file": [f"person{i // 2}_{i}.jpeg" for i in range(len(y))],
             "patient": patients,
             "label": np.where(y == 1, "pneumonia", "normal"),
+            "subtype": np.where(y == 1, np.where(np.arange(len(y)) % 4 < 2, "bacteria", "virus"), "none"),
             "path": "",
         }
     )
@@ -33,7 +34,7 @@ def _fake_run(report_dir, backbone, skill, seed):
     run = report_dir / backbone
     write_json(run / "config.json", {"run": cfg.to_json()})
     write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
-    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5))
+    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5, rows["subtype"]))
     write_json(run / "status.json", {"backbone": backbone, "status": "done", "seconds": 1.0})
     return run
 
@@ -50,6 +51,16 @@ def test_leaderboard_sorted_by_auc_with_cis(report_dir):
     board = report.leaderboard(report_dir)
     assert list(board["backbone"]) == ["resnet34", "xception", "vgg16"]
     assert (board["roc_auc_low"] <= board["roc_auc"]).all() and (board["roc_auc"] <= board["roc_auc_high"]).all()
+
+
+def test_leaderboard_gives_sensitivity_by_pneumonia_kind_with_cis(report_dir):
+    board = report.leaderboard(report_dir).set_index("backbone")
+    frame = pd.read_csv(report_dir / "vgg16" / "predictions.csv")
+    for kind, subtype in (("bacterial", "bacteria"), ("viral", "virus")):
+        rows = frame[frame["subtype"] == subtype]
+        assert board.loc["vgg16", f"sensitivity_{kind}"] == pytest.approx((rows["predicted"] == "pneumonia").mean())
+        assert board.loc["vgg16", f"sensitivity_{kind}_low"] <= board.loc["vgg16", f"sensitivity_{kind}"]
+    assert "sensitivity: bacterial / viral" in report.leaderboard_markdown(board.reset_index())
 
 
 def test_build_report_writes_every_file(report_dir):
@@ -86,7 +97,7 @@ def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
     resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
     assert resnet.endswith("| 0.60 (0.30), 0.50 |")
     vgg = next(line for line in markdown.splitlines() if line.startswith("| vgg16"))
-    assert vgg.endswith("| 0.9183 / 0.9162 | |"), "a run without the measurement gets an empty cell"
+    assert vgg.endswith("] | |"), "a run without the measurement gets an empty last cell"
 
 
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):

@@ -85,9 +85,13 @@ def _evaluate(a: argparse.Namespace) -> None:
 
         result = evaluate_on(a.run, a.data, a.out, n_boot=a.bootstrap, seed=a.seed)
     else:
-        if a.data or a.out:
-            raise InputError("--data and --out go with --run RUN_DIR (a predictions file is scored as it is)")
+        if a.out:
+            raise InputError("--out goes with --run RUN_DIR (a predictions file is scored as it is)")
         result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
+        if a.data:
+            from xraylib.evaluate import sensitivity_by_kind_of_file
+
+            result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(a.predictions, a.data, a.bootstrap, a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
 
 
@@ -232,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--predictions", help="CSV: Filename,real,Predictions or predictions.csv")
     s.add_argument("--run", metavar="RUN_DIR", help="a trained run to score on --data (external validation)")
-    s.add_argument("--data", help="with --run: a labelled dataset (CoronaHack, Kermany, or NORMAL/ PNEUMONIA/ folders)")
+    s.add_argument(
+        "--data",
+        help="with --run: a labelled dataset to score it on; with --predictions: the dataset whose metadata gives "
+        "each image's pneumonia kind (sensitivity for bacterial and viral pneumonia)",
+    )
     s.add_argument("--out", help="with --run: where its predictions, metrics and figures go (RUN_DIR/external/NAME)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")

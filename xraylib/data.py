@@ -28,6 +28,20 @@ _PERSON = re.compile(r"^person(\d+)_(bacteria|virus)_\d+(?:_\d+)?$", re.IGNORECA
 _IM = re.compile(r"^(NORMAL2-)?IM-(\d+)-\d+(?:-\d+)?$", re.IGNORECASE)
 
 
+PNEUMONIA_KINDS = {
+    "bacteria": "bacterial",
+    "streptococcus": "bacterial",
+    "virus": "viral",
+    "covid-19": "viral",
+    "sars": "viral",
+}  # ARDS (the two Stress-Smoking images) is neither
+
+
+def pneumonia_kind(subtype: str) -> str:
+    """`bacterial` or `viral` for a pneumonia subtype of the index, "" for normal images and ARDS."""
+    return PNEUMONIA_KINDS.get(str(subtype).lower(), "")
+
+
 # --------------------------------------------------------------------------------------------- patients
 def _kermany_match(stem: str) -> re.Match | None:
     return _PERSON.match(stem) or _IM.match(stem)

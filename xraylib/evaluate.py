@@ -57,6 +57,7 @@ def evaluate_on(
     source = f"the run's {run_dir / 'metrics.json'}, chosen on its validation set"
     result = evaluate_file(out / "predictions.csv", n_boot, seed, threshold=(predictor.threshold, source))
     result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
+    result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(out / "predictions.csv", data, n_boot, seed, index)
     write_json(out / "metrics.json", _run_schema(result, cfg, predictor.threshold))
     for name in EXTERNAL_FIGURES:
         run_figure(name, run_dir, model=predictor.model, results=out)
@@ -77,4 +78,27 @@ def _run_schema(result: dict, cfg, threshold: float) -> dict:
         "n_test_patients": result["n_patients"],
         "at_threshold": result["at_threshold"],
         "at_0.5": result["at_0.5"],
+        "sensitivity_by_kind": result["sensitivity_by_kind"],
     }
+
+
+def sensitivity_by_kind_of_file(
+    path: str | os.PathLike, data: str | os.PathLike, n_boot: int = 1000, seed: int = 0, index=None
+) -> dict[str, dict]:
+    """Sensitivity among the bacterial and among the viral pneumonia images of a predictions file (the study's or
+    ours), each with a patient-bootstrap CI: its images joined by file name to the metadata of the dataset at
+    `data` (the images themselves need not be there)."""
+    from xraylib.data import build_index, pneumonia_kind
+    from xraylib.metrics import read_predictions, sensitivity_by_kind
+
+    frame = read_predictions(path)
+    if index is None:
+        index = build_index(data, missing="keep")
+    # a name listed in both splits: the test split's row (the predictions files hold test images)
+    rows = index.sort_values("split", key=lambda split: split != "test", kind="stable").drop_duplicates("file")
+    subtypes = rows.set_index("file")["subtype"]
+    unknown = frame.loc[~frame["file"].isin(subtypes.index), "file"]
+    if len(unknown):
+        raise InputError(f"{path}: {len(unknown)} image(s) not in the metadata of {data} (first: {unknown.iloc[0]})")
+    kinds = [pneumonia_kind(subtypes[f]) for f in frame["file"]]
+    return sensitivity_by_kind(frame["y_true"], frame["y_pred"], kinds, frame["patient"], n_boot, seed)

@@ -409,6 +409,26 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
     return result
 
 
+def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Sensitivity among the pneumonia images of each kind (`kinds`: e.g. bacterial, viral; "" is left out), each
+    {value, low, high, n_images}: 95 % CI from a bootstrap resampling patients."""
+    y, pred = np.asarray(y).astype(int).ravel(), np.asarray(pred).astype(int).ravel()
+    kinds = np.asarray(kinds, dtype=object).ravel()
+    codes = _group_codes(groups, len(y))
+    out = {}
+    for kind in sorted({k for k in kinds[y == 1] if k}):
+        chosen = (y == 1) & (kinds == kind)
+        hit = pred[chosen].astype(float)
+        entry = {"value": float(hit.mean()), "low": None, "high": None, "n_images": int(chosen.sum())}
+        if n_boot > 0:
+            w = bootstrap_weights(codes[chosen], int(chosen.sum()), n_boot, seed)
+            draws = _ratio(w @ hit, w.sum(axis=1))
+            low, high = np.quantile(draws[np.isfinite(draws)], [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+            entry.update(low=float(low), high=float(high))
+        out[kind] = entry
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- files
 
 
@@ -520,6 +540,12 @@ def format_report(result: dict) -> str:
     for name in STUDY_FIGURES:
         value = result["study_figures"][name]
         lines.append(f"  {STUDY_TITLES[name]:<24}{value!r}")
+    by_kind = result.get("sensitivity_by_kind") or {}
+    if by_kind:
+        lines.append("")
+        lines.append("sensitivity by pneumonia kind (of the predicted labels above):")
+        for kind, entry in by_kind.items():
+            lines.append(f"  {kind:<24}{_interval(entry)}  ({entry['n_images']} images)")
     notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
     if notes:
         lines.append("")

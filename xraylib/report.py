@@ -14,6 +14,7 @@ from xraylib.errors import InputError
 from xraylib.fileio import read_json, write_csv, write_text
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the leaderboard shows
 ROC_TITLE = "Test ROC curves"
 SPREAD_TITLE = "Test metrics of each run (seeds, folds) per backbone"
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
@@ -161,6 +162,7 @@ def run_table(report_dir: str | Path) -> pd.DataFrame:
             row["threshold"] = result["threshold"]["value"]
         except (KeyError, TypeError):
             raise InputError(f"{run / 'metrics.json'} lacks the run's metrics: rerun the run, or remove it") from None
+        row.update(kind_columns(result.get("sensitivity_by_kind", {})))
         row.update(seed=cfg.seed, fold=cfg.fold if cfg.folds else None, preset=result.get("preset", ""))
         row["weights"] = weights_label(cfg.weights)
         status = run / "status.json"
@@ -170,6 +172,15 @@ def run_table(report_dir: str | Path) -> pd.DataFrame:
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def kind_columns(by_kind: dict[str, dict]) -> dict[str, float]:
+    """metrics.json's sensitivity_by_kind as leaderboard columns: sensitivity_bacterial, _low, _high, ..."""
+    out = {}
+    for kind, entry in by_kind.items():
+        name = f"sensitivity_{kind}"
+        out.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
+    return out
 
 
 def _localization_means(run: Path) -> dict[str, float]:
@@ -217,7 +228,8 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     """One row per backbone, sorted by ROC-AUC: run once, its run's metrics with CIs; run several times (seeds,
     folds), the metrics of its mean predictions with patient-bootstrap CIs (`n_boot` resamples: test-set sampling
     variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance)."""
-    from xraylib.metrics import METRICS, evaluate, leaderboard_row
+    from xraylib.data import pneumonia_kind
+    from xraylib.metrics import METRICS, evaluate, leaderboard_row, sensitivity_by_kind
 
     runs = run_table(report_dir)
     if not repeated(runs):
@@ -228,6 +240,10 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
         y, threshold = _labels(frame["label"]), float(group["threshold"].mean())
         result = evaluate(y, frame["p_pneumonia"], frame["patient"], threshold, n_boot=n_boot)
         row = leaderboard_row(backbone, result)
+        if "subtype" in frame:
+            kinds = [pneumonia_kind(x) for x in frame["subtype"]]
+            pred = frame["p_pneumonia"].to_numpy() >= threshold
+            row.update(kind_columns(sensitivity_by_kind(y, pred, kinds, frame["patient"], n_boot)))
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = group[metric].mean(), group[metric].std(ddof=1)
         row.update(runs=len(group), threshold=threshold, preset=group["preset"].iloc[0])
@@ -262,14 +278,15 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     mean predictions [CI], then the mean ± SD over its runs, and the number of runs."""
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
     runs = "runs" in board
-    extra = " Grad-CAM in lungs: mass (area), peak |" if masks else ""
+    kinds = all(f"sensitivity_{k}" in board for k in KINDS)
+    extra = " sensitivity: bacterial / viral |" * kinds + (" Grad-CAM in lungs: mass (area), peak |" if masks else "")
     lines = [
         "| backbone | weights | "
         + "runs | " * runs
         + " | ".join(LEADERBOARD_METRICS)
         + " | TN/FP/FN/TP | study acc. / wF1 |"
         + extra,
-        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks + runs) + "|",
+        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks + runs + kinds) + "|",
     ]
     for _, row in board.iterrows():
         cells = [_cell(row, m) + (f" ({_spread(row, m)})" if runs else "") for m in LEADERBOARD_METRICS]
@@ -282,6 +299,8 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
             + " | ".join(cells)
         )
         line += f" | {confusion} | {published} |"
+        if kinds:
+            line += " " + " / ".join(_cell(row, f"sensitivity_{k}") for k in KINDS) + " |"
         if masks:
             measured = not pd.isna(row["gradcam_in_lungs"])
             peak = row.get("gradcam_peak_in_lungs", float("nan"))

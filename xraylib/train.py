@@ -384,12 +384,13 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
 
 
 def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd.DataFrame:
-    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, path."""
+    """The predictions.csv table: file, patient, label, subtype, p_pneumonia, predicted, path."""
     return pd.DataFrame(
         {
             "file": rows["file"],
             "patient": rows["patient"],
             "label": rows["label"],
+            "subtype": rows["subtype"],
             "p_pneumonia": p.astype(float),
             "predicted": np.where(p >= threshold, "pneumonia", "normal"),
             "path": rows["path"],
@@ -397,10 +398,16 @@ def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd
     )
 
 
-def run_metrics(cfg: RunConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float) -> dict:
-    """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5."""
-    from xraylib.metrics import evaluate
+def run_metrics(
+    cfg: RunConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float, subtypes=None
+) -> dict:
+    """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
+    images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too."""
+    from xraylib.data import pneumonia_kind
+    from xraylib.metrics import evaluate, sensitivity_by_kind
 
+    kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
+    by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
     return {
         "backbone": cfg.backbone,
         "preset": cfg.preset,
@@ -410,6 +417,7 @@ def run_metrics(cfg: RunConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray
         "n_test_patients": int(len(set(groups))),
         "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
         "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "sensitivity_by_kind": by_kind,
     }
 
 
@@ -425,7 +433,8 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     frame = predictions_frame(test_rows, test_p, threshold)
     write_csv(out / "predictions.csv", frame)
     write_csv(out / "val_predictions.csv", predictions_frame(prepared.rows("val"), val_p, threshold))
-    result = run_metrics(cfg, prepared.labels["test"], test_p, test_rows["patient"].to_numpy(), threshold)
+    groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
+    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes)
     write_json(out / "metrics.json", result)
     return result
 
