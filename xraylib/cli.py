@@ -65,6 +65,15 @@ def _sweep(a: argparse.Namespace) -> int:
     return 1 if failed else 0  # the count is printed; 2 stays the status of bad input
 
 
+def _probe(a: argparse.Namespace) -> None:
+    from xraylib.config import parse_overrides, resolve_config
+    from xraylib.probe import format_probe, source_probe
+
+    cfg = resolve_config(a.backbone, a.preset, parse_overrides(a.set))
+    result = source_probe(a.data, cfg)
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_probe(result))
+
+
 def _report(a: argparse.Namespace) -> None:
     from xraylib.report import build_report
 
@@ -147,7 +156,7 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
-TENSORFLOW_VERBS = ("train", "predict", "bench")
+TENSORFLOW_VERBS = ("train", "predict", "bench", "probe")
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
@@ -224,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=1, help="runs at once, on Ray when above 1 (default 1: no Ray)")
     s.add_argument("--address", help="send the runs to the Ray cluster at this address (auto, ray://HOST:PORT)")
     s.set_defaults(func=_sweep)
+
+    s = verbs.add_parser(
+        "probe", parents=[common], help="can a backbone's frozen features tell the non-Kermany images apart?"
+    )
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--backbone", required=True, help="backbone name (see README)")
+    s.add_argument("--preset", default="demo", help="settings to start from (default demo: frozen, 80 px)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_probe)
 
     s = verbs.add_parser(
         "report", parents=[common], help="rebuild the comparison report from the finished runs of a sweep"

@@ -72,6 +72,8 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     index = assign_subsets(
         index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
     )
+    if cfg.exclude_sources != "none":  # the test set is scored whole
+        index = index[(index["subset"] == "test") | (index["source"] != cfg.exclude_sources)].reset_index(drop=True)
     index = limit_subsets(index, cfg.limit, seed=cfg.seed)
     for subset in ("train", "val", "test"):
         labels = set(index.loc[index["subset"] == subset, "label"])
