@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
+from xraylib import evaluate as E
 from xraylib import metrics as M
 from xraylib.errors import InputError
 
@@ -192,8 +193,8 @@ def test_choose_threshold_rules():
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_reference_files_reproduce_the_brief_to_the_last_digit(shared_data, name):
     path = shared_data / "reference-predictions" / name
-    result = M.evaluate_file(path, n_boot=200, seed=0)
-    report = M.format_report(result).splitlines()
+    result = E.evaluate_file(path, n_boot=200, seed=0)
+    report = E.format_report(result).splitlines()
     for line in REFERENCE[name]:
         assert line in report
     figures = result["study_figures"]
@@ -208,7 +209,7 @@ def test_reference_files_reproduce_the_brief_to_the_last_digit(shared_data, name
 def test_confusion_counts_of_reference_files_match_the_brief(shared_data):
     counts = {"VGG19 results.csv": (203, 31, 3, 387), "Self-Define-Results.csv": (207, 27, 14, 376)}
     for name, expected in counts.items():
-        frame = M.read_predictions(shared_data / "reference-predictions" / name)
+        frame = E.read_predictions(shared_data / "reference-predictions" / name)
         m = M.binary_metrics(frame["y_true"], frame["p"], y_pred=frame["y_pred"])
         assert (m["tn"], m["fp"], m["fn"], m["tp"]) == expected
 
@@ -222,27 +223,27 @@ def test_other_study_format_files_with_covid_labels(tmp_path):
     pd.DataFrame({"Filename": [f"IM-{i:04d}-0001.jpeg" for i in range(80)], "real": real, "Predictions": pred}).to_csv(
         path, index=False
     )
-    r = M.evaluate_file(path, n_boot=50)
+    r = E.evaluate_file(path, n_boot=50)
     y, yp = (real != "Normal").astype(int), (pred != "Normal").astype(int)
     assert r["study_figures"]["weighted_f1"] == skm.f1_score(y, yp, average="weighted")
     assert r["study_figures"]["roc_auc_hard_labels"] == skm.roc_auc_score(y, yp)
-    assert f"  weighted F1             {skm.f1_score(y, yp, average='weighted')!r}" in M.format_report(r)
+    assert f"  weighted F1             {skm.f1_score(y, yp, average='weighted')!r}" in E.format_report(r)
 
 
 def test_suite_file_reports_run_threshold_and_half(tmp_path):
     y, p, _ = synthetic(200, 10)
     path = write_suite(tmp_path / "predictions.csv", y, p, threshold=0.37)
-    frame = M.read_predictions(path)
+    frame = E.read_predictions(path)
     assert list(frame.columns) == ["file", "patient", "y_true", "p", "y_pred"]
-    r = M.evaluate_file(path, n_boot=100)
+    r = E.evaluate_file(path, n_boot=100)
     assert r["format"] == "suite"
     assert r["threshold"] == pytest.approx(p[p >= 0.37].min())
     assert r["at_threshold"]["sensitivity"]["value"] == pytest.approx(M.binary_metrics(y, p, 0.37)["sensitivity"])
     assert r["at_0.5"]["accuracy"]["value"] == pytest.approx(M.binary_metrics(y, p, 0.5)["accuracy"])
-    text = M.format_report(r)
+    text = E.format_report(r)
     assert "threshold 0.5" in text and "ROC-AUC" in text
     (tmp_path / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.37}}))
-    assert M.evaluate_file(path, n_boot=0)["threshold"] == 0.37
+    assert E.evaluate_file(path, n_boot=0)["threshold"] == 0.37
 
 
 def test_cli_evaluate_prints_json(tmp_path, capsys):
@@ -284,7 +285,7 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(InputError, match=message) as info:
-        M.evaluate_file(path, n_boot=10)
+        E.evaluate_file(path, n_boot=10)
     assert "\n" not in str(info.value)
 
 
@@ -292,7 +293,7 @@ def test_missing_file_and_cli_exit_code(tmp_path, capsys):
     from xraylib.cli import main
 
     with pytest.raises(InputError, match="does not exist"):
-        M.read_predictions(tmp_path / "nope.csv")
+        E.read_predictions(tmp_path / "nope.csv")
     (tmp_path / "one.csv").write_text("file,label,p_pneumonia\na.jpeg,normal,0.2\n")
     assert main(["evaluate", "--predictions", str(tmp_path / "one.csv")]) == 2
     assert "AUC is undefined with one class" in capsys.readouterr().err
@@ -335,7 +336,7 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
     frames = {}
     for i, name in enumerate(("vgg16", "vgg19", "xception")):
         q = np.clip(p + rng.normal(0, 0.1 * i, len(p)), 0, 1)
-        frames[name] = M.read_predictions(write_suite(tmp_path / f"{name}.csv", y, q))
+        frames[name] = E.read_predictions(write_suite(tmp_path / f"{name}.csv", y, q))
     table = M.compare(frames, n_boot=200)
     assert len(table) == 3 and set(table["model_a"]) | set(table["model_b"]) == set(frames)
     for column in ("mcnemar_p", "mcnemar_p_holm", "auc_difference", "auc_difference_low", "auc_difference_p"):
@@ -351,7 +352,7 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
 def test_compare_the_study_files_mcnemar_only(shared_data):
     folder = shared_data / "reference-predictions"
     frames = {
-        n: M.read_predictions(folder / f)
+        n: E.read_predictions(folder / f)
         for n, f in (("vgg19", "VGG19 results.csv"), ("own", "Self-Define-Results.csv"))
     }
     table = M.compare(frames, n_boot=50)

@@ -12,6 +12,7 @@ from PIL import Image
 from xraylib import metrics as M
 from xraylib import plots as P
 from xraylib.errors import InputError
+from xraylib.evaluate import read_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -218,7 +219,7 @@ def test_comparison_figures(tmp_path, predictions, shared_data):
             }
         )
         rows.append(M.leaderboard_row(name, M.evaluate(y, q, patient, 0.5, n_boot=100)))
-    frames["study vgg19"] = M.read_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
+    frames["study vgg19"] = read_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
     fig = P.plot_roc_overlay(frames, path=tmp_path / "overlay.png")
     words = check(fig, tmp_path / "overlay.png")
     assert "vgg16 (AUC" in words and "study vgg19 (hard labels: one point)" in words

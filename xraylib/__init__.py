@@ -1,15 +1,16 @@
 """xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
 
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
-synth, images, pipeline, layers, models, train, checkpoint, tracking, metrics, plots, explain, report, sweep,
-notebook, predict, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
+synth, images, pipeline, layers, models, train, checkpoint, tracking, metrics, evaluate, plots, explain, report,
+sweep, workers, notebook, predict, probe, bench, errors, fileio, cli (the training and model functions load
+TensorFlow when called).
 """
 
 from xraylib.backbones import BACKBONES, get_backbone
 from xraylib.config import PRESETS, RunConfig, resolve_config
 from xraylib.data import assign_subsets, build_index, summarize
 from xraylib.errors import InputError
-from xraylib.metrics import evaluate, evaluate_file
+from xraylib.evaluate import evaluate_file, evaluate_on
 from xraylib.synth import make_dataset
 
 __version__ = "0.1.0"
@@ -20,8 +21,8 @@ __all__ = [
     "RunConfig",
     "assign_subsets",
     "build_index",
-    "evaluate",
     "evaluate_file",
+    "evaluate_on",
     "get_backbone",
     "make_dataset",
     "resolve_config",

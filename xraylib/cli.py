@@ -81,7 +81,7 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from xraylib.metrics import evaluate_file, format_report
+    from xraylib.evaluate import evaluate_file, evaluate_on, format_report, sensitivity_by_kind_of_file
 
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
@@ -90,16 +90,12 @@ def _evaluate(a: argparse.Namespace) -> None:
     if a.run:
         if not a.data:
             raise InputError("--run needs --data DIR: the labelled images to score the run on")
-        from xraylib.evaluate import evaluate_on
-
         result = evaluate_on(a.run, a.data, a.out, n_boot=a.bootstrap, seed=a.seed)
     else:
         if a.out:
             raise InputError("--out goes with --run RUN_DIR (a predictions file is scored as it is)")
         result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
         if a.data:
-            from xraylib.evaluate import sensitivity_by_kind_of_file
-
             result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(a.predictions, a.data, a.bootstrap, a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
 

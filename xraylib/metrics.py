@@ -9,15 +9,13 @@ Every dict returned here is plain JSON-ready data: undefined values are `None`, 
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from xraylib.errors import InputError, check_memory
+from xraylib.errors import InputError
 
 # Metric names in report order; the first group depends on the threshold, the second on probabilities only.
 THRESHOLD_METRICS = (
@@ -53,115 +51,8 @@ STUDY_TITLES = {
     "roc_auc_hard_labels": "ROC-AUC on hard labels",
 }
 LABEL_VALUES = {"normal": 0, "pneumonia": 1, "pnemonia": 1, "covid": 1, "covid-19": 1}
-STUDY_COLUMNS = ("Filename", "real", "Predictions")
-SUITE_COLUMNS = ("file", "patient", "label", "p_pneumonia", "predicted")
 ECE_BINS = 10
 CONFIDENCE = 0.95
-
-
-# ---------------------------------------------------------------------------------------------- reading files
-
-
-def _labels(values: pd.Series, column: str, path: str) -> np.ndarray:
-    """Map label strings (normal | pneumonia, the study's Pnemonia/Covid) to 0/1, naming unknown ones."""
-    missing = values.isna() | (values.astype(str).str.strip() == "")
-    if missing.any():
-        lines = ", ".join(str(i + 2) for i in np.flatnonzero(missing)[:3])
-        raise InputError(f"{path}: column {column!r} has {int(missing.sum())} empty or missing value(s) (line {lines})")
-    keys = values.astype(str).str.strip().str.lower()
-    unknown = sorted(set(keys) - set(LABEL_VALUES))
-    if unknown:
-        shown = ", ".join(repr(u) for u in unknown[:3])
-        raise InputError(f"{path}: column {column!r} has unknown label(s) {shown} (expected Normal or Pneumonia)")
-    return keys.map(LABEL_VALUES).to_numpy(dtype=np.int64)
-
-
-def _probabilities(values: pd.Series, column: str, path: str) -> np.ndarray:
-    """Parse a probability column, rejecting non-numbers, NaNs and values outside [0, 1]."""
-    p = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    bad = np.isnan(p) & values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{path}: column {column!r} has a non-numeric value {values.iloc[i]!r} on line {i + 2}")
-    if np.isnan(p).any():
-        lines = ", ".join(str(i + 2) for i in np.flatnonzero(np.isnan(p))[:3])
-        raise InputError(f"{path}: column {column!r} has {int(np.isnan(p).sum())} missing value(s) (line {lines})")
-    outside = (p < 0) | (p > 1)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise InputError(
-            f"{path}: column {column!r} has {int(outside.sum())} value(s) outside [0, 1] "
-            f"(e.g. {float(p[i])!r} on line {i + 2})"
-        )
-    return p
-
-
-def _patients(files: pd.Series) -> np.ndarray:
-    """Patient keys from Kermany file names (xraylib.data.patient_key)."""
-    from xraylib.data import patient_key
-
-    return np.array([patient_key(str(f)) for f in files], dtype=object)
-
-
-def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read the study's `Filename,real,Predictions` files or our predictions.csv into one tidy frame.
-
-    Columns: file, patient, y_true (0/1), p (P(pneumonia), NaN for hard-label files), y_pred (0/1), and `path`
-    when the file has one. `frame.attrs["format"]` is "study" or "suite".
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"predictions file {str(path)!r} does not exist")
-    try:
-        raw = pd.read_csv(path, dtype=str)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV file ({str(exc).splitlines()[0]})") from None
-    raw.columns = [str(c).strip() for c in raw.columns]
-    name = str(path)
-    if set(STUDY_COLUMNS) <= set(raw.columns):
-        kind = "study"
-        frame = pd.DataFrame({"file": raw["Filename"].astype(str).str.strip()})
-        frame["y_true"] = _labels(raw["real"], "real", name)
-        frame["p"] = np.nan
-        frame["y_pred"] = _labels(raw["Predictions"], "Predictions", name)
-    elif {"file", "label", "p_pneumonia"} <= set(raw.columns):
-        kind = "suite"
-        frame = pd.DataFrame({"file": raw["file"].astype(str).str.strip()})
-        frame["y_true"] = _labels(raw["label"], "label", name)
-        frame["p"] = _probabilities(raw["p_pneumonia"], "p_pneumonia", name)
-        if "predicted" in raw.columns:
-            frame["y_pred"] = _labels(raw["predicted"], "predicted", name)
-        else:
-            frame["y_pred"] = (frame["p"] >= 0.5).astype(np.int64)
-    else:
-        have = set(raw.columns)
-        want = [c for c in ("file", "label", "p_pneumonia") if c not in have]
-        if have & set(STUDY_COLUMNS):
-            want = [c for c in STUDY_COLUMNS if c not in have]
-        raise InputError(
-            f"{path}: missing column(s) {', '.join(want)} (expected {','.join(SUITE_COLUMNS)} "
-            f"or the study's {','.join(STUDY_COLUMNS)}; found {','.join(raw.columns) or 'none'})"
-        )
-    if frame.empty:
-        raise InputError(f"{path}: no prediction rows")
-    key = frame["file"]
-    if "path" in raw.columns:  # the same file name may come from two folders: the path tells them apart
-        paths = raw["path"].fillna("").astype(str)
-        key = paths.where(paths != "", frame["file"])
-    repeated = key.duplicated(keep=False).to_numpy()
-    if repeated.any():
-        rows = ", ".join(str(i + 2) for i in np.flatnonzero(repeated)[:4])
-        first = frame.loc[repeated, "file"].iloc[0]
-        raise InputError(f"{path}: image {first!r} is listed more than once (lines {rows}): one row per image")
-    if kind == "suite" and "patient" in raw.columns and raw["patient"].notna().all():
-        frame.insert(1, "patient", raw["patient"].astype(str).to_numpy())
-    else:
-        frame.insert(1, "patient", _patients(frame["file"]))
-    if "path" in raw.columns:
-        frame["path"] = raw["path"].astype(str)
-    frame.attrs["format"] = kind
-    frame.attrs["source"] = name
-    return frame
 
 
 # ---------------------------------------------------------------------------------------------- point metrics
@@ -438,120 +329,6 @@ def infer_threshold(frame: pd.DataFrame) -> float | None:
     if np.isnan(p).any() or not pred.any() or (p[pred == 0] >= p[pred == 1].min()).any():
         return None
     return float(p[pred == 1].min())
-
-
-def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
-    """The threshold behind a predictions.csv: from metrics.json beside it, else from the predicted column."""
-    meta = path.with_name("metrics.json")
-    if meta.is_file():
-        try:
-            value = json.loads(meta.read_text())["threshold"]["value"]
-            return float(value), f"from {meta.name}"
-        except (ValueError, KeyError, TypeError):
-            pass
-    inferred = infer_threshold(frame)
-    if inferred is not None:
-        return inferred, "inferred from the predicted column"
-    if not (frame["y_pred"] == 1).any() and len(frame):
-        return None, "predicted column holds no pneumonia prediction"
-    return None, "the predicted column is not a threshold of p_pneumonia"
-
-
-def evaluate_file(
-    path: str | Path, n_boot: int = 1000, seed: int = 0, threshold: tuple[float, str] | None = None
-) -> dict:
-    """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready.
-    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file."""
-    if n_boot < 0:
-        raise InputError(f"--bootstrap {n_boot}: must not be negative")
-    path = Path(path)
-    frame = read_predictions(path)
-    check_memory(16 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
-    y = frame["y_true"].to_numpy()
-    if not 0 < y.sum() < len(y):
-        only = "pneumonia" if y[0] else "normal"
-        raise InputError(
-            f"{path}: every label is {only}: AUC is undefined with one class (and so is sensitivity or specificity)"
-        )
-    p, groups, kind = frame["p"].to_numpy(), frame["patient"].to_numpy(), frame.attrs["format"]
-    result: dict = {
-        "file": str(path),
-        "format": kind,
-        "n_images": int(len(frame)),
-        "n_patients": int(frame["patient"].nunique()),
-        "n_pneumonia": int(y.sum()),
-        "n_normal": int(len(y) - y.sum()),
-        "threshold": None,
-        "threshold_source": None,
-    }
-    if kind == "study":
-        result["threshold_source"] = "hard labels in the file"
-        result["at_threshold"] = evaluate(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
-    else:
-        threshold, source = threshold or _run_threshold(path, frame)
-        result["threshold"], result["threshold_source"] = threshold, source
-        result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
-        result["at_threshold"]["threshold"] = threshold
-        result["at_0.5"] = evaluate(y, p, groups, 0.5, n_boot, seed)
-    result["study_figures"] = {k: _clean(v) for k, v in study_figures(y, frame["y_pred"]).items()}
-    return result
-
-
-def _interval(entry: dict, digits: int = 4) -> str:
-    if entry["value"] is None:
-        return "undefined"
-    text = f"{entry['value']:.{digits}f}"
-    if entry["low"] is not None:
-        text += f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
-    return text
-
-
-def format_report(result: dict) -> str:
-    """A readable report of evaluate_file's result; the study's own figures at full float precision."""
-    boot = result["at_threshold"]["bootstrap"]
-    kind = "the study's format: hard labels, no probabilities" if result["format"] == "study" else "probabilities"
-    lines = [f"run: {result['run']} on {result['data']} ({result['layout']} layout)"] if "run" in result else []
-    lines += [
-        f"predictions: {result['file']} ({kind})",
-        f"images: {result['n_images']} (pneumonia {result['n_pneumonia']}, normal {result['n_normal']}), "
-        f"patients: {result['n_patients']}",
-    ]
-    if boot["resamples"]:
-        lines.append(f"95 % CIs: bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}")
-    columns = [("at_threshold", "hard labels in the file" if result["format"] == "study" else "")]
-    if result["format"] != "study":
-        t = result["threshold"]
-        columns[0] = ("at_threshold", f"run threshold {t:.4f}" if t is not None else "predicted column")
-        columns.append(("at_0.5", "threshold 0.5"))
-    lines.append("")
-    lines.append(f"{'metric':<28}" + "".join(f"{title:<28}" for _, title in columns).rstrip())
-    for name in METRICS:
-        cells = "".join(f"{_interval(result[key][name]):<28}" for key, _ in columns)
-        lines.append(f"{TITLES[name]:<28}{cells}".rstrip())
-    cells = "".join(f"{'{tn}/{fp}/{fn}/{tp}'.format(**result[key]['confusion']):<28}" for key, _ in columns)
-    lines.append(f"{'TN/FP/FN/TP':<28}{cells}".rstrip())
-    if result["threshold_source"] and result["format"] != "study":
-        lines.append(f"run threshold: {result['threshold_source']}")
-    lines.append("")
-    if result["format"] == "study":
-        lines.append("the study's own figures (hard labels, full precision as the study printed them):")
-    else:
-        lines.append("the study's figures computed its way (from the predicted labels, full precision):")
-    for name in STUDY_FIGURES:
-        value = result["study_figures"][name]
-        lines.append(f"  {STUDY_TITLES[name]:<24}{value!r}")
-    by_kind = result.get("sensitivity_by_kind") or {}
-    if by_kind:
-        lines.append("")
-        lines.append("sensitivity by pneumonia kind (of the predicted labels above):")
-        for kind, entry in by_kind.items():
-            lines.append(f"  {kind:<24}{_interval(entry)}  ({entry['n_images']} images)")
-    notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
-    if notes:
-        lines.append("")
-        lines.append("notes:")
-        lines.extend(f"  - {n}" for n in notes)
-    return "\n".join(lines)
 
 
 def leaderboard_row(name: str, result: dict) -> dict:
