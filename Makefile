@@ -8,7 +8,7 @@ DEMO_REPORT := reports/demo
 # A folder of Keras' ImageNet *_notop.h5 files for machines without internet (`make demo WEIGHTS_DIR=DIR`).
 WEIGHTS_DIR ?=
 
-.PHONY: demo test lint format clean lock
+.PHONY: demo test browser lint format clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium and its driver, for the prediction page's browser tests: installed when chromedriver is missing
+# and make runs as root (CI); otherwise those tests skip, naming the packages.
+browser:
+	@if ! command -v chromedriver >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			|| echo "make: could not install chromium chromium-driver; the browser tests will skip"; \
+	fi
 
 format: $(STAMP)
 	$(BIN)/ruff format .
