@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from xraylib.predict import Predictor
 
 HOST = "127.0.0.1"
+NOTEBOOK_HEIGHT = 900  # pixels of the inline frame in a notebook (Gradio's 500 hides the results)
 UPLOADS_KEPT = 3600  # seconds Gradio keeps uploaded radiographs (and the figures) in its temporary cache
 RUN_FILES = ("model.keras", "metrics.json")  # the model and its validation-chosen threshold
 COLUMNS = ["file", "P(pneumonia)", "prediction"]
@@ -140,4 +141,5 @@ def launch_app(
     run_dir: str | os.PathLike, port: int | None = None, share: bool | None = None, **launch_options
 ) -> gr.Blocks:
     """Build the page of RUN_DIR and serve it: the one call of a notebook cell (the page shows inline)."""
+    launch_options.setdefault("height", NOTEBOOK_HEIGHT)
     return serve(build_app(run_dir), port=port, share=share, **launch_options)
