@@ -10,7 +10,7 @@ WEIGHTS_DIR ?=
 # Runs at once: one per core (on Ray when above 1); `make demo JOBS=1` runs them one after another without Ray.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: demo test lint format clean lock
+.PHONY: demo test browser lint format clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest
+
+# Debian's Chromium and its driver, for the prediction page's browser tests: installed when chromedriver is missing
+# and make runs as root (CI); otherwise those tests skip, naming the packages.
+browser:
+	@if ! command -v chromedriver >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			|| echo "make: could not install chromium chromium-driver; the browser tests will skip"; \
+	fi
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -127,6 +127,19 @@ def _predict(a: argparse.Namespace) -> int:
     return 1 if unreadable else 0
 
 
+def _app(a: argparse.Namespace) -> None:
+    from xraylib.app import build_app, serve
+
+    if a.port is not None and not 0 < a.port < 65536:
+        raise InputError(f"--port {a.port}: expected a port number in 1..65535")
+    page = build_app(a.run_dir)
+    share = True if a.share else None  # None: Gradio's choice (it needs a public link on a hosted notebook)
+    serve(page, port=a.port, share=share, prevent_thread_lock=True, quiet=True)
+    public = f" and {page.share_url}" if page.share_url else ""
+    print(f"prediction page for {a.run_dir} on {page.local_url}{public} (Ctrl-C stops it)", flush=True)
+    page.block_thread()
+
+
 def _bench_pipeline(a: argparse.Namespace) -> None:
     from xraylib.bench import bench_pipeline, format_bench
 
@@ -152,7 +165,7 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
-TENSORFLOW_VERBS = ("train", "predict", "bench", "probe")
+TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app")
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
@@ -269,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM PNG per image into DIR")
     s.add_argument("--threshold", type=float, help="decision threshold (default: the run's own)")
     s.set_defaults(func=_predict)
+
+    s = verbs.add_parser("app", parents=[common], help="a prediction page in the browser for a finished run (Gradio)")
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `xraylib train` (or a sweep)")
+    s.add_argument("--port", type=int, help="port to listen on (default: Gradio's, 7860 or the next free one)")
+    s.add_argument("--share", action="store_true", help="also open a temporary public link (needs internet)")
+    s.set_defaults(func=_app)
 
     bench = verbs.add_parser("bench", help="benchmarks that print figures").add_subparsers(
         dest="what", required=True, metavar="WHAT"

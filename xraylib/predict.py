@@ -193,7 +193,7 @@ def _label(p: float, threshold: float) -> str:
     return "pneumonia" if p >= threshold else "normal"
 
 
-def _number(x: float, threshold: float | None = None) -> str:
+def format_probability(x: float, threshold: float | None = None) -> str:
     """3 decimals, or as many as it takes (up to 7) to show that x differs from 0, 1 or the threshold."""
     for digits in range(3, 8):
         text = f"{x:.{digits}f}"
@@ -290,8 +290,8 @@ def plot_prediction(
         bar = fig.colorbar(ScalarMappable(Normalize(0, 1), ListedColormap(key)), ax=axes[1], shrink=0.8, pad=0.02)
         bar.set_label("Grad-CAM activation (normalised)", fontsize=8)
         fig.suptitle(
-            f"{predicted} · P(pneumonia) = {_number(p, threshold)} (threshold {_number(threshold)})"
-            + (f"\n{title}" if title else ""),
+            f"{predicted} · P(pneumonia) = {format_probability(p, threshold)}"
+            f" (threshold {format_probability(threshold)})" + (f"\n{title}" if title else ""),
             color=CLASS_COLORS[predicted],
         )
     return save_png(fig, path)
@@ -402,7 +402,7 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
         if row["error"]:
             lines.append(f"{name:<{width}}  {'-':>12}  error: {row['error']}")
         else:
-            p = _number(row["p_pneumonia"], table.attrs.get("threshold"))
+            p = format_probability(row["p_pneumonia"], table.attrs.get("threshold"))
             lines.append(f"{name:<{width}}  {p:>12}  {row['predicted']}")
     if len(table) > rows:
         lines.append(f"... and {len(table) - rows} more rows" + (" (see the CSV)" if table.attrs.get("out") else ""))
@@ -414,7 +414,7 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
         f"{n_err} unreadable"
     )
     if "threshold" in attrs:
-        summary += f"; threshold {_number(attrs['threshold'])} ({attrs['threshold_source']})"
+        summary += f"; threshold {format_probability(attrs['threshold'])} ({attrs['threshold_source']})"
     lines.append(summary)
     if attrs.get("seconds") and len(table) - n_err:
         rate = (len(table) - n_err) / attrs["seconds"]
