@@ -2,7 +2,7 @@
 
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
 synth, images, pipeline, layers, models, train, checkpoint, metrics, plots, explain, report, sweep, notebook,
-predict, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
+predict, export, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
 """
 
 from xraylib.backbones import BACKBONES, get_backbone
