@@ -28,6 +28,7 @@ def test_import_is_light_and_modules_are_reachable():
         ["report"],
         ["evaluate"],
         ["predict"],
+        ["export"],
         ["bench", "pipeline"],
     ],
 )

@@ -2,7 +2,7 @@
 
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
 synth, images, pipeline, layers, models, train, checkpoint, tracking, metrics, evaluate, plots, explain, report,
-sweep, workers, notebook, predict, app, probe, bench, errors, fileio, cli (the training and model functions load
+sweep, workers, notebook, predict, app, export, probe, bench, errors, fileio, cli (the training and model functions load
 TensorFlow when called).
 """
 

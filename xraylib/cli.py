@@ -140,6 +140,12 @@ def _app(a: argparse.Namespace) -> None:
     page.block_thread()
 
 
+def _export(a: argparse.Namespace) -> None:
+    from xraylib.export import export_run, format_export
+
+    print(format_export(export_run(a.run_dir, a.format, out=a.out, quiet=not a.verbose)))
+
+
 def _bench_pipeline(a: argparse.Namespace) -> None:
     from xraylib.bench import bench_pipeline, format_bench
 
@@ -165,7 +171,7 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
-TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app")
+TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
@@ -288,6 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port to listen on (default: Gradio's, 7860 or the next free one)")
     s.add_argument("--share", action="store_true", help="also open a temporary public link (needs internet)")
     s.set_defaults(func=_app)
+
+    s = verbs.add_parser(
+        "export", parents=[common], help="export a run's model as a SavedModel, ONNX or LiteRT file for serving"
+    )
+    s.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `xraylib train` (holds model.keras)")
+    s.add_argument("--format", required=True, choices=("saved_model", "onnx", "tflite"), help="the export format")
+    s.add_argument(
+        "--out",
+        metavar="DIR",
+        help="folder for the model and export.json (default RUN_DIR/export/FORMAT; replaced if it is an earlier "
+        "export, else it must be new or empty)",
+    )
+    s.set_defaults(func=_export)
 
     bench = verbs.add_parser("bench", help="benchmarks that print figures").add_subparsers(
         dest="what", required=True, metavar="WHAT"

@@ -1,0 +1,537 @@
+"""Export a run's model for serving without xraylib or Keras: a TensorFlow SavedModel, ONNX, or LiteRT (TFLite).
+
+The exported model takes what the run's own model takes, the **gray** image resized to the run's size: input
+`image`, float32 (batch, S, S, 1), values in [0, 255], what `xraylib.images.load_gray(path, S)` returns (any
+JPEG/PNG decoded to 8-bit gray, RGB as ITU-R 601 luma like Pillow's `convert("L")`, the whole image resized to
+S x S without cropping). It returns output `p_pneumonia`, float32 (batch,): P(pneumonia), exactly what
+`xraylib predict` computes (the study's two-unit head normalised to one probability, the flip average of a run
+with `tta`). Gray to RGB and the backbone's preprocessing are inside the model; the augmentation layers are inactive
+(inference mode). A mixed-precision run is exported in float32 (its layers rebuilt with the float32 policy; the
+weights are float32 already).
+
+`export.json` beside the model holds the decision threshold (from the run's metrics.json, read by
+`xraylib.predict.resolve_threshold`), the class names, the input and output specification, backbone, image size and
+versions. Each export is loaded with its own runtime (TensorFlow, onnxruntime, the LiteRT interpreter) before it
+is kept, and must predict within TOLERANCE of the Keras model on a fixed set of check images.
+
+SavedModel and LiteRT files are written by Keras' `Model.export`. ONNX is converted with tf2onnx (the library
+Keras' own ONNX export calls) from a frozen graph: Keras' `Model.export(format="onnx")` hands tf2onnx a function
+whose captured constants (the mean and variance of a `Normalization` layer, as in the `demo` head) become extra
+required inputs of the ONNX model, which then cannot run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from xraylib.errors import InputError
+
+if TYPE_CHECKING:
+    import keras
+
+FORMATS = ("saved_model", "onnx", "tflite")
+ARTIFACTS = {"saved_model": "saved_model", "onnx": "model.onnx", "tflite": "model.tflite"}
+RUNTIMES = {"saved_model": "TensorFlow", "onnx": "onnxruntime", "tflite": "LiteRT"}
+CONVERTERS = {"saved_model": "Keras SavedModel export", "onnx": "tf2onnx", "tflite": "Keras LiteRT export"}
+CLASS_NAMES = ("normal", "pneumonia")  # index 0 and 1; pneumonia when p_pneumonia >= threshold
+INPUT_NAME, OUTPUT_NAME = "image", "p_pneumonia"
+SIGNATURE = "serving_default"
+EXPORT_JSON = "export.json"
+TOLERANCE = 1e-4  # max |export - Keras| of P(pneumonia) on the check images
+BATCH = 32  # images per call of an exported model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Where an export goes
+
+
+def run_folder(path: str | os.PathLike) -> Path:
+    """The run folder of RUN_DIR (or of its model.keras, given instead); one-line error when it holds no model."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        path = path.parent
+    if not path.is_dir():
+        raise InputError(f"{path}: no such run folder")
+    if not (path / "model.keras").is_file():
+        raise InputError(f"{path}: holds no model.keras (not a finished run of `xraylib train`)")
+    return path
+
+
+def default_out(run_dir: str | os.PathLike, fmt: str) -> Path:
+    """RUN_DIR/export/<format>/."""
+    return Path(run_dir) / "export" / fmt
+
+
+def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, before any work, an output folder that would replace the run, a file, or a folder of other files.
+
+    The folder is replaced as a whole, so it must be new, empty, or an earlier export (it holds export.json).
+    """
+    from xraylib.fileio import output_dir
+
+    out, run = Path(out), Path(run_dir).resolve()
+    target = out.resolve()
+    if target == run or target in run.parents:
+        raise InputError(f"{option} {out}: is the run folder or holds it; choose a new folder")
+    if out.exists() and not out.is_dir():
+        what = "a file of the run" if run in target.parents else "an existing file"
+        raise InputError(f"{option} {out}: is {what}, not a folder; choose a new folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_JSON).is_file():
+        raise InputError(
+            f"{option} {out}: holds files that are not an xraylib export (no {EXPORT_JSON}); "
+            "choose a new or empty folder"
+        )
+    return output_dir(out, option)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model that is exported
+
+
+def _layers(model) -> Iterator:
+    """Every layer of a model, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+def precision(model: keras.Model) -> str:
+    """The model's dtype policy: "float32", or the mixed policy its layers use (e.g. "mixed_float16")."""
+    names = sorted({layer.dtype_policy.name for layer in _layers(model)} - {"float32"})
+    return ",".join(names) or "float32"
+
+
+def _float32_config(obj):
+    """A model config with every mixed dtype policy (and float16/bfloat16 tensor dtype) set to float32."""
+    if isinstance(obj, list):
+        return [_float32_config(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    obj = {k: _float32_config(v) for k, v in obj.items()}
+    config = obj.get("config")
+    if obj.get("class_name") in ("DTypePolicy", "FloatDTypePolicy") and isinstance(config, dict):
+        if str(config.get("name", "")).startswith("mixed_"):
+            obj["config"] = {**config, "name": "float32"}
+    elif (
+        obj.get("class_name") == "__keras_tensor__"
+        and isinstance(config, dict)
+        and config.get("dtype") in ("float16", "bfloat16")
+    ):
+        obj["config"] = {**config, "dtype": "float32"}
+    return obj
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """The model itself when it computes in float32; else the same architecture rebuilt with float32 layers and
+    the same weights (mixed precision keeps its weights in float32, so they carry over exactly)."""
+    if precision(model) == "float32":
+        return model
+    import keras
+
+    import xraylib.layers  # noqa: F401  (registers the custom layers)
+
+    with _policy("float32"):
+        copy = model.__class__.from_config(_float32_config(model.get_config()))
+    copy.set_weights(model.get_weights())
+    for layer in _layers(copy):
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()  # its mean and variance tensors are computed from the weights just set
+    return copy
+
+
+@contextlib.contextmanager
+def _policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy set to `name` for the block."""
+    import keras
+
+    saved = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(saved)
+
+
+def _probability(outputs):
+    """P(pneumonia) from the sound head's (N, 1) or the seed head's (N, 2) outputs, as `models.probability`."""
+    from keras import ops
+
+    outputs = ops.cast(outputs, "float32")
+    if outputs.shape[-1] == 1:
+        return ops.squeeze(outputs, -1)
+    total = outputs[:, 0] + outputs[:, 1]
+    positive = ops.greater(total, 0.0)
+    return ops.where(positive, outputs[:, 1] / ops.where(positive, total, 1.0), 0.5)
+
+
+def serving_model(model: keras.Model, tta: bool = False) -> keras.Model:
+    """image (N, S, S, 1) float32 [0, 255] -> {"p_pneumonia": (N,)}: the run's model in inference mode, its output
+    turned into one probability, averaged with the horizontally flipped image when the run used `tta`."""
+    import keras
+    from keras import ops
+
+    size = int(model.inputs[0].shape[1])
+    with _policy("float32"):
+        image = keras.Input((size, size, 1), name=INPUT_NAME, dtype="float32")
+        p = _probability(model(image, training=False))
+        if tta:
+            p = (p + _probability(model(ops.flip(image, axis=2), training=False))) / 2.0
+        return keras.Model(image, {OUTPUT_NAME: p}, name="xraylib_export")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Converters
+
+
+def _input_spec(size: int):
+    import tensorflow as tf
+
+    return tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT_NAME)
+
+
+def _to_onnx(model: keras.Model, path: Path, size: int) -> None:
+    """tf2onnx on the frozen inference graph: captured constants become ONNX initializers, not inputs."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    try:
+        import onnx
+        import tf2onnx
+    except ImportError as exc:
+        raise InputError(f"--format onnx needs tf2onnx and onnx (pip install 'xraylib[export]'): {exc}") from None
+    with contextlib.suppress(ImportError):  # Keras' own patch of tf2onnx for NumPy 2 (np.object, np.cast)
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+
+    function = tf.function(lambda image: model(image, training=False)[OUTPUT_NAME])
+    frozen = convert_variables_to_constants_v2(
+        function.get_concrete_function(_input_spec(size)), lower_control_flow=False, aggressive_inlining=True
+    )
+    inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise RuntimeError(f"the frozen graph has inputs {inputs} and outputs {outputs}, expected one of each")
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(add_shapes=True),
+        name="xraylib",
+        input_names=inputs,
+        output_names=outputs,
+        tensors_to_rename={inputs[0]: INPUT_NAME, outputs[0]: OUTPUT_NAME},
+    )
+    for value in (*proto.graph.input, *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.save(proto, str(path))
+
+
+def convert(model: keras.Model, fmt: str, path: Path) -> None:
+    """Write the serving model in `fmt` to `path` (a folder for saved_model, a file otherwise)."""
+    size = int(model.inputs[0].shape[1])
+    if fmt == "saved_model":
+        model.export(str(path), format="tf_saved_model", input_signature=[_input_spec(size)], verbose=False)
+    elif fmt == "tflite":
+        model.export(str(path), format="litert", input_signature=[_input_spec(size)], verbose=False)
+    elif fmt == "onnx":
+        _to_onnx(model, path, size)
+    else:
+        raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading an export with its own runtime
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's type and the first line of its message."""
+    from xraylib.models import _first_line as first_line
+
+    return f"{type(exc).__name__}: {first_line(exc, limit)}"
+
+
+class ExportedModel:
+    """An export loaded with its own runtime: `predict(images)` -> (N,) P(pneumonia) for float (N, S, S, 1) gray
+    images in [0, 255]. `path` is an export folder (with export.json) or the model file / SavedModel folder."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None):
+        from xraylib.fileio import read_json
+
+        path = Path(path)
+        self.info: dict = {}
+        if (path / EXPORT_JSON).is_file():
+            self.info = read_json(path / EXPORT_JSON)
+            fmt = fmt or self.info.get("format")
+            path = path / str(self.info.get("model_file") or ARTIFACTS.get(str(fmt), ""))
+        if fmt is None:
+            fmt = {".onnx": "onnx", ".tflite": "tflite"}.get(path.suffix.lower(), "saved_model")
+        if fmt not in FORMATS:
+            raise InputError(f"{path}: unknown export format {fmt!r} (expected one of {', '.join(FORMATS)})")
+        if not path.exists():
+            raise InputError(f"{path}: no such exported model")
+        self.path, self.format = path, fmt
+        try:
+            self._run = getattr(self, f"_load_{fmt}")()
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot load {path} ({_first_line(exc)})") from None
+
+    def _load_saved_model(self):
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(str(self.path)).signatures[SIGNATURE]
+        return lambda x: signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME].numpy()
+
+    def _load_onnx(self):
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise InputError(
+                f"--format onnx: onnxruntime is not installed (pip install 'xraylib[export]'): {exc}"
+            ) from None
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+
+    def _load_tflite(self):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:  # the LiteRT interpreter TensorFlow still ships
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter  # noqa: N806
+        runner = Interpreter(model_path=str(self.path)).get_signature_runner(SIGNATURE)
+        return lambda x: runner(**{INPUT_NAME: x})[OUTPUT_NAME]
+
+    def predict(self, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
+        """(N,) float32 P(pneumonia), in batches of at most `batch_size` images."""
+        images = np.asarray(images, dtype="float32")
+        if images.ndim == 3:
+            images = images[..., None]
+        parts = [
+            np.asarray(self._run(np.ascontiguousarray(images[i : i + batch_size])), dtype="float32").reshape(-1)
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype="float32")
+
+
+def load_export(path: str | os.PathLike) -> ExportedModel:
+    """An export folder written by `xraylib export` (or its model file), loaded with its format's runtime."""
+    return ExportedModel(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Export a run
+
+
+def check_images(size: int) -> np.ndarray:
+    """Fixed float32 (6, S, S, 1) images in [0, 255] for the export check: black, white, noise, a gradient, and
+    two chest-like pictures (bright body, two dark lung fields, one with a bright opacity)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size].astype("float32") / max(1, size - 1)
+    body = 200.0 * np.exp(-(((x - 0.5) / 0.45) ** 6 + ((y - 0.55) / 0.5) ** 6))
+    lungs = np.exp(-(((x - 0.3) / 0.13) ** 2 + ((y - 0.5) / 0.25) ** 2)) + np.exp(
+        -(((x - 0.7) / 0.13) ** 2 + ((y - 0.5) / 0.25) ** 2)
+    )
+    chest = np.clip(body * (1.0 - 0.6 * lungs) + rng.normal(0, 6, (size, size)), 0, 255)
+    opacity = 90.0 * np.exp(-(((x - 0.68) / 0.08) ** 2 + ((y - 0.6) / 0.1) ** 2))
+    images = [
+        np.zeros((size, size)),
+        np.full((size, size), 255.0),
+        rng.uniform(0, 255, (size, size)),
+        255.0 * x,
+        chest,
+        np.clip(chest + opacity, 0, 255),
+    ]
+    return np.stack(images).astype("float32")[..., None]
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Iterator[None]:
+    """Converters' and runtimes' own log lines (file descriptor 2, Python warnings, TensorFlow's logger) kept
+    out of the way while `enabled`."""
+    if not enabled:
+        yield
+        return
+    import logging
+    import warnings
+
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx", "absl")]
+    levels = [logger.level for logger in loggers]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+def _versions(fmt: str) -> dict[str, str]:
+    """Versions of xraylib and of the libraries that wrote and checked the export."""
+    from importlib import metadata
+
+    import xraylib
+
+    names = {"saved_model": [], "onnx": ["tf2onnx", "onnx", "onnxruntime"], "tflite": ["ai-edge-litert"]}[fmt]
+    versions = {"xraylib": xraylib.__version__}
+    for name in ["tensorflow", "keras", *names]:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def _backbone(model: keras.Model, cfg) -> str:
+    if cfg is not None and cfg.backbone:
+        return str(cfg.backbone)
+    for layer in _layers(model):
+        if getattr(layer, "backbone", None) and isinstance(layer.backbone, str):
+            return layer.backbone
+    return ""
+
+
+def _describe(run: Path, predictor, fmt: str, run_precision: str, diff: float, n_images: int) -> dict:
+    """export.json: what the export takes and returns, the run's threshold and class names, the check, versions."""
+    size, cfg = predictor.image_size, predictor.config
+    how = (
+        "decode the image, convert it to 8-bit gray (RGB as ITU-R 601 luma, as Pillow's convert('L')), resize the "
+        f"whole image to {size}x{size} without cropping (Lanczos), pass the values 0-255 unscaled as float32: what "
+        f"xraylib.images.load_gray(path, {size}) returns"
+    )
+    return {
+        "format": fmt,
+        "model_file": ARTIFACTS[fmt],
+        "runtime": RUNTIMES[fmt],
+        "source_model": str((run / "model.keras").resolve()),
+        "backbone": _backbone(predictor.model, cfg),
+        "head": str(cfg.head) if cfg is not None else "",
+        "image_size": size,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": [None, size, size, 1],
+            "layout": "NHWC",
+            "color": "gray",
+            "range": [0.0, 255.0],
+            "how": how,
+        },
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None], "meaning": "P(pneumonia) per image"},
+        "signature": SIGNATURE if fmt != "onnx" else "",
+        "class_names": list(CLASS_NAMES),
+        "threshold": predictor.threshold,
+        "threshold_source": predictor.threshold_source,
+        "decision": f"{CLASS_NAMES[1]} when {OUTPUT_NAME} >= threshold, else {CLASS_NAMES[0]}",
+        "tta": predictor.tta,
+        "precision": {"run": run_precision, "export": "float32"},
+        "augmentation": "inactive (inference mode)",
+        "check": {
+            "images": n_images,
+            "max_abs_diff": diff,
+            "tolerance": TOLERANCE,
+            "against": "the run's Keras model" + (" rebuilt in float32" if run_precision != "float32" else ""),
+        },
+        "versions": _versions(fmt),
+    }
+
+
+def _convert_and_check(serving, fmt: str, artifact: Path, images: np.ndarray, expected: np.ndarray, quiet: bool):
+    """Convert, load the result with its runtime, and return its max |difference| from `expected` on `images`;
+    a failing converter or runtime, or a difference above TOLERANCE, is a one-line InputError naming the format."""
+    try:
+        with _quiet(quiet):
+            convert(serving, fmt, artifact)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"--format {fmt}: the {CONVERTERS[fmt]} converter failed ({_first_line(exc)})") from None
+    with _quiet(quiet):
+        exported = ExportedModel(artifact, fmt)
+        try:
+            got = exported.predict(images)
+        except Exception as exc:
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot run the export ({_first_line(exc)})") from None
+    diff = float(np.max(np.abs(got.astype("float64") - expected))) if got.shape == expected.shape else np.inf
+    if not diff <= TOLERANCE:
+        raise InputError(
+            f"--format {fmt}: the export's P(pneumonia) differs from the Keras model's by {diff:.3g} on the check "
+            f"images (more than {TOLERANCE:g}); nothing written"
+        )
+    return diff
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike | None = None,
+    quiet: bool = True,
+) -> dict:
+    """Export the run's model.keras in `fmt` into `out` (default RUN_DIR/export/<format>/), with export.json.
+
+    The export is loaded with its format's runtime and compared with the Keras model on `check_images`; one
+    differing by more than TOLERANCE, or a converter or runtime that fails, is a one-line InputError naming the
+    format, and nothing is written. Returns export.json's content (with "out" and "seconds").
+    """
+    from xraylib.fileio import atomic_dir, write_json
+    from xraylib.predict import load_predictor, predict_images
+
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    run = run_folder(run_dir)
+    out = Path(out) if out is not None else default_out(run, fmt)
+    check_out(out, run)
+    started = time.perf_counter()
+    predictor = load_predictor(run / "model.keras")  # the run's image size, threshold (metrics.json) and settings
+    run_precision = precision(predictor.model)
+    with _quiet(quiet):
+        reference = dataclasses.replace(predictor, model=float32_model(predictor.model))
+        serving = serving_model(reference.model, tta=predictor.tta)
+    images = check_images(predictor.image_size)
+    expected = predict_images(reference, images)  # the Keras model's own predictions (with TTA if the run used it)
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
+    try:
+        with atomic_dir(out) as tmp:
+            diff = _convert_and_check(serving, fmt, tmp / ARTIFACTS[fmt], images, expected, quiet)
+            info = _describe(run, predictor, fmt, run_precision, diff, len(images))
+            write_json(tmp / EXPORT_JSON, info)
+    except BaseException:
+        for folder in created:  # folders made for an export that was not written
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return {**info, "out": str(out), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def format_export(info: dict) -> str:
+    """What the export verb prints: where it went, the input and output, the threshold, the check."""
+    spec, size = info["input"], info["image_size"]
+    lines = [
+        f"exported {info['source_model']} as {info['format']} to {Path(info['out']) / info['model_file']}",
+        f"  input  {spec['name']!r}: float32 (batch, {size}, {size}, 1), gray image resized to {size} px, "
+        "values 0-255 (not scaled)",
+        f"  output {info['output']['name']!r}: float32 (batch,), P(pneumonia); {CLASS_NAMES[1]} when "
+        f">= {info['threshold']:.6g} ({info['threshold_source']}), else {CLASS_NAMES[0]}",
+        f"  checked with {info['runtime']} on {info['check']['images']} images: max |export - Keras| = "
+        f"{info['check']['max_abs_diff']:.2g} (tolerance {info['check']['tolerance']:g})",
+        f"  {Path(info['out']) / EXPORT_JSON}: threshold, class names, input and output, backbone, versions",
+    ]
+    if info["precision"]["run"] != "float32":
+        lines.insert(3, f"  the run computed in {info['precision']['run']}; the export computes in float32")
+    return "\n".join(lines)
