@@ -341,9 +341,21 @@ def test_export_check_rejects_a_wrong_export(small_run, tmp_path, monkeypatch):
     import xraylib.export as export
 
     monkeypatch.setattr(export.ExportedModel, "predict", lambda self, images: np.full(len(images), 0.5, "float32"))
-    with pytest.raises(InputError, match="--format onnx: the export's P.pneumonia. differs"):
+    with pytest.raises(InputError, match="--format onnx: the export's P.pneumonia. differs") as info:
         export_run(small_run, "onnx", out=tmp_path / "bad")
+    assert "itself" not in str(info.value)  # this model is stable: the export is at fault
     assert not (tmp_path / "bad").exists()
+    # a model whose own outputs move with float rounding more than the tolerance: the error says so
+    monkeypatch.setattr(export, "keras_spread", lambda serving, images, expected: 0.003)
+    with pytest.raises(InputError, match="The Keras model itself differs by 0.003 between predict"):
+        export_run(small_run, "onnx", out=tmp_path / "bad")
+
+
+def test_keras_spread_of_a_stable_model(run_dir, predictor):
+    from xraylib.export import keras_spread, serving_model
+
+    images = check_images(SIZE)
+    assert keras_spread(serving_model(predictor.model), images, predict_images(predictor, images)) < TOLERANCE / 10
 
 
 def test_load_export_errors(tmp_path):
