@@ -386,15 +386,15 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
 
 
 def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd.DataFrame:
-    """The predictions.csv table: file, patient, label, subtype, p_pneumonia, predicted, path."""
+    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, subtype, path."""
     return pd.DataFrame(
         {
             "file": rows["file"],
             "patient": rows["patient"],
             "label": rows["label"],
-            "subtype": rows["subtype"],
             "p_pneumonia": p.astype(float),
             "predicted": np.where(p >= threshold, "pneumonia", "normal"),
+            "subtype": rows["subtype"],
             "path": rows["path"],
         }
     )
