@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xraylib.calibration import Calibration
 from xraylib.cli import main
 from xraylib.errors import InputError
 from xraylib.export import (
@@ -30,13 +31,19 @@ SIZE = 32
 THRESHOLD = 0.4
 
 
-def _write_run(out: Path, model, cfg) -> Path:
+CALIBRATION = Calibration("platt", 1.0, 0.8, applied=True)  # moves every probability up
+
+
+def _write_run(out: Path, model, cfg, calibration: Calibration | None = None) -> Path:
     """A run folder as `xraylib train` leaves it, as far as export reads it: model.keras, config.json,
-    metrics.json (threshold 0.4)."""
+    metrics.json (threshold 0.4, and the calibration when given)."""
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
     (out / "config.json").write_text(json.dumps({"run": cfg.to_json()}))
-    (out / "metrics.json").write_text(json.dumps({"threshold": {"value": THRESHOLD}}))
+    metrics = {"threshold": {"value": THRESHOLD}}
+    if calibration is not None:
+        metrics["calibration"] = calibration.to_json()
+    (out / "metrics.json").write_text(json.dumps(metrics))
     return out
 
 
@@ -50,7 +57,7 @@ def _chest_images(n: int, size: int = SIZE) -> np.ndarray:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """The study's ResNet-34 at 32 px with the smoke preset's head (standardised pooled features: a Normalization
-    layer) and augmentation layers, its frozen statistics set from images as training does."""
+    layer) and augmentation layers, its frozen statistics set from images as training does; calibrated (Platt)."""
     from xraylib.config import resolve_config
     from xraylib.models import adapt_to_data, build_model
 
@@ -58,7 +65,7 @@ def run_dir(tmp_path_factory) -> Path:
     assert cfg.augment and cfg.pooled_norm
     model = build_model(cfg)
     adapt_to_data(model, _chest_images(48), random_backbone=True)
-    return _write_run(tmp_path_factory.mktemp("run"), model, cfg)
+    return _write_run(tmp_path_factory.mktemp("run"), model, cfg, CALIBRATION)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +107,19 @@ def test_predicts_like_keras_on_real_radiographs(fmt, exports, predictor, shared
     assert len(paths) == 10
     images = np.stack([load_gray(p, SIZE) for p in paths])[..., None].astype("float32")
     assert _compare(load_export(exports[fmt]["out"]), predictor, images) <= TOLERANCE
+
+
+def test_the_export_returns_the_runs_calibrated_probability(exports, predictor):
+    """The check images' exported P(pneumonia) is the calibrated one, not the model's raw output."""
+    from xraylib.train import predict_probabilities
+
+    assert predictor.calibration == CALIBRATION
+    images = check_images(SIZE)
+    raw = predict_probabilities(predictor.model, images, predictor.config)
+    exported = load_export(exports["saved_model"]["out"]).predict(images)
+    assert np.max(np.abs(exported - CALIBRATION(raw))) <= TOLERANCE
+    assert np.min(np.abs(exported - raw)) > 10 * TOLERANCE  # the calibration moved every probability
+    assert exports["onnx"]["calibration"] == CALIBRATION.to_json()
 
 
 def test_export_json(exports, run_dir):
@@ -355,7 +375,8 @@ def test_keras_spread_of_a_stable_model(run_dir, predictor):
     from xraylib.export import keras_spread, serving_model
 
     images = check_images(SIZE)
-    assert keras_spread(serving_model(predictor.model), images, predict_images(predictor, images)) < TOLERANCE / 10
+    serving = serving_model(predictor.model, calibration=predictor.calibration)
+    assert keras_spread(serving, images, predict_images(predictor, images)) < TOLERANCE / 10
 
 
 def test_load_export_errors(tmp_path):

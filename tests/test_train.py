@@ -58,6 +58,36 @@ def test_history_and_predictions(smoke_run):
         assert entry["low"] <= entry["value"] <= entry["high"]
 
 
+def test_calibrated_on_validation_then_thresholded(smoke_run):
+    """Platt scaling fitted on validation: stored in metrics.json, applied to the test probabilities (the raw ones
+    beside them), ECE not raised on validation, and the threshold chosen on the calibrated validation ones."""
+    from xraylib.calibration import read_calibration
+    from xraylib.metrics import choose_threshold
+
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    entry = metrics["calibration"]
+    assert entry["method"] == "platt" and entry["fitted_on"] == "validation"
+    assert entry["applied"], entry["note"]  # this seed's 2-epoch model is far from calibrated (ECE 0.27 -> 0.06)
+    val = pd.read_csv(smoke_run / "val_predictions.csv")
+    test = pd.read_csv(smoke_run / "predictions.csv")
+    assert entry["n_images"] == len(val)
+    cal = read_calibration(smoke_run)
+    for frame in (val, test):
+        assert np.allclose(frame["p_pneumonia"], cal(frame["p_uncalibrated"]), atol=1e-9)
+        assert not np.allclose(frame["p_pneumonia"], frame["p_uncalibrated"], atol=1e-3)
+    assert entry["validation"]["ece"]["after"] <= entry["validation"]["ece"]["before"]
+    for subset in ("validation", "test"):
+        for name in ("brier", "ece", "log_loss"):
+            assert {"before", "after"} <= set(entry[subset][name])
+    assert entry["test"]["ece"]["after"] == pytest.approx(metrics["at_threshold"]["ece"]["value"])
+    y_val = (val["label"] == "pneumonia").to_numpy(int)
+    assert metrics["threshold"]["value"] == pytest.approx(choose_threshold(y_val, val["p_pneumonia"]), abs=1e-6)
+    # the report and the notebook's table
+    table = report.calibration_table(metrics)
+    assert table.loc[("validation", "ece"), "after"] == entry["validation"]["ece"]["after"]
+    assert "platt" in table.attrs["title"]
+
+
 def test_finished_run_is_not_overwritten(smoke_run, synth_data):
     before = (smoke_run / "model.keras").stat().st_mtime
     code = main(

@@ -54,6 +54,7 @@ class RunConfig:
     reduce_lr: int = 4  # patience in epochs; 0 = off
     # evaluation
     threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1)
+    calibration: str = "platt"  # platt | temperature | none: fitted on validation, applied before the threshold
     tta: bool = False
     bootstrap: int = 1000
     gradcam_images: int = 16
@@ -81,6 +82,7 @@ SEED = dict(
     keep="last",
     monitor="val_accuracy",
     threshold="0.5",
+    calibration="none",
     dropout=0.0,
 )
 # Fine-tuning whole backbones costs minutes of graph building each on a CPU: the demo trains a standardised linear
@@ -117,6 +119,7 @@ CHOICES = {
     "strategy": STRATEGIES,
     "monitor": ("val_auc", "val_loss", "val_accuracy"),
     "tracker": TRACKERS,
+    "calibration": ("none", "platt", "temperature"),
 }
 
 

@@ -5,7 +5,8 @@ The exported model takes what the run's own model takes, the **gray** image resi
 JPEG/PNG decoded to 8-bit gray, RGB as ITU-R 601 luma like Pillow's `convert("L")`, the whole image resized to
 S x S without cropping). It returns output `p_pneumonia`, float32 (batch,): P(pneumonia), exactly what
 `xraylib predict` computes (the study's two-unit head normalised to one probability, the flip average of a run
-with `tta`). Gray to RGB and the backbone's preprocessing are inside the model; the augmentation layers are inactive
+with `tta`, then the run's calibration, so the run's threshold applies to it). Gray to RGB and the backbone's
+preprocessing are inside the model; the augmentation layers are inactive
 (inference mode). A mixed-precision run is exported in float32 (its layers rebuilt with the float32 policy; the
 weights are float32 already).
 
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xraylib.calibration import EPS, Calibration
 from xraylib.errors import InputError
 
 if TYPE_CHECKING:
@@ -175,9 +177,20 @@ def _probability(outputs):
     return ops.where(positive, outputs[:, 1] / ops.where(positive, total, 1.0), 0.5)
 
 
-def serving_model(model: keras.Model, tta: bool = False) -> keras.Model:
+def _calibrated(p, calibration: Calibration):
+    """`calibration` (`xraylib.calibration`) in Keras ops: sigmoid(slope * logit(p) + intercept)."""
+    from keras import ops
+
+    if not calibration.applied:
+        return p
+    p = ops.clip(p, EPS, 1.0 - EPS)
+    return ops.sigmoid(calibration.slope * (ops.log(p) - ops.log(1.0 - p)) + calibration.intercept)  # no Log1p in ONNX
+
+
+def serving_model(model: keras.Model, tta: bool = False, calibration: Calibration | None = None) -> keras.Model:
     """image (N, S, S, 1) float32 [0, 255] -> {"p_pneumonia": (N,)}: the run's model in inference mode, its output
-    turned into one probability, averaged with the horizontally flipped image when the run used `tta`."""
+    turned into one probability, averaged with the horizontally flipped image when the run used `tta`, and
+    calibrated as the run's probabilities are."""
     import keras
     from keras import ops
 
@@ -187,6 +200,7 @@ def serving_model(model: keras.Model, tta: bool = False) -> keras.Model:
         p = _probability(model(image, training=False))
         if tta:
             p = (p + _probability(model(ops.flip(image, axis=2), training=False))) / 2.0
+        p = _calibrated(p, calibration or Calibration())
         return keras.Model(image, {OUTPUT_NAME: p}, name="xraylib_export")
 
 
@@ -434,6 +448,7 @@ def _describe(run: Path, predictor, fmt: str, run_precision: str, diff: float, n
             "how": how,
         },
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": [None], "meaning": "P(pneumonia) per image"},
+        "calibration": predictor.calibration.to_json(),
         "signature": SIGNATURE if fmt != "onnx" else "",
         "class_names": list(CLASS_NAMES),
         "threshold": predictor.threshold,
@@ -517,7 +532,7 @@ def export_run(
     run_precision = precision(predictor.model)
     with _quiet(quiet):
         reference = dataclasses.replace(predictor, model=float32_model(predictor.model))
-        serving = serving_model(reference.model, tta=predictor.tta)
+        serving = serving_model(reference.model, tta=predictor.tta, calibration=predictor.calibration)
     images = check_images(predictor.image_size)
     expected = predict_images(reference, images)  # the Keras model's own predictions (with TTA if the run used it)
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first

@@ -310,20 +310,34 @@ def plot_roc_pr(
     return save_png(fig, path)
 
 
-def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
+def _reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(filled bins, mean probability, observed pneumonia rate) per equal-width bin of p."""
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    filled = count > 0
+    mean_p = np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled]
+    rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled]
+    return filled, mean_p, rate
+
+
+def plot_reliability(
+    y,
+    p,
+    n_bins: int = 10,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    p_uncalibrated=None,
+) -> Figure:
     """Reliability diagram (observed pneumonia rate vs mean predicted probability per bin) with the ECE, and the
-    histogram of predicted probabilities by true class below."""
+    histogram of predicted probabilities by true class below; with `p_uncalibrated`, the model's probabilities
+    before calibration as a second curve."""
     from xraylib.metrics import expected_calibration_error
 
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if np.isnan(p).any():
         raise InputError("a reliability diagram needs probabilities, not hard labels")
     edges = np.linspace(0, 1, n_bins + 1)
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
-    filled = count > 0
-    mean_p = np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled]
-    rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled]
+    filled, mean_p, rate = _reliability_curve(y, p, n_bins)
     ece = expected_calibration_error(y, p, n_bins)
     with style():
         fig = Figure(figsize=(5.6, 6.4), layout="constrained")
@@ -339,7 +353,14 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
             label="observed rate per bin",
         )
         top.plot([0, 1], [0, 1], ls=":", color="0.4", lw=1.2, label="perfect calibration")
-        top.plot(mean_p, rate, "o-", color=TRAIN_COLOR, lw=2, ms=6, label=f"model (ECE {ece:.3f}, {n_bins} bins)")
+        model = "calibrated" if p_uncalibrated is not None else "model"
+        if p_uncalibrated is not None:
+            raw = np.asarray(p_uncalibrated, dtype=float)
+            _, raw_p, raw_rate = _reliability_curve(y, raw, n_bins)
+            raw_ece = expected_calibration_error(y, raw, n_bins)
+            label = f"before calibration (ECE {raw_ece:.3f})"
+            top.plot(raw_p, raw_rate, "s--", color="0.45", lw=1.5, ms=5, label=label)
+        top.plot(mean_p, rate, "o-", color=TRAIN_COLOR, lw=2, ms=6, label=f"{model} (ECE {ece:.3f}, {n_bins} bins)")
         top.set_ylabel("Observed fraction of pneumonia")
         top.set_ylim(-0.01, 1.01)
         top.legend(loc="upper left", fontsize="small")
@@ -348,7 +369,8 @@ def plot_reliability(y, p, n_bins: int = 10, title: str | None = None, path: str
             bottom.hist(
                 p[y == label], bins=edges, alpha=0.6, color=CLASS_COLORS[_name(label)], label=f"true {_name(label)}"
             )
-        bottom.set_xlabel("Predicted probability of pneumonia")
+        calibrated = " (calibrated)" if p_uncalibrated is not None else ""
+        bottom.set_xlabel(f"Predicted probability of pneumonia{calibrated}")
         bottom.set_ylabel("Images")
         bottom.set_xlim(0, 1)
         bottom.set_ylim(0, bottom.get_ylim()[1] * 1.3)  # room for the legend

@@ -1,7 +1,8 @@
 """Use a trained model: P(pneumonia) for any chest X-ray files, with Grad-CAM explanations on request.
 
 The run directory next to `model.keras` (written by `xraylib train`) supplies everything else: config.json gives
-the image size (and test-time augmentation), metrics.json the decision threshold chosen on validation data. The
+the image size (and test-time augmentation), metrics.json the calibration and the decision threshold chosen on
+validation data (`xraylib.calibration`): P(pneumonia) here is the calibrated probability the threshold applies to. The
 model holds its own preprocessing (gray -> RGB -> the backbone's preprocess_input), so its input is the gray image
 resized to the run's size, float32 in [0, 255], shape (N, S, S, 1), exactly what training fed it
 (`xraylib.images.load_gray`, the same decoder).
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from xraylib.calibration import Calibration, read_calibration
 from xraylib.errors import InputError
 from xraylib.images import IMAGE_SUFFIXES, ImageDecodeError, load_gray
 
@@ -40,7 +42,8 @@ HEAT_CMAP = "jet"  # as in xraylib.plots.plot_gradcam_grid
 
 @dataclass
 class Predictor:
-    """A loaded model with what it needs from its run: image size, threshold (and where it came from), TTA."""
+    """A loaded model with what it needs from its run: image size, threshold (and where it came from), TTA and
+    the calibration of its probabilities."""
 
     model: keras.Model
     path: Path
@@ -48,6 +51,7 @@ class Predictor:
     threshold: float
     threshold_source: str
     config: RunConfig | None = None
+    calibration: Calibration = Calibration()
 
     @property
     def tta(self) -> bool:
@@ -99,6 +103,7 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
     path = Path(model_path)
     run_dir = path.parent
     threshold, source = resolve_threshold(run_dir, threshold)  # bad values fail before the slow model load
+    calibration = read_calibration(run_dir)
     cfg = None
     if (run_dir / "config.json").is_file():
         try:
@@ -109,7 +114,7 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
         raise InputError(f"{run_dir / 'config.json'}: image_size {cfg.image_size} but the model takes {size} px")
-    return Predictor(model, path, size, threshold, source, cfg)
+    return Predictor(model, path, size, threshold, source, cfg, calibration)
 
 
 def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
@@ -163,14 +168,16 @@ def _decode(paths: list[Path], size: int) -> tuple[np.ndarray, list[str]]:
 
 
 def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """(N,) P(pneumonia) for uint8 or float (N, S, S, 1) images in [0, 255], batched (TTA if the run used it)."""
+    """(N,) calibrated P(pneumonia) for uint8 or float (N, S, S, 1) images in [0, 255], batched (TTA if the run
+    used it)."""
     from xraylib.config import RunConfig
     from xraylib.train import predict_probabilities
 
     if len(images) == 0:
         return np.zeros(0)
     cfg = predictor.config or RunConfig(tta=False)
-    return predict_probabilities(predictor.model, images, dataclasses.replace(cfg, batch_size=batch_size))
+    raw = predict_probabilities(predictor.model, images, dataclasses.replace(cfg, batch_size=batch_size))
+    return predictor.calibration(raw)
 
 
 def gradcam_names(paths: list[Path]) -> list[str]:
@@ -384,9 +391,8 @@ def _write_gradcams(
     """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
     from xraylib.explain import gradcam
 
-    heatmaps = gradcam(
-        predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=predictor.threshold
-    )
+    raw_threshold = predictor.calibration.raw_threshold(predictor.threshold)  # gradcam sees the model's output
+    heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=raw_threshold)
     heatmaps = smooth_heatmaps(predictor.model, heatmaps)
     for path, heat, value, target in zip(paths, heatmaps, p, targets, strict=True):
         plot_prediction(_display_image(path), heat, float(value), predictor.threshold, title=path.name, path=target)

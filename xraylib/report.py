@@ -57,6 +57,21 @@ def metrics_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("metric")
 
 
+def calibration_table(result: dict) -> pd.DataFrame:
+    """metrics.json's calibration: Brier score, ECE and log loss before and after it, on validation and test."""
+    cal = result.get("calibration") or {}
+    rows = [
+        {"subset": subset, "metric": name, "before": entry["before"], "after": entry["after"]}
+        for subset in ("validation", "test")
+        for name, entry in cal.get(subset, {}).items()
+    ]
+    table = pd.DataFrame(rows, columns=["subset", "metric", "before", "after"]).set_index(["subset", "metric"])
+    applied = f"slope {cal['slope']:.4g}, intercept {cal['intercept']:.4g}" if cal.get("applied") else "not applied"
+    note = f": {cal['note']}" if cal.get("note") else ""
+    table.attrs["title"] = f"calibration {cal.get('method', 'none')} ({applied}){note}"
+    return table
+
+
 def _interval(entry: dict) -> str:
     if entry.get("low") is None or entry.get("high") is None:
         return ""
@@ -108,7 +123,8 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
         metrics = result["at_threshold"]
         return plots.plot_roc_pr(y, p, threshold, groups=frame["patient"], metrics=metrics, title=title, path=path)
     if name == "reliability":
-        return plots.plot_reliability(y, p, title=title, path=path)
+        raw = frame["p_uncalibrated"].to_numpy(float) if "p_uncalibrated" in frame else None
+        return plots.plot_reliability(y, p, title=title, path=path, p_uncalibrated=raw)
     if name == "examples":
         return plots.plot_examples(frame, seed=cfg.seed, threshold=threshold, title=title, path=path)
     if name == "gradcam":  # gradcam_images=0 asks for no Grad-CAM grid
@@ -118,6 +134,7 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
 
 def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold: float, model=None, path=None):
     """Grad-CAM heatmaps over test images (rows of `frame`) sampled across TP / TN / FP / FN."""
+    from xraylib.calibration import read_calibration
     from xraylib.explain import gradcam
     from xraylib.images import load_gray
     from xraylib.models import load_model
@@ -126,7 +143,8 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold
         model = load_model(run_dir / "model.keras")
     sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
-    heatmaps = gradcam(model, images[..., None], threshold=threshold)
+    raw_threshold = read_calibration(run_dir).raw_threshold(threshold)  # gradcam sees the model's own output
+    heatmaps = gradcam(model, images[..., None], threshold=raw_threshold)
     titles = [
         f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
         for t, q, pp in zip(sample["label"], sample["predicted"], sample["p_pneumonia"], strict=True)

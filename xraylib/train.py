@@ -385,9 +385,12 @@ def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarr
     return p
 
 
-def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd.DataFrame:
-    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, subtype, path."""
-    return pd.DataFrame(
+def predictions_frame(
+    rows: pd.DataFrame, p: np.ndarray, threshold: float, raw: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, subtype, path; with `raw`, the
+    model's uncalibrated probabilities too (p_uncalibrated)."""
+    frame = pd.DataFrame(
         {
             "file": rows["file"],
             "patient": rows["patient"],
@@ -398,6 +401,9 @@ def predictions_frame(rows: pd.DataFrame, p: np.ndarray, threshold: float) -> pd
             "path": rows["path"],
         }
     )
+    if raw is not None:
+        frame["p_uncalibrated"] = raw.astype(float)
+    return frame
 
 
 def run_metrics(
@@ -424,19 +430,33 @@ def run_metrics(
 
 
 def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
-    """Choose the threshold on validation, predict the test set, write predictions.csv and metrics.json."""
+    """Calibrate on validation, choose the threshold on the calibrated validation probabilities, predict the test
+    set, write predictions.csv, val_predictions.csv and metrics.json."""
+    from xraylib.calibration import effect, fit_calibration
     from xraylib.metrics import choose_threshold
 
     out = Path(out)
-    val_p = predict_probabilities(model, prepared.images["val"], cfg)
+    val_raw = predict_probabilities(model, prepared.images["val"], cfg)
+    calibration = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
+    val_p = calibration(val_raw)
     threshold = choose_threshold(prepared.labels["val"], val_p, cfg.threshold)
     test_rows = prepared.rows("test")
-    test_p = predict_probabilities(model, prepared.images["test"], cfg)
-    frame = predictions_frame(test_rows, test_p, threshold)
+    test_raw = predict_probabilities(model, prepared.images["test"], cfg)
+    test_p = calibration(test_raw)
+    raw = cfg.calibration != "none"
+    frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
     write_csv(out / "predictions.csv", frame)
-    write_csv(out / "val_predictions.csv", predictions_frame(prepared.rows("val"), val_p, threshold))
+    val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
+    write_csv(out / "val_predictions.csv", val_frame)
     groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
     result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes)
+    result["calibration"] = {
+        **calibration.to_json(),
+        "fitted_on": "validation",
+        "n_images": len(val_raw),
+        "validation": effect(prepared.labels["val"], val_raw, calibration),
+        "test": effect(prepared.labels["test"], test_raw, calibration),
+    }
     write_json(out / "metrics.json", result)
     return result
 
