@@ -11,7 +11,14 @@ from PIL import Image
 from xraylib import pipeline
 from xraylib.errors import InputError
 from xraylib.images import load_gray
-from xraylib.pipeline import batch_sizes, cache_file, cached_images, make_dataset, resolve_cache_dir
+from xraylib.pipeline import (
+    batch_sizes,
+    cache_file,
+    cached_images,
+    decode_images,
+    make_dataset,
+    resolve_cache_dir,
+)
 
 
 def _images(folder, n: int = 12) -> list[str]:
@@ -74,6 +81,29 @@ def test_many_bad_files_shows_count_and_first_names(tmp_path):
     with pytest.raises(InputError, match=r"^9 of 9 .*b0\.jpeg.*b4\.jpeg.*and 4 more") as info:
         cached_images(paths, 8, cache_dir="none")
     assert "b5.jpeg" not in str(info.value)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decode_images_raises_or_collects_as_the_caller_chooses(tmp_path, workers):
+    paths = _images(tmp_path / "img", 5)
+    (tmp_path / "img" / "empty.jpeg").write_bytes(b"")
+    (tmp_path / "img" / "notes.png").write_text("not an image")
+    everything = paths[:2] + [str(tmp_path / "img" / "empty.jpeg")] + paths[2:] + [str(tmp_path / "img" / "notes.png")]
+    with pytest.raises(InputError, match=r"^2 of 7 image files cannot be decoded .*empty\.jpeg.*notes\.png"):
+        decode_images(everything, 16, on_error="raise", workers=workers)
+    images, errors = decode_images(everything, 16, on_error="collect", workers=workers)
+    assert images.shape == (7, 16, 16, 1) and images.dtype == np.uint8
+    assert errors[2] == "the file is empty (0 bytes)" and "not an image" in errors[6]
+    assert [i for i, e in enumerate(errors) if e] == [2, 6]
+    assert not images[2].any() and not images[6].any()  # a bad file leaves a zero image
+    good = [i for i, e in enumerate(errors) if not e]
+    for i in good:  # the good files decode as if alone, in the given order
+        np.testing.assert_array_equal(images[i, :, :, 0], load_gray(everything[i], 16))
+    clean, clean_errors = decode_images(paths, 16, on_error="raise", workers=workers)
+    np.testing.assert_array_equal(clean, images[good])
+    assert clean_errors == [""] * len(paths)
+    with pytest.raises(InputError, match="on_error='skip'"):
+        decode_images(paths, 16, on_error="skip")
 
 
 def test_disk_cache_hit_and_misses(tmp_path, monkeypatch):
