@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from xraylib.errors import InputError
-from xraylib.pipeline import cached_images, decode_workers, make_dataset
+from xraylib.pipeline import cached_images, decode_workers, tf_batches
 
 FULL_DATASET = 5910  # images in CoronaHack (for the cache-size statement)
 
@@ -84,13 +84,13 @@ def bench_pipeline(
     result["cache_mb"] = round(images.nbytes / 1e6, 1)
     result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
 
-    # 2. cached arrays -> make_dataset -> augmentation layer (as inside the model), one full epoch, warm
+    # 2. cached arrays -> tf_batches -> augmentation layer (as inside the model), one full epoch, warm
     try:
         from xraylib.layers import augmentation
 
         aug = augmentation(seed=0)
         step = tf.function(lambda x: aug(x, training=True))
-        ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
+        ds = tf_batches(images, labels, 64, shuffle=True, seed=0)
         for x, _ in ds.take(2):  # warm-up: tracing
             step(x)
         batches = ds.take(-(-max(len(paths), 2000) // 64))  # at least one epoch and 2,000 images
@@ -108,7 +108,7 @@ def bench_pipeline(
         result["cached_augmented_images_per_s"] = None
         result["notes"].append(f"augmentation not measured: {exc}")
 
-    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (make_dataset of the cached arrays, augmentation
+    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (tf_batches of the cached arrays, augmentation
     # inside the model), both with model.fit; measured in alternating rounds so that a load change on a shared
     # machine hits both alike; the figures are medians over the rounds, the ratio the median of per-round ratios.
     keras.utils.set_random_seed(0)
@@ -127,7 +127,7 @@ def bench_pipeline(
         usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
-        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0)
+        ds = tf_batches(xi, yi, bs, shuffle=True, seed=0)
         result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
         _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:
@@ -186,7 +186,7 @@ def format_bench(result: dict) -> str:
         f"  (CPU {result.get('cached_augmented_cpu_ms_per_image')} ms/image)",
         f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}"
         f"  (rounds: {result.get('model_only_rounds')})",
-        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}"
+        f"  end-to-end training (tf_batches + aug)         {fig('end_to_end_images_per_s')}"
         f"  (rounds: {result.get('end_to_end_rounds')})",
         f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}"
         f" (wall, median of rounds); by CPU time per image: {result.get('end_to_end_vs_model_only_cpu')}"

@@ -13,12 +13,12 @@ from xraylib.errors import InputError
 
 def _data_synth(a: argparse.Namespace) -> None:
     from xraylib.fileio import output_dir
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
     output_dir(a.dir, "DIR")
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
-    root = make_dataset(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
+    root = write_synthetic_set(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
     print(f"synthetic dataset written to {root}")
 
 

@@ -8,7 +8,7 @@ Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
 - The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
   index fingerprint, the image size and every file's name, size and modification time, with a checksum of the
   array beside it, so a second run skips decoding and a changed file or a damaged cache is decoded again.
-- `make_dataset` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
+- `tf_batches` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
   them, then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
 """
 
@@ -191,7 +191,7 @@ def replicas_of(model) -> int:
     return int(model.distribute_strategy.num_replicas_in_sync)
 
 
-def make_dataset(
+def tf_batches(
     images: np.ndarray,
     labels,
     batch_size: int,
@@ -249,5 +249,5 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray
     n = len(images)
     batch = max(1, min(batch_size, n))
     filled = np.concatenate([images, np.repeat(images[:1], -n % batch, axis=0)]) if n % batch else images
-    batches = make_dataset(filled, None, batch, shuffle=False, replicas=replicas_of(model))
+    batches = tf_batches(filled, None, batch, shuffle=False, replicas=replicas_of(model))
     return np.asarray(model.predict(batches, verbose=0))[:n]

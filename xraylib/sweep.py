@@ -23,11 +23,11 @@ DEMO_DATA = REPO / "data" / "demo"
 
 def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
     """The demo's synthetic dataset, written on first use."""
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
     root = Path(root)
     if not (root / "Chest_xray_Corona_Metadata.csv").is_file():
-        make_dataset(root, masks=True)
+        write_synthetic_set(root, masks=True)
     return root
 
 

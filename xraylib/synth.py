@@ -342,7 +342,7 @@ def _metadata(items: list[_Item], rng: np.random.Generator) -> tuple[pd.DataFram
     return meta, summary
 
 
-def make_dataset(
+def write_synthetic_set(
     out: str | os.PathLike, n_train: int = 400, n_test: int = 120, seed: int = 0, masks: bool = False
 ) -> Path:
     """Write a synthetic dataset in the Kaggle CoronaHack layout (+ masks) into `out`; return `out`."""
