@@ -471,10 +471,11 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
     is locked meanwhile: a second process training into it is refused."""
     out = output_dir(out)
     with exclusive(out):
-        return _train(data, cfg, out)
+        return _train_locked(data, cfg, out)
 
 
-def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
+def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
+    """The run's steps, with `out` locked by `train`."""
     from xraylib import report
 
     out = Path(out)
