@@ -175,18 +175,10 @@ TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
-    from xraylib.bench import bench_predict
+    from xraylib.bench import bench_predict, format_bench_predict
 
     result = bench_predict(a.model, a.inputs, repeats=a.repeats)
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"predict benchmark: {result['images']} images at {result['image_size']} px\n"
-            f"  xraylib predict (decode + predict)   {result['predict_images_per_s']:,.1f} images/s\n"
-            f"  training pipeline, cold decode       {result['pipeline_cold_decode_images_per_s']:,.1f} images/s\n"
-            f"  predict / decode                     {result['predict_vs_decode']:.3f}"
-        )
+    print(json.dumps(result, indent=2) if a.json else format_bench_predict(result))
 
 
 def build_parser() -> argparse.ArgumentParser:
