@@ -25,9 +25,11 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory) -> Path:
     """A small synthetic dataset in the Kaggle layout, with masks."""
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
-    return make_dataset(tmp_path_factory.mktemp("synth") / "coronahack", n_train=160, n_test=60, seed=1, masks=True)
+    return write_synthetic_set(
+        tmp_path_factory.mktemp("synth") / "coronahack", n_train=160, n_test=60, seed=1, masks=True
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The benchmark's printed table."""
 
-from xraylib.bench import FULL_DATASET, format_bench
+from xraylib.bench import FULL_DATASET, format_bench, format_bench_predict
 
 
 def test_format_bench_prints_every_figure():
@@ -53,3 +53,8 @@ def test_bench_predict_measures_both_rates(tmp_path):
     result = bench_predict(tmp_path / "model.keras", [folder], repeats=1)
     assert result["images"] == 6 and result["image_size"] == 32
     assert result["predict_images_per_s"] > 0 and result["pipeline_cold_decode_images_per_s"] > 0
+    assert result["model_only_images_per_s"] > 0 and result["decode_cpu_ms_per_image"] > 0
+    assert 0 < result["predict_vs_decode_cpu_bound_ceiling"] <= 1
+    text = format_bench_predict(result)
+    for fragment in ("6 images at 32 px", "cold decode", "the model alone", "when the cores are the limit"):
+        assert fragment in text

@@ -95,9 +95,9 @@ def _demo_run(data: Path, weights: str, out: Path) -> tuple[pd.DataFrame, dict]:
 
 @pytest.fixture(scope="module")
 def larger_synth(tmp_path_factory) -> Path:
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
-    return make_dataset(tmp_path_factory.mktemp("synth600") / "coronahack", n_train=600, n_test=200, seed=3)
+    return write_synthetic_set(tmp_path_factory.mktemp("synth600") / "coronahack", n_train=600, n_test=200, seed=3)
 
 
 def test_frozen_imagenet_features_beat_random_ones_with_sane_losses(xception_weights, larger_synth, tmp_path):

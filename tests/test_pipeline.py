@@ -1,4 +1,4 @@
-"""cached_images (parallel decode, one error for all bad files, disk cache) and make_dataset (shapes, shuffling)."""
+"""cached_images (parallel decode, one error for all bad files, disk cache) and tf_batches (shapes, shuffling)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from PIL import Image
 from xraylib import pipeline
 from xraylib.errors import InputError
 from xraylib.images import load_gray
-from xraylib.pipeline import batch_sizes, cache_file, cached_images, make_dataset, resolve_cache_dir
+from xraylib.pipeline import (
+    batch_sizes,
+    cache_file,
+    cached_images,
+    decode_images,
+    resolve_cache_dir,
+    tf_batches,
+)
 
 
 def _images(folder, n: int = 12) -> list[str]:
@@ -74,6 +81,29 @@ def test_many_bad_files_shows_count_and_first_names(tmp_path):
     with pytest.raises(InputError, match=r"^9 of 9 .*b0\.jpeg.*b4\.jpeg.*and 4 more") as info:
         cached_images(paths, 8, cache_dir="none")
     assert "b5.jpeg" not in str(info.value)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decode_images_raises_or_collects_as_the_caller_chooses(tmp_path, workers):
+    paths = _images(tmp_path / "img", 5)
+    (tmp_path / "img" / "empty.jpeg").write_bytes(b"")
+    (tmp_path / "img" / "notes.png").write_text("not an image")
+    everything = paths[:2] + [str(tmp_path / "img" / "empty.jpeg")] + paths[2:] + [str(tmp_path / "img" / "notes.png")]
+    with pytest.raises(InputError, match=r"^2 of 7 image files cannot be decoded .*empty\.jpeg.*notes\.png"):
+        decode_images(everything, 16, on_error="raise", workers=workers)
+    images, errors = decode_images(everything, 16, on_error="collect", workers=workers)
+    assert images.shape == (7, 16, 16, 1) and images.dtype == np.uint8
+    assert errors[2] == "the file is empty (0 bytes)" and "not an image" in errors[6]
+    assert [i for i, e in enumerate(errors) if e] == [2, 6]
+    assert not images[2].any() and not images[6].any()  # a bad file leaves a zero image
+    good = [i for i, e in enumerate(errors) if not e]
+    for i in good:  # the good files decode as if alone, in the given order
+        np.testing.assert_array_equal(images[i, :, :, 0], load_gray(everything[i], 16))
+    clean, clean_errors = decode_images(paths, 16, on_error="raise", workers=workers)
+    np.testing.assert_array_equal(clean, images[good])
+    assert clean_errors == [""] * len(paths)
+    with pytest.raises(InputError, match="on_error='skip'"):
+        decode_images(paths, 16, on_error="skip")
 
 
 def test_disk_cache_hit_and_misses(tmp_path, monkeypatch):
@@ -176,11 +206,11 @@ def _epoch(ds) -> tuple[list[int], list[float]]:
     return ids, ys
 
 
-def test_make_dataset_shapes_and_dtypes():
+def test_tf_batches_shapes_and_dtypes():
     import tensorflow as tf
 
     images, labels = _arrays(10)
-    ds = make_dataset(images, labels, batch_size=4, shuffle=False, seed=0)
+    ds = tf_batches(images, labels, batch_size=4, shuffle=False, seed=0)
     spec_x, spec_y = ds.element_spec
     assert spec_x.dtype == tf.float32 and spec_y.dtype == tf.float32
     batches = list(ds)
@@ -189,13 +219,13 @@ def test_make_dataset_shapes_and_dtypes():
     x0 = batches[0][0].numpy()
     assert x0.min() >= 0 and x0.max() <= 255
     full = np.full((2, 3, 3, 1), 255, np.uint8)
-    (x, _), *_ = list(make_dataset(full, [1, 0], 2, shuffle=False, seed=0))
+    (x, _), *_ = list(tf_batches(full, [1, 0], 2, shuffle=False, seed=0))
     assert float(x.numpy().max()) == 255.0  # [0, 255], not rescaled
 
 
 def test_unshuffled_keeps_order_every_epoch():
     images, labels = _arrays(10)
-    ds = make_dataset(images, labels, batch_size=3, shuffle=False, seed=5)
+    ds = tf_batches(images, labels, batch_size=3, shuffle=False, seed=5)
     for _ in range(2):
         ids, ys = _epoch(ds)
         assert ids == list(range(10)) and ys == [float(i % 2) for i in range(10)]
@@ -217,9 +247,9 @@ def _epochs(ds, n_epochs: int, batches_per_epoch: int) -> list[tuple[list[int], 
 
 def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch():
     images, labels = _arrays(60)  # 60 / 8: the last batch of each epoch is short, epochs never mix
-    (a1, ya), (a2, _) = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=7), 2, 8)
-    (b1, _), (b2, _) = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=7), 2, 8)
-    (c1, _), _ = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=8), 2, 8)
+    (a1, ya), (a2, _) = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=7), 2, 8)
+    (b1, _), (b2, _) = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=7), 2, 8)
+    (c1, _), _ = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=8), 2, 8)
     assert a1 == b1 and a2 == b2  # same seed, same sequence of epochs
     assert a1 != a2  # reshuffled each epoch
     assert sorted(a1) == list(range(60)) and sorted(a2) == list(range(60))  # every image once per epoch
@@ -229,8 +259,8 @@ def test_seeded_shuffle_reproducible_and_reshuffled_each_epoch():
 
 def test_resumed_stream_sees_the_same_epochs():
     images, labels = _arrays(30)
-    whole = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3), 3, 4)
-    resumed = _epochs(make_dataset(images, labels, 8, shuffle=True, seed=3, first_epoch=2), 1, 4)
+    whole = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3), 3, 4)
+    resumed = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3, first_epoch=2), 1, 4)
     assert resumed[0] == whole[2]
 
 
@@ -243,7 +273,7 @@ def test_no_batch_leaves_a_replica_empty(n, batch, replicas):
         assert sizes == [batch] * (n // batch) + [n % batch] * bool(n % batch)  # one device: batches as before
     images, labels = _arrays(n)
     for shuffle in (False, True):
-        stream = make_dataset(images, labels, batch, shuffle=shuffle, seed=1, replicas=replicas)
+        stream = tf_batches(images, labels, batch, shuffle=shuffle, seed=1, replicas=replicas)
         seen = [int(x.shape[0]) for x, _ in stream.take(len(sizes))]
         assert seen == sizes
 
@@ -253,7 +283,7 @@ def test_too_few_images_for_the_replicas_is_one_line():
         batch_sizes(3, 8, 4)
 
 
-def test_make_dataset_rejects_mismatch():
+def test_tf_batches_rejects_mismatch():
     images, labels = _arrays(5)
     with pytest.raises(InputError, match="labels"):
-        make_dataset(images, labels[:3], 2, shuffle=False, seed=0)
+        tf_batches(images, labels[:3], 2, shuffle=False, seed=0)

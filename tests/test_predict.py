@@ -149,12 +149,13 @@ def test_model_alone_size_from_input_shape(tmp_path, odd_dir):
 def test_tta_averages_the_flipped_image(tiny_run, odd_dir):
     import dataclasses
 
-    from xraylib.predict import _decode, predict_images
+    from xraylib.pipeline import decode_images
+    from xraylib.predict import predict_images
 
     plain = load_predictor(tiny_run / "model.keras")
     assert not plain.tta
     flipped = dataclasses.replace(plain, config=dataclasses.replace(plain.config, tta=True))
-    images, errors = _decode([odd_dir / "sixteen.png", odd_dir / "alpha.PNG"], SIZE)
+    images, errors = decode_images([odd_dir / "sixteen.png", odd_dir / "alpha.PNG"], SIZE, on_error="collect")
     assert errors == ["", ""]
     mirror = predict_images(plain, images[:, :, ::-1, :])
     expected = (predict_images(plain, images) + mirror) / 2

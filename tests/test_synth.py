@@ -13,7 +13,7 @@ from PIL import Image
 from xraylib import synth
 from xraylib.data import IMAGES_DIR, METADATA_CSV, SUMMARY_CSV, build_index, patient_key
 from xraylib.errors import InputError
-from xraylib.synth import make_dataset, mask_paths
+from xraylib.synth import mask_paths, write_synthetic_set
 
 HEADER = ",X_ray_image_name,Label,Dataset_type,Label_2_Virus_category,Label_1_Virus_category"
 KERMANY = re.compile(r"^(?:(?:NORMAL2-)?IM-\d{4}-0001(?:-\d{4})?|person\d+_(?:bacteria|virus)_\d+)\.jpeg$")
@@ -133,10 +133,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_deterministic_from_seed(tmp_path):
-    a = _tree(make_dataset(tmp_path / "a", n_train=20, n_test=4, seed=5, masks=True))
-    b = _tree(make_dataset(tmp_path / "b", n_train=20, n_test=4, seed=5, masks=True))
+    a = _tree(write_synthetic_set(tmp_path / "a", n_train=20, n_test=4, seed=5, masks=True))
+    b = _tree(write_synthetic_set(tmp_path / "b", n_train=20, n_test=4, seed=5, masks=True))
     assert a == b
-    c = _tree(make_dataset(tmp_path / "c", n_train=20, n_test=4, seed=6, masks=True))
+    c = _tree(write_synthetic_set(tmp_path / "c", n_train=20, n_test=4, seed=6, masks=True))
     shared = a.keys() & c.keys()
     assert any(a[k] != c[k] for k in shared if k.endswith((".jpeg", ".jpg", ".png"))) or a.keys() != c.keys()
     assert a["Chest_xray_Corona_Metadata.csv"] != c["Chest_xray_Corona_Metadata.csv"]
@@ -144,18 +144,18 @@ def test_deterministic_from_seed(tmp_path):
 
 def test_refuses_existing_dataset_and_bad_sizes(tmp_path, synth_data):
     with pytest.raises(InputError, match="holds a dataset already"):
-        make_dataset(synth_data, n_train=24, n_test=6)
+        write_synthetic_set(synth_data, n_train=24, n_test=6)
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not empty"):
-        make_dataset(busy, n_train=24, n_test=6)
+        write_synthetic_set(busy, n_train=24, n_test=6)
     assert (busy / "notes.txt").read_text() == "mine"
     with pytest.raises(InputError, match="too small"):
-        make_dataset(tmp_path / "tiny", n_train=3, n_test=1)
+        write_synthetic_set(tmp_path / "tiny", n_train=3, n_test=1)
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert make_dataset(empty, n_train=20, n_test=4) == empty  # an empty folder is fine
+    assert write_synthetic_set(empty, n_train=20, n_test=4) == empty  # an empty folder is fine
 
 
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -168,7 +168,7 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(synth, "_render", broken)
     with pytest.raises(OSError, match="disk full"):
-        make_dataset(tmp_path / "out", n_train=24, n_test=6)
+        write_synthetic_set(tmp_path / "out", n_train=24, n_test=6)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -176,5 +176,5 @@ def test_a_link_to_an_empty_folder_gets_the_dataset(tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()
     (tmp_path / "link").symlink_to(target)
-    make_dataset(tmp_path / "link", n_train=20, n_test=4)
+    write_synthetic_set(tmp_path / "link", n_train=20, n_test=4)
     assert (target / "Chest_xray_Corona_Metadata.csv").is_file() and (tmp_path / "link").is_symlink()

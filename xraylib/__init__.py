@@ -11,7 +11,7 @@ from xraylib.config import PRESETS, RunConfig, resolve_config
 from xraylib.data import assign_subsets, build_index, summarize
 from xraylib.errors import InputError
 from xraylib.evaluate import evaluate_file, evaluate_on
-from xraylib.synth import make_dataset
+from xraylib.synth import write_synthetic_set
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "evaluate_file",
     "evaluate_on",
     "get_backbone",
-    "make_dataset",
+    "write_synthetic_set",
     "resolve_config",
     "summarize",
 ]

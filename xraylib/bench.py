@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from xraylib.errors import InputError
-from xraylib.pipeline import cached_images, decode_workers, make_dataset
+from xraylib.pipeline import cached_images, decode_workers, tf_batches
 
 FULL_DATASET = 5910  # images in CoronaHack (for the cache-size statement)
 
@@ -84,13 +84,13 @@ def bench_pipeline(
     result["cache_mb"] = round(images.nbytes / 1e6, 1)
     result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
 
-    # 2. cached arrays -> make_dataset -> augmentation layer (as inside the model), one full epoch, warm
+    # 2. cached arrays -> tf_batches -> augmentation layer (as inside the model), one full epoch, warm
     try:
         from xraylib.layers import augmentation
 
         aug = augmentation(seed=0)
         step = tf.function(lambda x: aug(x, training=True))
-        ds = make_dataset(images, labels, 64, shuffle=True, seed=0)
+        ds = tf_batches(images, labels, 64, shuffle=True, seed=0)
         for x, _ in ds.take(2):  # warm-up: tracing
             step(x)
         batches = ds.take(-(-max(len(paths), 2000) // 64))  # at least one epoch and 2,000 images
@@ -108,7 +108,7 @@ def bench_pipeline(
         result["cached_augmented_images_per_s"] = None
         result["notes"].append(f"augmentation not measured: {exc}")
 
-    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (make_dataset of the cached arrays, augmentation
+    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (tf_batches of the cached arrays, augmentation
     # inside the model), both with model.fit; measured in alternating rounds so that a load change on a shared
     # machine hits both alike; the figures are medians over the rounds, the ratio the median of per-round ratios.
     keras.utils.set_random_seed(0)
@@ -127,7 +127,7 @@ def bench_pipeline(
         usable = max(bs, len(images) - len(images) % bs)  # whole batches only: no retrace on a short last batch
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
-        ds = make_dataset(xi, yi, bs, shuffle=True, seed=0)
+        ds = tf_batches(xi, yi, bs, shuffle=True, seed=0)
         result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
         _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:
@@ -186,7 +186,7 @@ def format_bench(result: dict) -> str:
         f"  (CPU {result.get('cached_augmented_cpu_ms_per_image')} ms/image)",
         f"  model-only training (fixed in-memory batch)    {fig('model_only_images_per_s')}"
         f"  (rounds: {result.get('model_only_rounds')})",
-        f"  end-to-end training (make_dataset + aug)       {fig('end_to_end_images_per_s')}"
+        f"  end-to-end training (tf_batches + aug)         {fig('end_to_end_images_per_s')}"
         f"  (rounds: {result.get('end_to_end_rounds')})",
         f"  end-to-end / model-only                        {'not measured' if ratio is None else f'{ratio:.3f}'}"
         f" (wall, median of rounds); by CPU time per image: {result.get('end_to_end_vs_model_only_cpu')}"
@@ -203,28 +203,66 @@ def format_bench(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _best_of(repeats: int, work) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of the fastest of `repeats` calls of work()."""
+    best = (float("inf"), 0.0)
+    for _ in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        work()
+        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
+    return best
+
+
 def bench_predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike], repeats: int = 3) -> dict:
-    """Images per second of `xraylib predict` (decode + batched prediction, no Grad-CAM): the best of `repeats`
-    passes after one warm-up pass, beside the cold decode rate of the same files through the training pipeline."""
-    from xraylib.predict import find_images, load_predictor, predict_files
+    """Images per second of `xraylib predict` (decode + batched prediction, no Grad-CAM) beside the cold decode of
+    the same files through the training pipeline and the model alone on the decoded images: each the best of
+    `repeats` passes after one warm-up pass, with its CPU time per image. The CPU times give the ceiling of
+    predict / decode when the cores are the limit: decode / (decode + model), whatever the decode loop does."""
+    from xraylib.predict import find_images, load_predictor, predict_files, predict_images
 
     predictor = load_predictor(model_path)
     files = find_images(inputs)
     if not files:
         raise InputError(f"no images found in {', '.join(map(str, inputs))}")
+    n, load_start = len(files), round(os.getloadavg()[0], 2)
     predict_files(predictor, files)  # warm-up: traces the predict function
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        predict_files(predictor, files)
-        best = min(best, time.perf_counter() - start)
-    start = time.perf_counter()
-    cached_images([str(f) for f in files], predictor.image_size, cache_dir="none")
-    decode = time.perf_counter() - start
+    predict, predict_cpu = _best_of(repeats, lambda: predict_files(predictor, files))
+    paths = [str(f) for f in files]
+    images = cached_images(paths, predictor.image_size, cache_dir="none")
+    decode, decode_cpu = _best_of(repeats, lambda: cached_images(paths, predictor.image_size, cache_dir="none"))
+    model, model_cpu = _best_of(repeats, lambda: predict_images(predictor, images))
     return {
-        "images": len(files),
+        "images": n,
         "image_size": predictor.image_size,
-        "predict_images_per_s": round(len(files) / best, 1),
-        "pipeline_cold_decode_images_per_s": round(len(files) / decode, 1),
-        "predict_vs_decode": round(decode / best, 3),
+        "cpu_cores": os.cpu_count(),
+        "predict_images_per_s": round(n / predict, 1),
+        "pipeline_cold_decode_images_per_s": round(n / decode, 1),
+        "model_only_images_per_s": round(n / model, 1),
+        "predict_vs_decode": round(decode / predict, 3),
+        "predict_cpu_ms_per_image": round(1000 * predict_cpu / n, 2),
+        "decode_cpu_ms_per_image": round(1000 * decode_cpu / n, 2),
+        "model_cpu_ms_per_image": round(1000 * model_cpu / n, 2),
+        "predict_vs_decode_cpu_bound_ceiling": round(decode_cpu / (decode_cpu + model_cpu), 3),
+        "load_average_start": load_start,
+        "load_average_end": round(os.getloadavg()[0], 2),
     }
+
+
+def format_bench_predict(result: dict) -> str:
+    """A printable table of bench_predict's figures."""
+    return "\n".join(
+        [
+            f"predict benchmark: {result['images']} images at {result['image_size']} px",
+            f"  xraylib predict (decode + predict)   {result['predict_images_per_s']:,.1f} images/s"
+            f"  (CPU {result['predict_cpu_ms_per_image']} ms/image)",
+            f"  training pipeline, cold decode       {result['pipeline_cold_decode_images_per_s']:,.1f} images/s"
+            f"  (CPU {result['decode_cpu_ms_per_image']} ms/image)",
+            f"  the model alone, decoded images      {result['model_only_images_per_s']:,.1f} images/s"
+            f"  (CPU {result['model_cpu_ms_per_image']} ms/image)",
+            f"  predict / decode                     {result['predict_vs_decode']:.3f}"
+            f"  (at most {result['predict_vs_decode_cpu_bound_ceiling']:.3f} when the cores are the limit:"
+            " decode CPU / (decode + model CPU))",
+            f"  load average (1 min) at start / end  {result['load_average_start']} / {result['load_average_end']}"
+            f" on {result['cpu_cores']} cores",
+        ]
+    )

@@ -13,12 +13,12 @@ from xraylib.errors import InputError
 
 def _data_synth(a: argparse.Namespace) -> None:
     from xraylib.fileio import output_dir
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
     output_dir(a.dir, "DIR")
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
-    root = make_dataset(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
+    root = write_synthetic_set(a.dir, n_train=a.train, n_test=a.test, seed=a.seed, masks=a.masks)
     print(f"synthetic dataset written to {root}")
 
 
@@ -175,18 +175,10 @@ TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
-    from xraylib.bench import bench_predict
+    from xraylib.bench import bench_predict, format_bench_predict
 
     result = bench_predict(a.model, a.inputs, repeats=a.repeats)
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(
-            f"predict benchmark: {result['images']} images at {result['image_size']} px\n"
-            f"  xraylib predict (decode + predict)   {result['predict_images_per_s']:,.1f} images/s\n"
-            f"  training pipeline, cold decode       {result['pipeline_cold_decode_images_per_s']:,.1f} images/s\n"
-            f"  predict / decode                     {result['predict_vs_decode']:.3f}"
-        )
+    print(json.dumps(result, indent=2) if a.json else format_bench_predict(result))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ COLUMNS = ["path", "file", "label", "split", "subtype", "patient", "source"]
 SUBTYPES = ("bacteria", "virus", "covid-19", "sars", "ards", "streptococcus", "none")
 REQUIRED = ["X_ray_image_name", "Label", "Dataset_type", "Label_2_Virus_category", "Label_1_Virus_category"]
 _SUFFIXES = (".jpeg", ".jpg", ".png")
-_LABELS = {"normal": "normal", "pnemonia": "pneumonia", "pneumonia": "pneumonia"}
+_LABEL_SPELLINGS = {"normal": "normal", "pnemonia": "pneumonia", "pneumonia": "pneumonia"}
 _SPLITS = {"train": "train", "test": "test"}
 _LABEL1 = {"": None, "bacteria": "bacteria", "virus": "virus", "stress-smoking": "ards"}
 _LABEL2 = {"": None, "covid-19": "covid-19", "sars": "sars", "ards": "ards", "streptococcus": "streptococcus"}
@@ -160,7 +160,7 @@ def _index_coronahack(meta: Path) -> pd.DataFrame:
     for i, rec in enumerate(table[REQUIRED].itertuples(index=False)):
         where = f"{meta.name} line {i + 2}"
         name, label, split, label2, label1 = (str(v).strip() for v in rec)
-        lab = _LABELS.get(label.lower())
+        lab = _LABEL_SPELLINGS.get(label.lower())
         if lab is None:
             raise InputError(f"{where}: unknown Label {label!r} (expected Normal or Pnemonia)")
         spl = _SPLITS.get(split.lower())
@@ -209,8 +209,8 @@ def _class_folders(root: Path) -> dict[str, Path]:
     """Label -> folder, for a folder whose subfolders are named after the classes (normal, pneumonia; any case)."""
     if not root.is_dir():
         return {}
-    found = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in _LABELS}
-    return {_LABELS[name]: d for name, d in found.items()} if len(found) == 2 else {}
+    found = {d.name.lower(): d for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower() in _LABEL_SPELLINGS}
+    return {_LABEL_SPELLINGS[name]: d for name, d in found.items()} if len(found) == 2 else {}
 
 
 def _index_class_folders(folders: dict[str, Path]) -> pd.DataFrame:

@@ -1,8 +1,15 @@
-"""The one exception type for bad user input, and the up-front refusal of sizes that cannot fit in memory."""
+"""The one exception type for bad user input, the up-front refusal of sizes that cannot fit in memory, and the
+one-line form of another library's exception."""
 
 
 class InputError(ValueError):
     """Bad input from the user: a one-line message naming the file, column, option or value at fault."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message, shortened (its type's name when the message is empty)."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def check_memory(need: int, what: str, fix: str) -> None:

@@ -28,7 +28,7 @@ STUDY_COLUMNS = ("Filename", "real", "Predictions")
 SUITE_COLUMNS = ("file", "patient", "label", "p_pneumonia", "predicted")
 
 
-def _labels(values: pd.Series, column: str, path: str) -> np.ndarray:
+def _label_codes(values: pd.Series, column: str, path: str) -> np.ndarray:
     """Map label strings (normal | pneumonia, the study's Pnemonia/Covid) to 0/1, naming unknown ones."""
     missing = values.isna() | (values.astype(str).str.strip() == "")
     if missing.any():
@@ -62,7 +62,7 @@ def _probabilities(values: pd.Series, column: str, path: str) -> np.ndarray:
     return p
 
 
-def _patients(files: pd.Series) -> np.ndarray:
+def _patient_keys(files: pd.Series) -> np.ndarray:
     """Patient keys from Kermany file names (xraylib.data.patient_key)."""
     from xraylib.data import patient_key
 
@@ -87,16 +87,16 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if set(STUDY_COLUMNS) <= set(raw.columns):
         kind = "study"
         frame = pd.DataFrame({"file": raw["Filename"].astype(str).str.strip()})
-        frame["y_true"] = _labels(raw["real"], "real", name)
+        frame["y_true"] = _label_codes(raw["real"], "real", name)
         frame["p"] = np.nan
-        frame["y_pred"] = _labels(raw["Predictions"], "Predictions", name)
+        frame["y_pred"] = _label_codes(raw["Predictions"], "Predictions", name)
     elif {"file", "label", "p_pneumonia"} <= set(raw.columns):
         kind = "suite"
         frame = pd.DataFrame({"file": raw["file"].astype(str).str.strip()})
-        frame["y_true"] = _labels(raw["label"], "label", name)
+        frame["y_true"] = _label_codes(raw["label"], "label", name)
         frame["p"] = _probabilities(raw["p_pneumonia"], "p_pneumonia", name)
         if "predicted" in raw.columns:
-            frame["y_pred"] = _labels(raw["predicted"], "predicted", name)
+            frame["y_pred"] = _label_codes(raw["predicted"], "predicted", name)
         else:
             frame["y_pred"] = (frame["p"] >= 0.5).astype(np.int64)
     else:
@@ -122,7 +122,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     if kind == "suite" and "patient" in raw.columns and raw["patient"].notna().all():
         frame.insert(1, "patient", raw["patient"].astype(str).to_numpy())
     else:
-        frame.insert(1, "patient", _patients(frame["file"]))
+        frame.insert(1, "patient", _patient_keys(frame["file"]))
     if "path" in raw.columns:
         frame["path"] = raw["path"].astype(str)
     frame.attrs["format"] = kind
@@ -130,7 +130,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _run_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
+def _predictions_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
     """The threshold behind a predictions.csv: from metrics.json beside it, else from the predicted column."""
     meta = path.with_name("metrics.json")
     if meta.is_file():
@@ -178,7 +178,7 @@ def evaluate_file(
         result["threshold_source"] = "hard labels in the file"
         result["at_threshold"] = evaluate(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
     else:
-        threshold, source = threshold or _run_threshold(path, frame)
+        threshold, source = threshold or _predictions_threshold(path, frame)
         result["threshold"], result["threshold_source"] = threshold, source
         result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
         result["at_threshold"]["threshold"] = threshold
@@ -187,7 +187,7 @@ def evaluate_file(
     return result
 
 
-def _interval(entry: dict, digits: int = 4) -> str:
+def _value_with_ci(entry: dict, digits: int = 4) -> str:
     if entry["value"] is None:
         return "undefined"
     text = f"{entry['value']:.{digits}f}"
@@ -216,7 +216,7 @@ def format_report(result: dict) -> str:
     lines.append("")
     lines.append(f"{'metric':<28}" + "".join(f"{title:<28}" for _, title in columns).rstrip())
     for name in METRICS:
-        cells = "".join(f"{_interval(result[key][name]):<28}" for key, _ in columns)
+        cells = "".join(f"{_value_with_ci(result[key][name]):<28}" for key, _ in columns)
         lines.append(f"{TITLES[name]:<28}{cells}".rstrip())
     cells = "".join(f"{'{tn}/{fp}/{fn}/{tp}'.format(**result[key]['confusion']):<28}" for key, _ in columns)
     lines.append(f"{'TN/FP/FN/TP':<28}{cells}".rstrip())
@@ -235,7 +235,7 @@ def format_report(result: dict) -> str:
         lines.append("")
         lines.append("sensitivity by pneumonia kind (of the predicted labels above):")
         for kind, entry in by_kind.items():
-            lines.append(f"  {kind:<24}{_interval(entry)}  ({entry['n_images']} images)")
+            lines.append(f"  {kind:<24}{_value_with_ci(entry)}  ({entry['n_images']} images)")
     notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
     if notes:
         lines.append("")

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xraylib.calibration import EPS, Calibration
-from xraylib.errors import InputError
+from xraylib.errors import InputError, first_line
 
 if TYPE_CHECKING:
     import keras
@@ -265,10 +265,8 @@ def convert(model: keras.Model, fmt: str, path: Path) -> None:
 # Loading an export with its own runtime
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def _error_line(exc: BaseException, limit: int = 300) -> str:
     """The exception's type and the first line of its message."""
-    from xraylib.models import _first_line as first_line
-
     return f"{type(exc).__name__}: {first_line(exc, limit)}"
 
 
@@ -297,7 +295,7 @@ class ExportedModel:
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot load {path} ({_first_line(exc)})") from None
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot load {path} ({_error_line(exc)})") from None
 
     def _load_saved_model(self):
         import tensorflow as tf
@@ -476,13 +474,13 @@ def _convert_and_check(serving, fmt: str, artifact: Path, images: np.ndarray, ex
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"--format {fmt}: the {CONVERTERS[fmt]} converter failed ({_first_line(exc)})") from None
+        raise InputError(f"--format {fmt}: the {CONVERTERS[fmt]} converter failed ({_error_line(exc)})") from None
     with _quiet(quiet):
         exported = ExportedModel(artifact, fmt)
         try:
             got = exported.predict(images)
         except Exception as exc:
-            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot run the export ({_first_line(exc)})") from None
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot run the export ({_error_line(exc)})") from None
     diff = float(np.max(np.abs(got.astype("float64") - expected))) if got.shape == expected.shape else np.inf
     if not diff <= TOLERANCE:
         message = (

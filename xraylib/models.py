@@ -11,7 +11,7 @@ import numpy as np
 
 from xraylib.backbones import Backbone, get_backbone
 from xraylib.download import reachable
-from xraylib.errors import InputError
+from xraylib.errors import InputError, first_line
 
 if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the registry stays cheap to import
     import keras
@@ -183,7 +183,7 @@ def _copy_weights(model: keras.Model, path: str) -> None:
                 model.load_weights(path)
         except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
             raise InputError(
-                f"weights={path}: does not fit this model (saved from another backbone or head?): {_first_line(exc)}"
+                f"weights={path}: does not fit this model (saved from another backbone or head?): {first_line(exc)}"
             ) from None
         return
     source = load_model(path)
@@ -194,12 +194,6 @@ def _copy_weights(model: keras.Model, path: str) -> None:
         raise InputError(f"weights={path}: that model's layers do not match this one (same backbone and head needed)")
     for target, layer in zip(mine, theirs, strict=True):
         target.set_weights(layer.get_weights())
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message, shortened."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,7 +259,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     except Exception as exc:
         if backbone_weights is None:
             raise
-        raise InputError(f"weights={weights}: could not load into {bb.name} ({_first_line(exc)})") from None
+        raise InputError(f"weights={weights}: could not load into {bb.name} ({first_line(exc)})") from None
     backbone_layers = [layer for layer in base.layers if id(layer) not in front]
     _set_trainable(backbone_layers, str(cfg.fine_tune))
 
@@ -381,7 +375,7 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:
-        text = _first_line(exc)
+        text = first_line(exc)
         if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
             raise InputError(f"{path}: refused by Keras safe mode ({text})") from None
         raise InputError(f"{path}: not a loadable Keras model file ({text})") from None

@@ -3,11 +3,12 @@
 Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
 - Decoding uses `xraylib.images.load_gray` (Pillow, JPEG DCT-domain downscaling) in a thread pool: Pillow
   releases the GIL while decoding and resizing, every odd format (CMYK, 16-bit, RGBA, palette) takes the same
-  path, every failure is caught per file, and training decodes exactly like `xraylib predict` does.
+  path, every failure is caught per file. `decode_images` is the one decode loop of training and of
+  `xraylib predict` (the caller chooses whether a bad file stops it or is reported beside the others).
 - The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
   index fingerprint, the image size and every file's name, size and modification time, with a checksum of the
   array beside it, so a second run skips decoding and a changed file or a damaged cache is decoded again.
-- `make_dataset` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
+- `tf_batches` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
   them, then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
 """
 
@@ -111,19 +112,33 @@ def bad_files_message(failures: list[tuple[str, str]], total: int) -> str:
     )
 
 
-def decode_all(paths: list[str], image_size: int, workers: int | None = None) -> np.ndarray:
-    """Decode and resize every file once, in parallel; one InputError listing every bad file."""
+DECODE_ERRORS = ("raise", "collect")  # what decode_images does with a file it cannot decode
+
+
+def decode_images(
+    paths: list, image_size: int, on_error: str = "raise", workers: int | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Decode and resize every file once, in parallel: uint8 (N, S, S, 1) and one error reason per file ("" for a
+    file that decoded). The one decode loop of training and of `xraylib predict`; the caller chooses what a bad
+    file does. `on_error="raise"` (training): one InputError listing every bad file, by name and reason.
+    `on_error="collect"` (predict): a bad file keeps a zero image and its reason, so the other files still count.
+    """
+    if on_error not in DECODE_ERRORS:
+        raise InputError(f"on_error={on_error!r}: expected one of {', '.join(DECODE_ERRORS)}")
     n = len(paths)
     out = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
-    failures: list[tuple[int, str, str]] = []
+    errors = [""] * n
+    failures: list[tuple[int, str]] = []  # (index, path as the decoder names it)
 
     def work(i: int) -> None:
         try:
             out[i, :, :, 0] = load_gray(paths[i], image_size)
         except ImageDecodeError as exc:
-            failures.append((i, exc.path, exc.reason))
+            errors[i] = exc.reason
+            failures.append((i, exc.path))
         except InputError as exc:  # any other one-line reason
-            failures.append((i, os.fspath(paths[i]), str(exc)))
+            errors[i] = str(exc)
+            failures.append((i, os.fspath(paths[i])))
 
     workers = workers or decode_workers()
     if workers == 1 or n < 2:
@@ -132,10 +147,9 @@ def decode_all(paths: list[str], image_size: int, workers: int | None = None) ->
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xraylib-decode") as pool:
             list(pool.map(work, range(n), chunksize=8))
-    if failures:
-        failures.sort()
-        raise InputError(bad_files_message([(p, r) for _, p, r in failures], n))
-    return out
+    if failures and on_error == "raise":
+        raise InputError(bad_files_message([(path, errors[i]) for i, path in sorted(failures)], n))
+    return out, errors
 
 
 def cached_images(
@@ -151,7 +165,7 @@ def cached_images(
         hit = _read_cache(target, len(paths), image_size)
         if hit is not None:
             return hit
-    images = decode_all(paths, image_size)
+    images, _ = decode_images(paths, image_size, on_error="raise")
     if target is not None:
         _write_cache(target, images)
     return images
@@ -177,7 +191,7 @@ def replicas_of(model) -> int:
     return int(model.distribute_strategy.num_replicas_in_sync)
 
 
-def make_dataset(
+def tf_batches(
     images: np.ndarray,
     labels,
     batch_size: int,
@@ -235,5 +249,5 @@ def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray
     n = len(images)
     batch = max(1, min(batch_size, n))
     filled = np.concatenate([images, np.repeat(images[:1], -n % batch, axis=0)]) if n % batch else images
-    batches = make_dataset(filled, None, batch, shuffle=False, replicas=replicas_of(model))
+    batches = tf_batches(filled, None, batch, shuffle=False, replicas=replicas_of(model))
     return np.asarray(model.predict(batches, verbose=0))[:n]

@@ -5,7 +5,7 @@ the image size (and test-time augmentation), metrics.json the calibration and th
 validation data (`xraylib.calibration`): P(pneumonia) here is the calibrated probability the threshold applies to. The
 model holds its own preprocessing (gray -> RGB -> the backbone's preprocess_input), so its input is the gray image
 resized to the run's size, float32 in [0, 255], shape (N, S, S, 1), exactly what training fed it
-(`xraylib.images.load_gray`, the same decoder).
+(`xraylib.pipeline.decode_images`, the same decode loop).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +24,8 @@ import pandas as pd
 
 from xraylib.calibration import Calibration, read_calibration
 from xraylib.errors import InputError
-from xraylib.images import IMAGE_SUFFIXES, ImageDecodeError, load_gray
+from xraylib.images import IMAGE_SUFFIXES, load_gray
+from xraylib.pipeline import decode_images
 
 if TYPE_CHECKING:
     import keras
@@ -145,26 +145,6 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
     if not found:
         raise InputError("no image file or folder given")
     return found
-
-
-def _decode(paths: list[Path], size: int) -> tuple[np.ndarray, list[str]]:
-    """uint8 (N, S, S, 1) images, in parallel, and one error string per file ("" when it decoded)."""
-    from xraylib.pipeline import decode_workers
-
-    images = np.zeros((len(paths), size, size, 1), dtype=np.uint8)
-    errors = [""] * len(paths)
-
-    def work(i: int) -> None:
-        try:
-            images[i, :, :, 0] = load_gray(paths[i], size)
-        except ImageDecodeError as exc:
-            errors[i] = exc.reason
-        except InputError as exc:
-            errors[i] = str(exc)
-
-    with ThreadPoolExecutor(max_workers=decode_workers(), thread_name_prefix="xraylib-predict") as pool:
-        list(pool.map(work, range(len(paths))))
-    return images, errors
 
 
 def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
@@ -335,7 +315,7 @@ def predict_files(
     for start in range(0, len(paths), CHUNK):
         chunk = list(range(start, min(start + CHUNK, len(paths))))
         started = time.perf_counter()
-        images, chunk_errors = _decode([paths[i] for i in chunk], predictor.image_size)
+        images, chunk_errors = decode_images([paths[i] for i in chunk], predictor.image_size, on_error="collect")
         good = [k for k, e in enumerate(chunk_errors) if not e]
         p = np.round(predict_images(predictor, images[good], batch_size), 6)  # as the CSV stores it: labels agree
         seconds += time.perf_counter() - started

@@ -23,11 +23,11 @@ DEMO_DATA = REPO / "data" / "demo"
 
 def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
     """The demo's synthetic dataset, written on first use."""
-    from xraylib.synth import make_dataset
+    from xraylib.synth import write_synthetic_set
 
     root = Path(root)
     if not (root / "Chest_xray_Corona_Metadata.csv").is_file():
-        make_dataset(root, masks=True)
+        write_synthetic_set(root, masks=True)
     return root
 
 
@@ -198,7 +198,7 @@ def sweep(
         _check_folds(data, folds, seeds or [overrides.get("seed", 42)])
     runs = plan_runs(backbones, seeds, folds)
     with exclusive(out):
-        return _sweep(data, runs, preset, overrides, out, resume, jobs, address)
+        return _sweep_locked(data, runs, preset, overrides, out, resume, jobs, address)
 
 
 def _check_folds(data: Path, folds: int, seeds: list) -> None:
@@ -209,9 +209,10 @@ def _check_folds(data: Path, folds: int, seeds: list) -> None:
     cross_validation_folds(index[index["split"] == "train"], folds, int(seeds[0]))
 
 
-def _sweep(
+def _sweep_locked(
     data: Path, runs: list[RunSpec], preset: str, overrides: dict, out: Path, resume: bool, jobs: int, address
 ) -> list[str]:
+    """The runs and the report, with `out` locked by `sweep`; returns the failed runs' names."""
     from tqdm.auto import tqdm
 
     from xraylib.notebook import write_index

@@ -20,7 +20,7 @@ _KERMANY_TEST = {"normal": 234, "bacteria": 242, "virus": 148}
 _OTHER = {"covid-19": 58, "streptococcus": 5, "sars": 4, "ards": 2, "normal": 1}
 _IMAGES_PER_PATIENT = ([1, 2, 3, 4, 5, 6, 8], [0.62, 0.2, 0.09, 0.04, 0.025, 0.015, 0.01])
 # (Label, Label_1_Virus_category, Label_2_Virus_category) of each subtype, spelled as in the real metadata.
-_LABELS = {
+_SUBTYPE_METADATA = {
     "normal": ("Normal", "", ""),
     "bacteria": ("Pnemonia", "bacteria", ""),
     "virus": ("Pnemonia", "Virus", ""),
@@ -247,7 +247,7 @@ def _counts(n: int, table: dict[str, int], minimum: int = 0) -> dict[str, int]:
     return out
 
 
-def _patients(rng: np.random.Generator, n: int) -> list[int]:
+def _patient_sizes(rng: np.random.Generator, n: int) -> list[int]:
     """Images per patient, summing to n."""
     sizes: list[int] = []
     while sum(sizes) < n:
@@ -290,7 +290,7 @@ def _plan(n_train: int, n_test: int, seed: int) -> list[_Item]:
         table = _KERMANY_TRAIN if split == "train" else _KERMANY_TEST
         counts = _counts(n_kermany, table, minimum=1)
         block: list[_Item] = []
-        for i, size in enumerate(_patients(rng, counts["normal"])):
+        for i, size in enumerate(_patient_sizes(rng, counts["normal"])):
             num, series, uid = next(im_numbers), "NORMAL2-" if rng.random() < 0.55 else "", next(patient_uid)
             for j in range(size):
                 tail = "-0001" if size == 1 else f"-0001-{j + 1:04d}"
@@ -299,7 +299,7 @@ def _plan(n_train: int, n_test: int, seed: int) -> list[_Item]:
         persons: list[tuple[int, int]] = []  # (person number, anatomy id) of bacterial patients
         sick: list[_Item] = []
         for sub in ("bacteria", "virus"):
-            for size in _patients(rng, counts[sub]):
+            for size in _patient_sizes(rng, counts[sub]):
                 if sub == "virus" and persons and rng.random() < 0.2:  # same number, other pathogen file
                     num, uid = persons[int(rng.integers(0, len(persons)))]
                 else:
@@ -328,7 +328,7 @@ def _metadata(items: list[_Item], rng: np.random.Generator) -> tuple[pd.DataFram
     for i, it in enumerate(items):
         if it.source == "other" and (i == first_other or rng.random() < 0.3):
             nxt += int(rng.integers(1, 3))  # the real index has gaps in this block
-        label, l1, l2 = _LABELS[it.subtype]
+        label, l1, l2 = _SUBTYPE_METADATA[it.subtype]
         rows.append((it.file, label, it.split.upper(), l2, l1))
         ids.append(nxt)
         nxt += 1
@@ -342,7 +342,7 @@ def _metadata(items: list[_Item], rng: np.random.Generator) -> tuple[pd.DataFram
     return meta, summary
 
 
-def make_dataset(
+def write_synthetic_set(
     out: str | os.PathLike, n_train: int = 400, n_test: int = 120, seed: int = 0, masks: bool = False
 ) -> Path:
     """Write a synthetic dataset in the Kaggle CoronaHack layout (+ masks) into `out`; return `out`."""

@@ -15,7 +15,7 @@ from xraylib import checkpoint, tracking
 from xraylib.config import RunConfig
 from xraylib.errors import InputError, check_memory
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
-from xraylib.pipeline import batch_sizes, make_dataset, predict_in_batches, replicas_of
+from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_batches
 
 FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -347,9 +347,9 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     if first_epoch < cfg.epochs and not state.get("stopped"):
         tracked = tracking.callbacks(cfg, out)  # after the history writer: MLflow's logs the rows it wrote
         trained.fit(
-            make_dataset(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
+            tf_batches(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
             steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
-            validation_data=make_dataset(val_x, val_y, cfg.batch_size, False, replicas=replicas),
+            validation_data=tf_batches(val_x, val_y, cfg.batch_size, False, replicas=replicas),
             initial_epoch=first_epoch,
             epochs=cfg.epochs,
             class_weight=class_weights(train_y) if use_weights else None,
@@ -491,10 +491,11 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
     is locked meanwhile: a second process training into it is refused."""
     out = output_dir(out)
     with exclusive(out):
-        return _train(data, cfg, out)
+        return _train_locked(data, cfg, out)
 
 
-def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
+def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
+    """The run's steps, with `out` locked by `train`."""
     from xraylib import report
 
     out = Path(out)
