@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import plots
+from xraylib import compare_plots, data_plots, gradcam_plots, plots
 from xraylib.backbones import BACKBONES
 from xraylib.config import RunConfig, load_config
 from xraylib.errors import InputError
@@ -133,7 +133,7 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold
     ]
     errors = list(sample["label"] != sample["predicted"])
     title = f"Grad-CAM: {cfg.backbone} ({cfg.preset})"
-    return plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
+    return gradcam_plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
 
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
@@ -356,11 +356,11 @@ def build_report(report_dir: str | Path) -> str:
     if not comparison.empty:
         write_csv(report_dir / "comparison.csv", comparison)
     figures = report_dir / "figures"
-    plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=figures / "roc_overlay.png")
-    plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
+    compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=figures / "roc_overlay.png")
+    compare_plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
     runs = run_table(report_dir)
     write_csv(report_dir / "runs.csv", runs)
-    plots.plot_run_spread(runs, title=SPREAD_TITLE, path=figures / "run_spread.png")
+    compare_plots.plot_run_spread(runs, title=SPREAD_TITLE, path=figures / "run_spread.png")
     if repeated(runs):
         for name, frame in mean_predictions(report_dir).items():
             write_csv(report_dir / "mean_predictions" / f"{name}.csv", frame)
@@ -402,7 +402,7 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     """The run's data figures: `class_distribution` of its index, or `augmentations` of one training image."""
     path = Path(out_dir) / "figures" / f"{name}.png"
     if name == "class_distribution":
-        return plots.plot_class_distribution(prepared.index, path=path)
+        return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
         from xraylib.layers import augmentation
 
@@ -410,17 +410,17 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
         layer = augmentation(cfg.seed)
         draws = [np.asarray(layer(image, training=True))[0, ..., 0] for _ in range(7)]
         title = "Training augmentation: zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
-        return plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
+        return data_plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
 
 
 def dataset_figure(name: str, index: pd.DataFrame, out_dir: str | Path):
     """Dataset exploration: class_distribution, samples, image_sizes or images_per_patient of an index."""
     draw = {
-        "class_distribution": plots.plot_class_distribution,
-        "samples": plots.plot_samples,
-        "image_sizes": plots.plot_image_sizes,
-        "images_per_patient": plots.plot_images_per_patient,
+        "class_distribution": data_plots.plot_class_distribution,
+        "samples": data_plots.plot_samples,
+        "image_sizes": data_plots.plot_image_sizes,
+        "images_per_patient": data_plots.plot_images_per_patient,
     }
     if name not in draw:
         raise InputError(f"unknown figure {name!r} (known: {', '.join(draw)})")
@@ -432,11 +432,11 @@ def comparison_figure(name: str, report_dir: str | Path):
     report_dir = Path(report_dir)
     path = report_dir / "figures" / f"{name}.png"
     if name == "roc_overlay":
-        return plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
+        return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
     if name == "metric_bars":
-        return plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
+        return compare_plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
     if name == "run_spread":
-        return plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
+        return compare_plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
     raise InputError(f"unknown figure {name!r} (known: roc_overlay, metric_bars, run_spread)")
 
 
