@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import report
+from xraylib import explain
 from xraylib.cli import main
 from xraylib.config import resolve_config
 from xraylib.train import plateau_state, train
@@ -186,7 +186,7 @@ def test_plateau_state_counts_as_keras_callbacks_do():
 def test_gradcam_mass_in_synthetic_masks(smoke_run):
     written = pd.read_csv(smoke_run / "gradcam_in_masks.csv")
     assert len(written) == (pd.read_csv(smoke_run / "predictions.csv")["label"] == "pneumonia").sum()
-    table = report.gradcam_in_masks(smoke_run, limit=6)
+    table = explain.gradcam_in_masks(smoke_run, limit=6)
     assert len(table) >= 1 and set(table.columns) == {
         "in_lungs",
         "lung_area",

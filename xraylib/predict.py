@@ -204,21 +204,6 @@ def _display_image(path: Path) -> np.ndarray:
     return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS))
 
 
-def smooth_heatmaps(model: keras.Model, heatmaps: np.ndarray) -> np.ndarray:
-    """Blur Grad-CAM maps by half a feature cell (display only): bilinear upsampling of a coarse grid (3x3 for a
-    96 px ResNet) leaves diamond-shaped seams that are not in the evidence; each map is rescaled to peak 1."""
-    from scipy.ndimage import gaussian_filter
-
-    from xraylib.explain import last_conv_layer
-
-    heatmaps = np.asarray(heatmaps, dtype="float32")
-    cells = model.get_layer(last_conv_layer(model)).output.shape[1] or heatmaps.shape[1]
-    sigma = 0.5 * heatmaps.shape[1] / max(1, int(cells))
-    out = np.stack([gaussian_filter(h, sigma, mode="nearest") for h in heatmaps]) if len(heatmaps) else heatmaps
-    peak = out.reshape(len(out), -1).max(axis=1) if len(out) else np.zeros(0)
-    return np.where(peak[:, None, None] > 0, out / np.maximum(peak, 1e-12)[:, None, None], 0.0)
-
-
 def predict_files(
     model: str | os.PathLike | Predictor,
     inputs: list[str | os.PathLike],
@@ -304,7 +289,7 @@ def _write_gradcams(
     predictor: Predictor, paths: list[Path], images: np.ndarray, p: np.ndarray, targets: list[Path]
 ) -> None:
     """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
-    from xraylib.explain import gradcam
+    from xraylib.explain import gradcam, smooth_heatmaps
     from xraylib.gradcam_plots import plot_prediction
 
     heatmaps = gradcam(

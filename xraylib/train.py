@@ -475,7 +475,7 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
 
 
 def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
-    from xraylib import report
+    from xraylib import explain, report
 
     out = Path(out)
     if (out / FINISHED).is_file():
@@ -492,7 +492,7 @@ def _train(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     fit(model, prepared, cfg, out)
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
-    report.save_localization(out, model=model)
+    explain.save_localization(out, model=model)
     tracking.log_results(cfg, out)
     write_json(out / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out
