@@ -3,7 +3,7 @@
 The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
 synth, images, pipeline, layers, models, prepare, train, strategy, checkpoint, tracking, metrics, evaluate, explain,
 plots, gradcam_plots, compare_plots, data_plots, plot_style, report, sweep, workers, notebook, predict, app, export,
-probe, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
+export_formats, probe, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
 """
 
 from xraylib.backbones import BACKBONES, get_backbone
