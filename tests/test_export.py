@@ -13,17 +13,8 @@ import pytest
 from xraylib.calibration import Calibration
 from xraylib.cli import main
 from xraylib.errors import InputError
-from xraylib.export import (
-    CLASS_NAMES,
-    EXPORT_JSON,
-    FORMATS,
-    TOLERANCE,
-    check_images,
-    export_run,
-    float32_model,
-    load_export,
-    precision,
-)
+from xraylib.export import CLASS_NAMES, TOLERANCE, check_images, export_run, float32_model, precision
+from xraylib.export_formats import EXPORT_JSON, FORMATS, load_export
 from xraylib.images import load_gray
 from xraylib.predict import load_predictor, predict_images
 
@@ -359,8 +350,9 @@ def test_failing_converter_one_line(fmt, small_run, tmp_path, monkeypatch, capsy
 def test_export_check_rejects_a_wrong_export(small_run, tmp_path, monkeypatch):
     """An export that does not predict like the Keras model is refused (here: a runtime answering 0.5)."""
     import xraylib.export as export
+    from xraylib.export_formats import ExportedModel
 
-    monkeypatch.setattr(export.ExportedModel, "predict", lambda self, images: np.full(len(images), 0.5, "float32"))
+    monkeypatch.setattr(ExportedModel, "predict", lambda self, images: np.full(len(images), 0.5, "float32"))
     with pytest.raises(InputError, match="--format onnx: the export's P.pneumonia. differs") as info:
         export_run(small_run, "onnx", out=tmp_path / "bad")
     assert "itself" not in str(info.value)  # this model is stable: the export is at fault

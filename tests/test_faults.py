@@ -120,7 +120,8 @@ def test_a_run_that_failed_before_training_does_not_block_its_fix(synth_data, tm
     out.mkdir()
     (out / "config.json").write_text(json.dumps({"run": {"epochs": 99}, "data": {"fingerprint": "other"}}))
     from xraylib.config import resolve_config
-    from xraylib.train import prepare_data, write_config
+    from xraylib.prepare import prepare_data
+    from xraylib.train import write_config
 
     cfg = resolve_config("resnet34", "smoke", {"image_size": "32", "limit": "40"})
     written = write_config(prepare_data(synth_data, cfg), cfg, synth_data, out)

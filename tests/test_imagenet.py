@@ -14,7 +14,8 @@ from xraylib.config import resolve_config
 from xraylib.images import load_gray
 from xraylib.layers import preprocess_input
 from xraylib.models import build_model, constructor, feature_model, resolve_weights
-from xraylib.train import build_run_model, evaluate_run, fit, prepare_data
+from xraylib.prepare import prepare_data
+from xraylib.train import build_run_model, evaluate_run, fit
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 XCEPTION = SHARED / "weights" / BACKBONES["xception"].weights_file

@@ -1,4 +1,5 @@
-"""Plots: every function returns a Figure, writes a non-empty PNG, and labels classes Normal / Pneumonia."""
+"""The figure modules (plots, gradcam_plots, compare_plots, data_plots): every function returns a Figure, writes
+a non-empty PNG, and labels classes Normal / Pneumonia."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
+from xraylib import compare_plots, data_plots, gradcam_plots, plot_style
 from xraylib import metrics as M
 from xraylib import plots as P
 from xraylib.errors import InputError
@@ -35,7 +37,7 @@ def check(fig: Figure, path) -> str:
 @pytest.fixture(autouse=True)
 def low_dpi(monkeypatch):
     """Smaller PNGs keep the tests fast; the figures themselves are unchanged."""
-    monkeypatch.setattr(P, "DPI", 60)
+    monkeypatch.setattr(plot_style, "DPI", 60)
 
 
 @pytest.fixture(scope="module")
@@ -165,15 +167,17 @@ def test_gradcam_grid(tmp_path):
     images = np.stack([127 + 100 * np.sin(xx / (4 + i)) for i in range(6)]).astype(np.uint8)[..., None]
     heatmaps = np.stack([np.exp(-((xx - 10 * i) ** 2 + (yy - 32) ** 2) / 200) for i in range(6)])
     titles = [f"image {i}" for i in range(6)]
-    fig = P.plot_gradcam_grid(images, heatmaps, titles=titles, errors=[0, 1, 0, 0, 0, 1], path=tmp_path / "cam.png")
+    fig = gradcam_plots.plot_gradcam_grid(
+        images, heatmaps, titles=titles, errors=[0, 1, 0, 0, 0, 1], path=tmp_path / "cam.png"
+    )
     words = check(fig, tmp_path / "cam.png")
     assert "image 5" in words and "Grad-CAM activation" in words
-    fig = P.plot_gradcam_grid(images[..., 0].astype(float) / 255, heatmaps, path=tmp_path / "cam2.png")
+    fig = gradcam_plots.plot_gradcam_grid(images[..., 0].astype(float) / 255, heatmaps, path=tmp_path / "cam2.png")
     check(fig, tmp_path / "cam2.png")
     with pytest.raises(InputError, match="heatmaps"):
-        P.plot_gradcam_grid(images, heatmaps[:3])
+        gradcam_plots.plot_gradcam_grid(images, heatmaps[:3])
     with pytest.raises(InputError, match="titles"):
-        P.plot_gradcam_grid(images, heatmaps, titles=["a"])
+        gradcam_plots.plot_gradcam_grid(images, heatmaps, titles=["a"])
 
 
 def test_class_distribution_counts_on_bars(tmp_path):
@@ -183,23 +187,23 @@ def test_class_distribution_counts_on_bars(tmp_path):
             "split": ["train"] * 100 + ["test"] * 25,
         }
     )
-    fig = P.plot_class_distribution(index, path=tmp_path / "classes.png")
+    fig = data_plots.plot_class_distribution(index, path=tmp_path / "classes.png")
     words = check(fig, tmp_path / "classes.png")
     assert [ax.get_title() for ax in fig.axes] == ["All images (n = 125)", "Train (n = 100)", "Test (n = 25)"]
     assert "40\n(32%)" in words and "70\n(70%)" in words and "15\n(60%)" in words
     heights = [[round(b.get_height()) for b in ax.patches] for ax in fig.axes]
     assert heights == [[40, 85], [30, 70], [10, 15]]
     index["subset"] = ["train"] * 80 + ["val"] * 20 + ["test"] * 25
-    titles = [ax.get_title() for ax in P.plot_class_distribution(index).axes]
+    titles = [ax.get_title() for ax in data_plots.plot_class_distribution(index).axes]
     assert titles[2] == "Validation (n = 20)"
     with pytest.raises(InputError, match="split"):
-        P.plot_class_distribution(index.drop(columns="split"))
+        data_plots.plot_class_distribution(index.drop(columns="split"))
 
 
 def test_augmentation_grid(tmp_path):
     original = np.tile(np.linspace(0, 255, 64), (64, 1)).astype(np.uint8)
     draws = [np.clip(original * f, 0, 255).astype(np.float32) for f in (0.5, 0.8, 1.1, 1.3)]
-    fig = P.plot_augmentations(original, np.stack(draws)[..., None], path=tmp_path / "aug.png")
+    fig = data_plots.plot_augmentations(original, np.stack(draws)[..., None], path=tmp_path / "aug.png")
     assert "draw 4" in check(fig, tmp_path / "aug.png")
     limits = {tuple(ax.images[0].get_clim()) for ax in fig.axes if ax.images}
     assert limits == {(0.0, 255.0)}  # one fixed gray scale: brightness changes stay visible
@@ -220,17 +224,17 @@ def test_comparison_figures(tmp_path, predictions, shared_data):
         )
         rows.append(M.leaderboard_row(name, M.evaluate(y, q, patient, 0.5, n_boot=100)))
     frames["study vgg19"] = read_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
-    fig = P.plot_roc_overlay(frames, path=tmp_path / "overlay.png")
+    fig = compare_plots.plot_roc_overlay(frames, path=tmp_path / "overlay.png")
     words = check(fig, tmp_path / "overlay.png")
     assert "vgg16 (AUC" in words and "study vgg19 (hard labels: one point)" in words
     board = pd.DataFrame(rows)
-    fig = P.plot_metric_bars(board, path=tmp_path / "bars.png")
+    fig = compare_plots.plot_metric_bars(board, path=tmp_path / "bars.png")
     words = check(fig, tmp_path / "bars.png")
     assert "ROC-AUC" in words and "xception" in words
     whiskers = [c for ax in fig.axes for c in ax.collections]
     assert len(whiskers) >= 5
     with pytest.raises(InputError, match="none of the metrics"):
-        P.plot_metric_bars(board[["backbone"]])
+        compare_plots.plot_metric_bars(board[["backbone"]])
 
 
 def test_dataset_exploration_figures(tmp_path, image_files):
@@ -245,10 +249,10 @@ def test_dataset_exploration_figures(tmp_path, image_files):
             "source": ["kermany"] * 11 + ["other"],
         }
     )
-    fig = P.plot_samples(index, per_group=3, path=tmp_path / "samples.png")
+    fig = data_plots.plot_samples(index, per_group=3, path=tmp_path / "samples.png")
     words = check(fig, tmp_path / "samples.png")
     assert "Pneumonia: viral" in words and "Pneumonia: bacterial" in words and "from papers" in words
-    fig = P.plot_image_sizes(index, path=tmp_path / "sizes.png")
+    fig = data_plots.plot_image_sizes(index, path=tmp_path / "sizes.png")
     assert "Aspect ratio" in check(fig, tmp_path / "sizes.png")
-    fig = P.plot_images_per_patient(index, path=tmp_path / "per_patient.png")
+    fig = data_plots.plot_images_per_patient(index, path=tmp_path / "per_patient.png")
     assert "Train: 6 patients, 9 images" in check(fig, tmp_path / "per_patient.png")

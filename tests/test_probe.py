@@ -28,7 +28,7 @@ def test_probe_cli_prints_the_auc_with_its_interval(synth_data, capsys):
 
 
 def test_sound_leaves_the_non_kermany_images_out_of_train_and_validation(synth_data):
-    from xraylib.train import prepare_data
+    from xraylib.prepare import prepare_data
 
     cfg = resolve_config("resnet34", "sound", {"image_size": "32", "weights": "none"})
     assert cfg.exclude_sources == "other" and resolve_config("resnet34", "seed").exclude_sources == "none"

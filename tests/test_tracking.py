@@ -15,7 +15,8 @@ from test_train import SMOKE
 from xraylib import tracking
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
-from xraylib.train import build_run_model, fit, prepare_data, train, write_config
+from xraylib.prepare import prepare_data
+from xraylib.train import build_run_model, fit, train, write_config
 
 # the head on precomputed features (frozen backbone, no augmentation): the model fit is not the model saved
 SETTINGS = {**SMOKE, "augment": "false", "epochs": "3", "tracker": "mlflow"}

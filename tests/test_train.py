@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import report
+from xraylib import explain, report
 from xraylib.cli import main
 from xraylib.config import resolve_config
 from xraylib.train import plateau_state, train
@@ -191,7 +191,8 @@ import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from xraylib.config import resolve_config
-from xraylib.train import distribution_strategy, train
+from xraylib.strategy import distribution_strategy
+from xraylib.train import train
 assert distribution_strategy("mirrored").num_replicas_in_sync == 2
 cfg = resolve_config("resnet34", "smoke", dict(image_size="32", limit="40", batch_size="8", bootstrap="20",
                      gradcam_images="2", strategy="mirrored"))
@@ -216,7 +217,7 @@ def test_plateau_state_counts_as_keras_callbacks_do():
 def test_gradcam_mass_in_synthetic_masks(smoke_run):
     written = pd.read_csv(smoke_run / "gradcam_in_masks.csv")
     assert len(written) == (pd.read_csv(smoke_run / "predictions.csv")["label"] == "pneumonia").sum()
-    table = report.gradcam_in_masks(smoke_run, limit=6)
+    table = explain.gradcam_in_masks(smoke_run, limit=6)
     assert len(table) >= 1 and set(table.columns) == {
         "in_lungs",
         "lung_area",
@@ -234,7 +235,8 @@ def test_gradcam_mass_in_synthetic_masks(smoke_run):
 
 
 def test_head_on_precomputed_features_trains_as_end_to_end(synth_data, tmp_path):
-    from xraylib.train import build_run_model, fit, predict_probabilities, prepare_data
+    from xraylib.prepare import prepare_data
+    from xraylib.train import build_run_model, fit, predict_probabilities
 
     results = []
     for precompute in ("true", "false"):
@@ -254,7 +256,8 @@ def test_head_on_precomputed_features_trains_as_end_to_end(synth_data, tmp_path)
 def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
     import keras
 
-    from xraylib.train import build_run_model, fit, predict_probabilities, prepare_data
+    from xraylib.prepare import prepare_data
+    from xraylib.train import build_run_model, fit, predict_probabilities
 
     cfg = resolve_config("resnet34", "smoke", {**SMOKE, "augment": "false", "epochs": "3"})
     prepared = prepare_data(synth_data, cfg)

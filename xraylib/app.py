@@ -57,7 +57,8 @@ def predict_uploads(
     one line per file that could not be read, naming it (the other files are still predicted)."""
     from PIL import Image
 
-    from xraylib.predict import format_probability, predict_files
+    from xraylib.plot_style import format_probability
+    from xraylib.predict import predict_files
 
     with tempfile.TemporaryDirectory(prefix="xraylib-app-") as cams:
         table = predict_files(predictor, paths, gradcam_dir=cams)
@@ -77,7 +78,7 @@ def predict_uploads(
 
 def status_text(n_files: int, problems: list[str], threshold: float) -> str:
     """Markdown above the results: how many files were predicted, then each file that could not be read."""
-    from xraylib.predict import format_probability
+    from xraylib.plot_style import format_probability
 
     done = f"{n_files - len(problems)} of {n_files} images predicted (threshold {format_probability(threshold)})."
     return "\n".join([done, *(f"- **Error**: {line}" for line in problems)])
@@ -85,7 +86,8 @@ def status_text(n_files: int, problems: list[str], threshold: float) -> str:
 
 def build_app(run_dir: str | os.PathLike) -> gr.Blocks:
     """The page for one run (model loaded once), ready to `.launch()`; a bad RUN_DIR fails before the slow load."""
-    from xraylib.predict import format_probability, load_predictor
+    from xraylib.plot_style import format_probability
+    from xraylib.predict import load_predictor
 
     run = check_run(run_dir)
     gr = _gradio()

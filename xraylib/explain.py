@@ -1,16 +1,26 @@
-"""Grad-CAM: where in the image the model found the evidence for its prediction."""
+"""All of Grad-CAM: the maps, their smoothing for display, and the share of them inside lung and opacity masks.
+
+Grad-CAM shows where in the image the model found the evidence for its prediction. The figures that draw the maps
+(the grid of a run, the overlay of one prediction) are in `xraylib.gradcam_plots`. On a synthetic set with masks
+(`xraylib data synth --masks`) each run measures its maps against the masks and writes gradcam_in_masks.csv.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
+from xraylib.config import load_config
 from xraylib.errors import InputError
+from xraylib.fileio import write_csv
 
 if TYPE_CHECKING:
     import keras
 
+LOCALIZATION_CSV = "gradcam_in_masks.csv"  # a run's per-image Grad-CAM mass and peak inside the masks
 _POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
 
 
@@ -91,6 +101,19 @@ def gradcam(
     return np.clip(np.concatenate(maps), 0.0, 1.0).astype("float32")
 
 
+def smooth_heatmaps(model: keras.Model, heatmaps: np.ndarray) -> np.ndarray:
+    """Blur Grad-CAM maps by half a feature cell (display only): bilinear upsampling of a coarse grid (3x3 for a
+    96 px ResNet) leaves diamond-shaped seams that are not in the evidence; each map is rescaled to peak 1."""
+    from scipy.ndimage import gaussian_filter
+
+    heatmaps = np.asarray(heatmaps, dtype="float32")
+    cells = model.get_layer(last_conv_layer(model)).output.shape[1] or heatmaps.shape[1]
+    sigma = 0.5 * heatmaps.shape[1] / max(1, int(cells))
+    out = np.stack([gaussian_filter(h, sigma, mode="nearest") for h in heatmaps]) if len(heatmaps) else heatmaps
+    peak = out.reshape(len(out), -1).max(axis=1) if len(out) else np.zeros(0)
+    return np.where(peak[:, None, None] > 0, out / np.maximum(peak, 1e-12)[:, None, None], 0.0)
+
+
 def fit_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A bool mask (bool or 0/255, 2-D or with one channel), nearest-resized to `shape` if needed."""
     mask = np.asarray(mask)
@@ -130,3 +153,83 @@ def peak_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     if heatmap.max() <= 0:
         return float("nan")
     return float(fit_mask(mask, heatmap.shape)[np.unravel_index(np.argmax(heatmap), heatmap.shape)])
+
+
+def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFrame | None:
+    """The run's pneumonia test predictions (the first `limit`), or None when its images have no masks."""
+    from xraylib.synth import mask_paths
+
+    frame = pd.read_csv(run_dir / "predictions.csv")
+    frame = frame[frame["label"] == "pneumonia"].head(limit)
+    return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
+
+
+def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) -> pd.DataFrame:
+    """Per pneumonia test image (the first `limit`; all by default) of a synthetic set with masks: the share of
+    Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
+    heatmap would score) and what a lung-shaped map scores through the Grad-CAM layer's grid (`mask_through_grid`),
+    and whether the heatmap's peak lies inside each mask (the pointing game)."""
+    run_dir = Path(run_dir)
+    frame = _pneumonia_with_masks(run_dir, limit)
+    if frame is None:
+        raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
+    return _localization_table(run_dir, frame, model)
+
+
+def _localization_table(run_dir: Path, frame: pd.DataFrame, model=None) -> pd.DataFrame:
+    """`gradcam_in_masks` of the images in `frame` (pneumonia test predictions whose masks exist)."""
+    from PIL import Image
+
+    from xraylib.images import load_gray
+    from xraylib.models import load_model
+    from xraylib.synth import mask_paths
+
+    cfg = load_config(run_dir / "config.json")
+    images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
+    if model is None:
+        model = load_model(run_dir / "model.keras")
+    heatmaps = gradcam(model, images[..., None], target="pneumonia")
+    grid = tuple(model.get_layer(last_conv_layer(model)).output.shape[1:3])
+    rows = []
+    for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
+        lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
+        lung_fit, opac_fit = fit_mask(lung, heat.shape), fit_mask(opac, heat.shape)  # resized once, used thrice
+        rows.append(
+            {
+                "in_lungs": mass_inside(heat, lung_fit),
+                "lung_area": float(lung.mean()),
+                "lung_map_in_lungs": mask_through_grid(lung_fit, grid, heat.shape),
+                "peak_in_lungs": peak_inside(heat, lung_fit),
+                "in_opacity": mass_inside(heat, opac_fit),
+                "opacity_area": float(opac.mean()),
+                "peak_in_opacity": peak_inside(heat, opac_fit),
+            }
+        )
+    return pd.DataFrame(rows, index=pd.Index(frame["file"].to_numpy(), name="file"))
+
+
+def save_localization(run_dir: str | Path, model=None) -> pd.DataFrame | None:
+    """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks` of every pneumonia test image)
+    and return its means; None on data without masks (real radiographs)."""
+    run_dir = Path(run_dir)
+    frame = _pneumonia_with_masks(run_dir)
+    if frame is None:
+        return None
+    table = _localization_table(run_dir, frame, model)
+    write_csv(run_dir / LOCALIZATION_CSV, table.reset_index())
+    return table.mean().to_frame("mean over pneumonia test images").round(3)
+
+
+def localization_means(run: str | Path) -> dict[str, float]:
+    """The run's mean Grad-CAM mass and peak inside the lungs (and the lungs' area) from its gradcam_in_masks.csv, as
+    leaderboard columns; {} when it did not measure them."""
+    masks = Path(run) / LOCALIZATION_CSV
+    if not masks.is_file():
+        return {}
+    try:
+        means = pd.read_csv(masks).mean(numeric_only=True)
+        row = {"gradcam_in_lungs": float(means["in_lungs"]), "lung_area": float(means["lung_area"])}
+    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError):
+        raise InputError(f"{masks} is unreadable or lacks in_lungs/lung_area: rerun the run") from None
+    row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
+    return row

@@ -29,7 +29,6 @@ from xraylib.pipeline import decode_images
 
 if TYPE_CHECKING:
     import keras
-    from matplotlib.figure import Figure
 
     from xraylib.config import RunConfig
 
@@ -37,7 +36,6 @@ BATCH_SIZE = 32  # images per forward pass
 CHUNK = 256  # images decoded, predicted and explained together (bounds memory on large folders)
 SHOW_ROWS = 25  # rows printed by format_predictions before it abbreviates
 FIGURE_SIDE = 600  # long side (pixels) of the radiograph drawn in a Grad-CAM PNG (about its size at 150 dpi)
-HEAT_CMAP = "jet"  # as in xraylib.plots.plot_gradcam_grid
 
 
 @dataclass
@@ -180,16 +178,6 @@ def _label(p: float, threshold: float) -> str:
     return "pneumonia" if p >= threshold else "normal"
 
 
-def format_probability(x: float, threshold: float | None = None) -> str:
-    """3 decimals, or as many as it takes (up to 7) to show that x differs from 0, 1 or the threshold."""
-    for digits in range(3, 8):
-        text = f"{x:.{digits}f}"
-        close = [float(text) == v != x for v in (0.0, 1.0, threshold) if v is not None]
-        if not any(close) and (threshold is None or (float(text) >= threshold) == (x >= threshold)):
-            return text
-    return f"{x:.7f}"
-
-
 def _display_image(path: Path) -> np.ndarray:
     """The whole radiograph at its own aspect, long side at most FIGURE_SIDE pixels (uint8 gray)."""
     from PIL import Image
@@ -201,87 +189,6 @@ def _display_image(path: Path) -> np.ndarray:
     scale = FIGURE_SIDE / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(gray).resize(size, Image.Resampling.LANCZOS))
-
-
-def smooth_heatmaps(model: keras.Model, heatmaps: np.ndarray) -> np.ndarray:
-    """Blur Grad-CAM maps by half a feature cell (display only): bilinear upsampling of a coarse grid (3x3 for a
-    96 px ResNet) leaves diamond-shaped seams that are not in the evidence; each map is rescaled to peak 1."""
-    from scipy.ndimage import gaussian_filter
-
-    from xraylib.explain import last_conv_layer
-
-    heatmaps = np.asarray(heatmaps, dtype="float32")
-    cells = model.get_layer(last_conv_layer(model)).output.shape[1] or heatmaps.shape[1]
-    sigma = 0.5 * heatmaps.shape[1] / max(1, int(cells))
-    out = np.stack([gaussian_filter(h, sigma, mode="nearest") for h in heatmaps]) if len(heatmaps) else heatmaps
-    peak = out.reshape(len(out), -1).max(axis=1) if len(out) else np.zeros(0)
-    return np.where(peak[:, None, None] > 0, out / np.maximum(peak, 1e-12)[:, None, None], 0.0)
-
-
-def _heat_rgba(heat: np.ndarray, cmap: str = HEAT_CMAP, max_alpha: float = 0.55) -> np.ndarray:
-    """Colour and opacity of [0, 1] heat values: the colour map's colour, opacity rising with the value, so cold
-    areas leave the radiograph clear (a uniform wash of blue would hide it)."""
-    from matplotlib import colormaps
-
-    heat = np.clip(np.asarray(heat, dtype="float32"), 0.0, 1.0)
-    rgba = colormaps[cmap](heat).astype("float32")
-    rgba[..., 3] = max_alpha * np.clip((heat - 0.2) / 0.6, 0.0, 1.0)
-    return rgba
-
-
-def overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3): the heatmap, stretched over the whole gray image (the model saw the whole image resized to a
-    square, without cropping), blended onto it."""
-    from PIL import Image
-
-    h, w = image.shape
-    heat = np.asarray(Image.fromarray(np.asarray(heatmap, dtype="float32")).resize((w, h), Image.Resampling.BILINEAR))
-    rgba = _heat_rgba(heat)
-    alpha = rgba[..., 3:]
-    gray = np.repeat(image[..., None].astype("float32") / 255.0, 3, axis=2)
-    return np.rint(255.0 * ((1.0 - alpha) * gray + alpha * rgba[..., :3])).astype(np.uint8)
-
-
-def plot_prediction(
-    image: np.ndarray,
-    heatmap: np.ndarray,
-    p: float,
-    threshold: float,
-    title: str = "",
-    path: str | os.PathLike | None = None,
-) -> Figure:
-    """The radiograph and its Grad-CAM overlay side by side, titled with the prediction (P(pneumonia), threshold)."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import ListedColormap, Normalize
-    from matplotlib.figure import Figure
-
-    from xraylib.plots import CLASS_COLORS, frame_axis, save_png, style
-
-    predicted = _label(p, threshold).capitalize()
-    explained = _label(p, threshold)  # explain.gradcam explains the class predicted at the threshold
-    h, w = image.shape
-    values = np.linspace(0.0, 1.0, 256)
-    key = _heat_rgba(values)
-    key = (1.0 - key[:, 3:]) * 0.5 + key[:, 3:] * key[:, :3]  # the blend as it looks over mid-gray
-    with style():
-        fig = Figure(figsize=(2 * 4.0 * w / max(h, w) + 1.0, 4.0 * h / max(h, w) + 1.0), layout="constrained")
-        axes = fig.subplots(1, 2)
-        axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
-        axes[1].imshow(overlay(image, heatmap))
-        for ax in axes:
-            frame_axis(ax, None)
-        axes[0].set_title("Radiograph", fontsize=10)
-        heat = np.asarray(heatmap, dtype="float32")
-        note = " (none found)" if heat.max() <= 0 else " (uniform: no localisation)" if np.ptp(heat) < 1e-3 else ""
-        axes[1].set_title(f"Grad-CAM: evidence for {explained}{note}", fontsize=10)
-        bar = fig.colorbar(ScalarMappable(Normalize(0, 1), ListedColormap(key)), ax=axes[1], shrink=0.8, pad=0.02)
-        bar.set_label("Grad-CAM activation (normalised)", fontsize=8)
-        fig.suptitle(
-            f"{predicted} · P(pneumonia) = {format_probability(p, threshold)}"
-            f" (threshold {format_probability(threshold)})" + (f"\n{title}" if title else ""),
-            color=CLASS_COLORS[predicted],
-        )
-    return save_png(fig, path)
 
 
 def predict_files(
@@ -369,7 +276,8 @@ def _write_gradcams(
     predictor: Predictor, paths: list[Path], images: np.ndarray, p: np.ndarray, targets: list[Path]
 ) -> None:
     """Grad-CAM for the decoded images of one chunk, one PNG each (written atomically)."""
-    from xraylib.explain import gradcam
+    from xraylib.explain import gradcam, smooth_heatmaps
+    from xraylib.gradcam_plots import plot_prediction
 
     raw_threshold = predictor.calibration.raw_threshold(predictor.threshold)  # gradcam sees the model's output
     heatmaps = gradcam(predictor.model, images.astype("float32"), batch_size=BATCH_SIZE // 2, threshold=raw_threshold)
@@ -380,6 +288,8 @@ def _write_gradcams(
 
 def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
     """A short printable table (file, P(pneumonia), prediction or error) with a count line and the threshold."""
+    from xraylib.plot_style import format_probability
+
     shown = table.head(rows)
     width = max([len(Path(p).name) for p in shown["path"]] + [4])
     lines = [f"{'file':<{width}}  {'P(pneumonia)':>12}  prediction"]

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import plots
+from xraylib import compare_plots, data_plots, gradcam_plots, plots
 from xraylib.backbones import BACKBONES
 from xraylib.config import RunConfig, load_config
 from xraylib.errors import InputError
+from xraylib.explain import localization_means
 from xraylib.fileio import read_json, write_csv, write_text
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
@@ -151,7 +152,7 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold
     ]
     errors = list(sample["label"] != sample["predicted"])
     title = f"Grad-CAM: {cfg.backbone} ({cfg.preset})"
-    return plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
+    return gradcam_plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
 
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
@@ -185,7 +186,7 @@ def run_table(report_dir: str | Path) -> pd.DataFrame:
         row["weights"] = weights_label(cfg.weights)
         status = run / "status.json"
         row["seconds"] = read_json(status).get("seconds") if status.is_file() else None
-        row.update(_localization_means(run))
+        row.update(localization_means(run))
         rows.append(row)
     if not rows:
         raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
@@ -199,20 +200,6 @@ def kind_columns(by_kind: dict[str, dict]) -> dict[str, float]:
         name = f"sensitivity_{kind}"
         out.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
     return out
-
-
-def _localization_means(run: Path) -> dict[str, float]:
-    """The run's mean Grad-CAM mass and peak inside the lungs (and the lungs' area), where it measured them."""
-    masks = run / "gradcam_in_masks.csv"
-    if not masks.is_file():
-        return {}
-    try:
-        means = pd.read_csv(masks).mean(numeric_only=True)
-        row = {"gradcam_in_lungs": float(means["in_lungs"]), "lung_area": float(means["lung_area"])}
-    except (ValueError, KeyError, UnicodeDecodeError, pd.errors.ParserError):
-        raise InputError(f"{masks} is unreadable or lacks in_lungs/lung_area: rerun the run") from None
-    row["gradcam_peak_in_lungs"] = float(means.get("peak_in_lungs", float("nan")))
-    return row
 
 
 def repeated(runs: pd.DataFrame) -> bool:
@@ -374,11 +361,11 @@ def build_report(report_dir: str | Path) -> str:
     if not comparison.empty:
         write_csv(report_dir / "comparison.csv", comparison)
     figures = report_dir / "figures"
-    plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=figures / "roc_overlay.png")
-    plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
+    compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=figures / "roc_overlay.png")
+    compare_plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=figures / "metric_bars.png")
     runs = run_table(report_dir)
     write_csv(report_dir / "runs.csv", runs)
-    plots.plot_run_spread(runs, title=SPREAD_TITLE, path=figures / "run_spread.png")
+    compare_plots.plot_run_spread(runs, title=SPREAD_TITLE, path=figures / "run_spread.png")
     if repeated(runs):
         for name, frame in mean_predictions(report_dir).items():
             write_csv(report_dir / "mean_predictions" / f"{name}.csv", frame)
@@ -420,7 +407,7 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     """The run's data figures: `class_distribution` of its index, or `augmentations` of one training image."""
     path = Path(out_dir) / "figures" / f"{name}.png"
     if name == "class_distribution":
-        return plots.plot_class_distribution(prepared.index, path=path)
+        return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
         from xraylib.layers import augmentation
 
@@ -428,17 +415,17 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
         layer = augmentation(cfg.seed)
         draws = [np.asarray(layer(image, training=True))[0, ..., 0] for _ in range(7)]
         title = "Training augmentation: zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
-        return plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
+        return data_plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
 
 
 def dataset_figure(name: str, index: pd.DataFrame, out_dir: str | Path):
     """Dataset exploration: class_distribution, samples, image_sizes or images_per_patient of an index."""
     draw = {
-        "class_distribution": plots.plot_class_distribution,
-        "samples": plots.plot_samples,
-        "image_sizes": plots.plot_image_sizes,
-        "images_per_patient": plots.plot_images_per_patient,
+        "class_distribution": data_plots.plot_class_distribution,
+        "samples": data_plots.plot_samples,
+        "image_sizes": data_plots.plot_image_sizes,
+        "images_per_patient": data_plots.plot_images_per_patient,
     }
     if name not in draw:
         raise InputError(f"unknown figure {name!r} (known: {', '.join(draw)})")
@@ -450,11 +437,11 @@ def comparison_figure(name: str, report_dir: str | Path):
     report_dir = Path(report_dir)
     path = report_dir / "figures" / f"{name}.png"
     if name == "roc_overlay":
-        return plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
+        return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
     if name == "metric_bars":
-        return plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
+        return compare_plots.plot_metric_bars(leaderboard(report_dir), title="Test metrics with 95 % CIs", path=path)
     if name == "run_spread":
-        return plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
+        return compare_plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
     raise InputError(f"unknown figure {name!r} (known: roc_overlay, metric_bars, run_spread)")
 
 
@@ -486,69 +473,3 @@ def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataF
     shared = mine.index.intersection(other.index)
     metrics = list(LEADERBOARD_METRICS)
     return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")
-
-
-def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFrame | None:
-    """The run's pneumonia test predictions (the first `limit`), or None when its images have no masks."""
-    from xraylib.synth import mask_paths
-
-    frame = pd.read_csv(run_dir / "predictions.csv")
-    frame = frame[frame["label"] == "pneumonia"].head(limit)
-    return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
-
-
-def gradcam_in_masks(run_dir: str | Path, limit: int | None = None, model=None) -> pd.DataFrame:
-    """Per pneumonia test image (the first `limit`; all by default) of a synthetic set with masks: the share of
-    Grad-CAM mass inside the lungs and the opacities, beside the share of the image each mask covers (what a uniform
-    heatmap would score) and what a lung-shaped map scores through the Grad-CAM layer's grid (`mask_through_grid`),
-    and whether the heatmap's peak lies inside each mask (the pointing game)."""
-    run_dir = Path(run_dir)
-    frame = _pneumonia_with_masks(run_dir, limit)
-    if frame is None:
-        raise InputError(f"{run_dir}: its test images have no masks (make the data with `xraylib data synth --masks`)")
-    return _localization_table(run_dir, frame, model)
-
-
-def _localization_table(run_dir: Path, frame: pd.DataFrame, model=None) -> pd.DataFrame:
-    """`gradcam_in_masks` of the images in `frame` (pneumonia test predictions whose masks exist)."""
-    from PIL import Image
-
-    from xraylib.explain import fit_mask, gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
-    from xraylib.images import load_gray
-    from xraylib.models import load_model
-    from xraylib.synth import mask_paths
-
-    cfg = run_config(run_dir)
-    images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
-    if model is None:
-        model = load_model(run_dir / "model.keras")
-    heatmaps = gradcam(model, images[..., None], target="pneumonia")
-    grid = tuple(model.get_layer(last_conv_layer(model)).output.shape[1:3])
-    rows = []
-    for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):
-        lung, opac = (np.asarray(Image.open(m)) > 0 for m in (lungs, opacity))
-        lung_fit, opac_fit = fit_mask(lung, heat.shape), fit_mask(opac, heat.shape)  # resized once, used thrice
-        rows.append(
-            {
-                "in_lungs": mass_inside(heat, lung_fit),
-                "lung_area": float(lung.mean()),
-                "lung_map_in_lungs": mask_through_grid(lung_fit, grid, heat.shape),
-                "peak_in_lungs": peak_inside(heat, lung_fit),
-                "in_opacity": mass_inside(heat, opac_fit),
-                "opacity_area": float(opac.mean()),
-                "peak_in_opacity": peak_inside(heat, opac_fit),
-            }
-        )
-    return pd.DataFrame(rows, index=pd.Index(frame["file"].to_numpy(), name="file"))
-
-
-def save_localization(run_dir: str | Path, model=None) -> pd.DataFrame | None:
-    """On a synthetic set with masks, write gradcam_in_masks.csv (`gradcam_in_masks` of every pneumonia test image)
-    and return its means; None on data without masks (real radiographs)."""
-    run_dir = Path(run_dir)
-    frame = _pneumonia_with_masks(run_dir)
-    if frame is None:
-        return None
-    table = _localization_table(run_dir, frame, model)
-    write_csv(run_dir / "gradcam_in_masks.csv", table.reset_index())
-    return table.mean().to_frame("mean over pneumonia test images").round(3)

@@ -1,11 +1,13 @@
-"""Training: data preparation, fit with callbacks, resume, distribution strategy, and the run's files."""
+"""Training: fit with callbacks, resume, and the run's files.
+
+Its data comes from `xraylib.prepare`, the devices it computes on and their precision from `xraylib.strategy`.
+"""
 
 from __future__ import annotations
 
 import json
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,26 +15,14 @@ import pandas as pd
 
 from xraylib import checkpoint, tracking
 from xraylib.config import RunConfig
-from xraylib.errors import InputError, check_memory
+from xraylib.errors import InputError
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_batches
+from xraylib.prepare import PreparedData, prepare_data, subset_counts
+from xraylib.strategy import distribution_strategy, precision_policy
 
 FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
-
-
-@dataclass
-class PreparedData:
-    """The index with its subsets, and the decoded images and labels of each subset."""
-
-    index: pd.DataFrame
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-    labels: dict[str, np.ndarray] = field(default_factory=dict)
-    fingerprint: str = ""
-
-    def rows(self, subset: str) -> pd.DataFrame:
-        """The index rows of one subset (train, val or test), in the order of its images."""
-        return self.index[self.index["subset"] == subset].reset_index(drop=True)
 
 
 def library_versions() -> dict[str, str]:
@@ -61,92 +51,6 @@ def seed_everything(cfg: RunConfig) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-
-
-def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
-    """Index the dataset, split it, and decode (or load from cache) every image once."""
-    from xraylib.data import assign_subsets, build_index, fingerprint, limit_subsets
-    from xraylib.pipeline import cached_images
-
-    index = build_index(data, missing="drop")
-    index = assign_subsets(
-        index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
-    )
-    if cfg.exclude_sources != "none":  # the test set is scored whole
-        index = index[(index["subset"] == "test") | (index["source"] != cfg.exclude_sources)].reset_index(drop=True)
-    index = limit_subsets(index, cfg.limit, seed=cfg.seed)
-    for subset in ("train", "val", "test"):
-        labels = set(index.loc[index["subset"] == subset, "label"])
-        if not labels:
-            raise InputError(f"the {subset} subset of {data} is empty")
-        if len(labels) < 2:
-            missing = " and ".join(sorted({"normal", "pneumonia"} - labels))
-            raise InputError(f"the {subset} subset of {data} holds no {missing} image: both classes are needed")
-    need = len(index) * cfg.image_size**2
-    check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
-    prepared = PreparedData(index=index, fingerprint=fingerprint(index))
-    images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
-    for subset in ("train", "val", "test"):
-        chosen = (index["subset"] == subset).to_numpy()
-        prepared.images[subset] = images[chosen]
-        prepared.labels[subset] = (index.loc[chosen, "label"] == "pneumonia").to_numpy(np.float32)
-    return prepared
-
-
-def subset_counts(prepared: PreparedData) -> dict:
-    """Images, patients and pneumonia share of each subset."""
-    out = {}
-    for subset in ("train", "val", "test"):
-        rows = prepared.rows(subset)
-        out[subset] = {
-            "images": len(rows),
-            "patients": int(rows["patient"].nunique()),
-            "pneumonia": int((rows["label"] == "pneumonia").sum()),
-            "normal": int((rows["label"] == "normal").sum()),
-        }
-    return out
-
-
-def distribution_strategy(name: str):
-    """The tf.distribute strategy for `auto | mirrored | multiworker | tpu | none`."""
-    import tensorflow as tf
-
-    if name == "tpu" or (name == "auto" and _tpu_address()):
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, RuntimeError) as exc:
-            raise InputError(f"setting strategy=tpu: no TPU found ({str(exc).splitlines()[0]})") from None
-        return tf.distribute.TPUStrategy(resolver)
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "auto" and len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _tpu_address() -> str:
-    import os
-
-    return os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or ""
-
-
-def precision_policy(cfg: RunConfig, strategy) -> str:
-    """Set and return Keras' global dtype policy: mixed precision on accelerators unless turned off."""
-    import keras
-    import tensorflow as tf
-
-    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
-    accelerated = on_tpu or bool(tf.config.list_logical_devices("GPU"))
-    wanted = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and accelerated)
-    policy = ("mixed_bfloat16" if on_tpu or not accelerated else "mixed_float16") if wanted else "float32"
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
 
 
 def compile_model(model, cfg: RunConfig, optimizer=None) -> None:
@@ -496,7 +400,7 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
 
 def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     """The run's steps, with `out` locked by `train`."""
-    from xraylib import report
+    from xraylib import explain, report
 
     out = Path(out)
     if (out / FINISHED).is_file():
@@ -513,7 +417,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     fit(model, prepared, cfg, out)
     evaluate_run(model, prepared, cfg, out)
     report.save_run_figures(out, model=model)
-    report.save_localization(out, model=model)
+    explain.save_localization(out, model=model)
     tracking.log_results(cfg, out)
     write_json(out / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out

@@ -1,0 +1,48 @@
+"""Where a run computes: the tf.distribute strategy (GPUs, a TPU, several workers) and the mixed-precision policy."""
+
+from __future__ import annotations
+
+from xraylib.config import RunConfig
+from xraylib.errors import InputError
+
+
+def distribution_strategy(name: str):
+    """The tf.distribute strategy for `auto | mirrored | multiworker | tpu | none`."""
+    import tensorflow as tf
+
+    if name == "tpu" or (name == "auto" and _tpu_address()):
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"setting strategy=tpu: no TPU found ({str(exc).splitlines()[0]})") from None
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _tpu_address() -> str:
+    import os
+
+    return os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or ""
+
+
+def precision_policy(cfg: RunConfig, strategy) -> str:
+    """Set and return Keras' global dtype policy: mixed precision on accelerators unless turned off."""
+    import keras
+    import tensorflow as tf
+
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    accelerated = on_tpu or bool(tf.config.list_logical_devices("GPU"))
+    wanted = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and accelerated)
+    policy = ("mixed_bfloat16" if on_tpu or not accelerated else "mixed_float16") if wanted else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
