@@ -76,11 +76,16 @@ def gradcam(
     dense = model.layers[-1]
     if not isinstance(dense, keras.layers.Dense):
         raise InputError(f"gradcam: the model's last layer {dense.name!r} is not the Dense head")
-    grad_model = keras.Model(model.inputs, [conv.output, dense.input, model.output])
+    # Two halves, so that the tape records the head only: taped over the whole model, TensorFlow's backprop also
+    # walks every convolution below the Grad-CAM layer (about 3x the time, the same gradients).
+    features = keras.Model(model.inputs, conv.output)
+    head = keras.Model(conv.output, [dense.input, model.output])
 
     def step(batch):  # eager: tracing a tf.function costs more than a few batches of Grad-CAM (27 s, EfficientNetV2M)
+        feats = features(batch, training=False)
         with tf.GradientTape() as tape:
-            feats, head_in, out = grad_model(batch, training=False)
+            tape.watch(feats)
+            head_in, out = head(feats, training=False)
             score = _evidence(head_in, dense)
         grads = tape.gradient(score, feats)
         return feats, grads, out
