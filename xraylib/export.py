@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +45,7 @@ from xraylib.export_formats import (
     convert,
     error_line,
 )
+from xraylib.fileio import stderr_into
 
 if TYPE_CHECKING:
     import keras
@@ -243,19 +243,13 @@ def _quiet(enabled: bool) -> Iterator[None]:
 
     loggers = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx", "absl")]
     levels = [logger.level for logger in loggers]
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(), stderr_into(sink):
         warnings.simplefilter("ignore")
         for logger in loggers:
             logger.setLevel(logging.ERROR)
-        os.dup2(sink.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
 

@@ -1,4 +1,4 @@
-"""Writing files so that a failure never leaves a half-written one behind."""
+"""Files: writes that never leave a half-written file behind, locks, JSON reading, stderr redirected to a file."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,17 @@ def read_json(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path} holds no JSON object: rerun what wrote it, or remove it")
     return data
+
+
+@contextlib.contextmanager
+def stderr_into(stream) -> Iterator[None]:
+    """Point file descriptor 2 at `stream` meanwhile: what this process and its children write to stderr goes there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(stream.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)

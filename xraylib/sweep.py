@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraylib.errors import InputError
-from xraylib.fileio import write_json
+from xraylib.fileio import stderr_into, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -102,20 +101,6 @@ def _follow_epochs(running: set[Path], bar, stop: threading.Event) -> None:
             bar.set_postfix_str(text, refresh=True)
 
 
-@contextlib.contextmanager
-def _stderr_into(stream) -> Iterator[None]:
-    """Point file descriptor 2 at `stream`, so the kernel process (which inherits it) logs there, not on screen."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(stream.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path) -> dict:
     """Execute the training notebook for one run (named after its folder); record and return its status, never
     raise on failure."""
@@ -133,7 +118,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     status = {"backbone": backbone, "status": "done", "error": "", "pid": os.getpid()}
     log = run_dir / f"{run_dir.name}.log"
     try:
-        with exclusive(run_dir), log.open("w") as stream, _stderr_into(stream):
+        with exclusive(run_dir), log.open("w") as stream, stderr_into(stream):
             parameters = notebook_parameters(data, backbone, preset, overrides, run_dir)
             execute(TRAIN_NOTEBOOK, run_dir / f"{run_dir.name}.ipynb", parameters, cwd=run_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
@@ -292,7 +277,7 @@ def compare_notebook(report_dir: Path) -> None:
 
     output = report_dir / COMPARE_NOTEBOOK.name
     try:
-        with output.with_suffix(".log").open("w") as stream, _stderr_into(stream):
+        with output.with_suffix(".log").open("w") as stream, stderr_into(stream):
             execute(COMPARE_NOTEBOOK, output, {"report_dir": str(report_dir)}, cwd=report_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         print(f"the comparison notebook failed ({exc.ename}: {exc.evalue}); see {output}".splitlines()[0])
