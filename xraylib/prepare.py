@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from xraylib.config import RunConfig
+from xraylib.data import build_index, fingerprint, pneumonia_codes
 from xraylib.errors import InputError, check_memory
+from xraylib.splits import assign_subsets, limit_subsets
 
 
 @dataclass
@@ -28,7 +30,6 @@ class PreparedData:
 
 def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     """Index the dataset, split it, and decode (or load from cache) every image once."""
-    from xraylib.data import assign_subsets, build_index, fingerprint, limit_subsets
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")
@@ -52,7 +53,7 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     for subset in ("train", "val", "test"):
         chosen = (index["subset"] == subset).to_numpy()
         prepared.images[subset] = images[chosen]
-        prepared.labels[subset] = (index.loc[chosen, "label"] == "pneumonia").to_numpy(np.float32)
+        prepared.labels[subset] = pneumonia_codes(index.loc[chosen, "label"]).astype(np.float32)
     return prepared
 
 
