@@ -17,7 +17,7 @@ from xraylib.explain import localization_means
 from xraylib.fileio import write_csv, write_text
 from xraylib.metrics import METRICS, holm, mcnemar, paired_auc_difference
 from xraylib.runs import METRICS as METRICS_JSON
-from xraylib.runs import PREDICTIONS, figure_path, read_config, read_metrics, read_status
+from xraylib.runs import PREDICTIONS, figure_path, read_config, read_metrics, read_status, threshold_of
 
 KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the leaderboard shows
 ROC_TITLE = "Test ROC curves"
@@ -51,7 +51,7 @@ def run_table(report_dir: str | Path) -> pd.DataFrame:
         result, cfg = read_metrics(run), read_config(run)
         try:
             row = {"run": name, **leaderboard_row(cfg.backbone, result["at_threshold"])}
-            row["threshold"] = result["threshold"]["value"]
+            row["threshold"] = threshold_of(result, run / METRICS_JSON)
         except (KeyError, TypeError):
             raise InputError(f"{run / METRICS_JSON} lacks the run's metrics: rerun the run, or remove it") from None
         row.update(kind_columns(result.get("sensitivity_by_kind", {})))

@@ -77,6 +77,8 @@ def resolve_threshold(
         return value, "--threshold"
     path = Path(run_dir) / runs.METRICS
     value = runs.threshold_of(runs.stored_metrics(run_dir) if metrics is None else metrics, path)
+    if value is not None and math.isnan(value):
+        raise InputError(f"{path}: threshold.value {value} is not in [0, 1]")
     if value is not None:
         return value, f"the run's {path}"
     return 0.5, f"default; no {runs.METRICS} beside the model"

@@ -91,7 +91,7 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
     frame = pd.read_csv(results / runs.PREDICTIONS)
     result = runs.read_metrics(results)
-    threshold = result["threshold"]["value"]
+    threshold = runs.threshold_of(result, results / runs.METRICS)
     y, p = pneumonia_codes(frame["label"]), frame["p_pneumonia"].to_numpy(float)
     if name == "confusion_matrix":
         title = f"{title}, threshold {threshold:.3f}"

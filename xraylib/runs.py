@@ -99,14 +99,15 @@ def stored_metrics(run_dir: str | os.PathLike) -> dict:
 
 
 def threshold_of(metrics: dict, source: str | os.PathLike) -> float | None:
-    """The decision threshold in a metrics.json object (None when it holds none); `source` names it in errors."""
+    """The decision threshold in a metrics.json object: None when there is no object, NaN when it records an
+    undefined one; `source` names it in errors."""
     if not metrics:
         return None
     try:
         value = float(metrics["threshold"]["value"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{source}: no readable threshold.value ({type(exc).__name__}: {exc})") from None
-    if not 0.0 <= value <= 1.0 or math.isnan(value):
+    if not 0.0 <= value <= 1.0 and not math.isnan(value):
         raise InputError(f"{source}: threshold.value {value} is not in [0, 1]")
     return value
 

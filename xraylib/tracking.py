@@ -202,7 +202,7 @@ def flat_metrics(result: dict) -> dict[str, float]:
     """metrics.json as MLflow metrics: `test_<name>` with `_ci_low` and `_ci_high` and the confusion counts
     (`test_tn`, ...) at the validation threshold, `test_at_0.5_<name>...` at 0.5, and `threshold`; undefined values
     are left out."""
-    values = {"threshold": result["threshold"]["value"]}
+    values = {"threshold": runs.threshold_of(result, runs.METRICS)}
     for section, prefix in TEST_PREFIXES.items():
         for name, metric in result[section].items():
             if name == "confusion":
