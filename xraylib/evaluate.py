@@ -151,10 +151,15 @@ def evaluate_file(
     path: str | Path, n_boot: int = 1000, seed: int = 0, threshold: tuple[float, str] | None = None
 ) -> dict:
     """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready.
-    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file."""
+    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file.
+    A three-class file (p_normal, p_bacterial, p_viral) is scored by `three_class.evaluate_file`."""
+    from xraylib import three_class
+
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     path = Path(path)
+    if path.is_file() and three_class.is_three_class(_header(path)):
+        return three_class.evaluate_file(path, n_boot, seed)
     frame = read_predictions(path)
     check_memory(16 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
     y = frame["y_true"].to_numpy()
@@ -196,8 +201,20 @@ def _value_with_ci(entry: dict, digits: int = 4) -> str:
     return text
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV file ([] when it has none readable)."""
+    try:
+        return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []
+
+
 def format_report(result: dict) -> str:
     """A readable report of evaluate_file's result; the study's own figures at full float precision."""
+    if result["format"] == "three_class":
+        from xraylib.three_class import format_report as three_class_report
+
+        return three_class_report(result)
     boot = result["at_threshold"]["bootstrap"]
     kind = "the study's format: hard labels, no probabilities" if result["format"] == "study" else "probabilities"
     lines = [f"run: {result['run']} on {result['data']} ({result['layout']} layout)"] if "run" in result else []

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import compare_plots, data_plots, gradcam_plots, plots
+from xraylib import compare_plots, data_plots, gradcam_plots, plots, three_class
 from xraylib.backbones import BACKBONES
 from xraylib.config import RunConfig, load_config
 from xraylib.errors import InputError
@@ -40,7 +40,10 @@ def _labels(series: pd.Series) -> np.ndarray:
 
 
 def metrics_table(result: dict) -> pd.DataFrame:
-    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs."""
+    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs (three classes:
+    `three_class.metrics_table`)."""
+    if result.get("task") == "three_class":
+        return three_class.metrics_table(result)
     rows = []
     for name, entry in result["at_threshold"].items():
         if not isinstance(entry, dict) or "value" not in entry:
@@ -113,6 +116,8 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
     if name == "training_curves":
         history = pd.read_csv(run_dir / "history.csv")
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
+    if cfg.task == "three_class":
+        return three_class.run_figure(name, results, cfg, title, model, run_dir)
     frame = pd.read_csv(results / "predictions.csv")
     result = _read_json(results / "metrics.json")
     threshold = result["threshold"]["value"]
@@ -157,7 +162,8 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
     """Every figure of a run, saved under `run_dir/figures/` (the Grad-CAM grid unless gradcam_images=0)."""
-    return {name: run_figure(name, run_dir, model=model) for name in RUN_FIGURES}
+    names = three_class.RUN_FIGURES if run_config(run_dir).task == "three_class" else RUN_FIGURES
+    return {name: run_figure(name, run_dir, model=model) for name in names}
 
 
 def finished_runs(report_dir: str | Path) -> dict[str, Path]:
@@ -169,10 +175,25 @@ def finished_runs(report_dir: str | Path) -> dict[str, Path]:
     return runs
 
 
+def report_task(report_dir: str | Path) -> str:
+    """The task of a sweep's finished runs (binary or three_class); a folder mixing both is refused."""
+    tasks = {name: run_config(run).task for name, run in finished_runs(report_dir).items()}
+    if len(set(tasks.values())) > 1:
+        three = ", ".join(name for name, task in tasks.items() if task == "three_class")
+        raise InputError(f"{report_dir} mixes binary and three-class runs ({three}): give each task its own folder")
+    return next(iter(tasks.values()), "binary")
+
+
+def _binary_only(report_dir: str | Path, what: str) -> None:
+    if report_task(report_dir) != "binary":
+        raise InputError(f"{report_dir}: {what} compares binary runs; its runs are three-class (see the leaderboard)")
+
+
 def run_table(report_dir: str | Path) -> pd.DataFrame:
     """One row per finished run: run, backbone, seed, fold, metrics with CIs, threshold, time; by ROC-AUC."""
     from xraylib.metrics import leaderboard_row
 
+    _binary_only(report_dir, "the run table")
     rows = []
     for name, run in finished_runs(report_dir).items():
         result, cfg = _read_json(run / "metrics.json"), run_config(run)
@@ -236,6 +257,8 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     from xraylib.data import pneumonia_kind
     from xraylib.metrics import METRICS, evaluate, leaderboard_row, sensitivity_by_kind
 
+    if report_task(report_dir) == "three_class":
+        return three_class.leaderboard(finished_runs(report_dir), n_boot)
     runs = run_table(report_dir)
     if not repeated(runs):
         return runs
@@ -351,8 +374,11 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(report_dir: str | Path) -> str:
-    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary."""
+    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. Three-class
+    runs: `three_class.build_report` (leaderboard and summary)."""
     report_dir = Path(report_dir)
+    if report_task(report_dir) == "three_class":
+        return three_class.build_report(report_dir, finished_runs(report_dir))
     board = leaderboard(report_dir)
     write_csv(report_dir / "leaderboard.csv", board)
     table = leaderboard_markdown(board)
@@ -436,6 +462,7 @@ def comparison_figure(name: str, report_dir: str | Path):
     """Show one of the sweep's comparison figures (`roc_overlay`, `metric_bars`), redrawn from its runs."""
     report_dir = Path(report_dir)
     path = report_dir / "figures" / f"{name}.png"
+    _binary_only(report_dir, f"the figure {name}")
     if name == "roc_overlay":
         return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
     if name == "metric_bars":
@@ -448,6 +475,7 @@ def comparison_figure(name: str, report_dir: str | Path):
 def study_comparison(report_dir: str | Path) -> pd.DataFrame:
     """Our accuracy and F1 at 0.5 (the mean over a backbone's runs) beside the study's published accuracy and
     weighted F1, per backbone."""
+    _binary_only(report_dir, "the study comparison")
     rows = []
     for run in finished_runs(report_dir).values():
         half, backbone = _read_json(run / "metrics.json")["at_0.5"], run_config(run).backbone
