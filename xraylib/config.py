@@ -284,3 +284,10 @@ def load_config(path: str | Path) -> RunConfig:
         raise InputError(f"{path} holds no run settings: rerun the run, or remove its folder")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in run.items() if k in fields})
+
+
+def binary_run_only(run_dir: str | Path, what: str) -> None:
+    """A one-line InputError when the run in `run_dir` is a three-class run: `what` serves binary runs only."""
+    path = Path(run_dir) / "config.json"
+    if path.is_file() and load_config(path).task == "three_class":
+        raise InputError(f"{run_dir} is a three-class run: {what} serves binary runs (P(pneumonia)) only")

@@ -279,7 +279,8 @@ def evaluate_on(
     """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, or NORMAL/ and
     PNEUMONIA/ folders; every split) with the run's model, label them at the run's validation-chosen threshold, and
     write predictions.csv, metrics.json (a run's schema, with CIs by patient bootstrap) and the figures into `out`.
-    Returns `evaluate_file`'s result for them. An unreadable image stops it with its name: no partial metrics."""
+    Returns `evaluate_file`'s result for them. A three-class run: `three_class.score_run` (the argmax class).
+    An unreadable image stops it with its name: no partial metrics."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
     from xraylib.report import run_config, run_figure
@@ -299,11 +300,17 @@ def evaluate_on(
         raise InputError(f"--out {out}: must not be the run folder or lie in the dataset")
     check_memory(16 * n_boot * len(index), f"--bootstrap {n_boot} over {len(index)} images", "use fewer resamples")
     cfg, predictor = run_config(run_dir), load_predictor(run_dir / "model.keras")
+    if predictor.three_class:
+        from xraylib import three_class
+
+        index = three_class.labelled(index, data)
     table = predict_files(predictor, list(index["path"]))
     bad = table[table["error"] != ""]
     if len(bad):
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad['path'].iloc[0]}: {bad['error'].iloc[0]}{more}; remove it from {data} to evaluate")
+    if predictor.three_class:
+        return three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed, predictor.model)
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     write_csv(out / "predictions.csv", frame)
     source = f"the run's {run_dir / 'metrics.json'}, chosen on its validation set"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xraylib.calibration import EPS, Calibration
+from xraylib.config import binary_run_only
 from xraylib.errors import InputError
 from xraylib.export_formats import (
     ARTIFACTS,
@@ -67,6 +68,7 @@ def run_folder(path: str | os.PathLike) -> Path:
         raise InputError(f"{path}: no such run folder")
     if not (path / "model.keras").is_file():
         raise InputError(f"{path}: holds no model.keras (not a finished run of `xraylib train`)")
+    binary_run_only(path, "xraylib export")
     return path
 
 

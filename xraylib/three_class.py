@@ -53,8 +53,8 @@ def predictions_frame(rows: pd.DataFrame, probs: np.ndarray, raw: np.ndarray | N
     return frame.reset_index(drop=True)
 
 
-def run_metrics(cfg: RunConfig, y: np.ndarray, probs: np.ndarray, groups: np.ndarray) -> dict:
-    """A three-class run's metrics.json (without its calibration entry)."""
+def _schema(cfg: RunConfig, result: dict) -> dict:
+    """metrics.json of a three-class run around `evaluate_multiclass`'s result of its test set."""
     return {
         "backbone": cfg.backbone,
         "preset": cfg.preset,
@@ -62,10 +62,15 @@ def run_metrics(cfg: RunConfig, y: np.ndarray, probs: np.ndarray, groups: np.nda
         "task": "three_class",
         "classes": list(THREE_CLASSES),
         "threshold": {"rule": "argmax", "value": None, "chosen_on": "none: the predicted class is the argmax"},
-        "n_test_images": int(len(y)),
-        "n_test_patients": int(len(set(groups))),
-        "test": evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "n_test_images": result["n_images"],
+        "n_test_patients": result["n_patients"],
+        "test": result,
     }
+
+
+def run_metrics(cfg: RunConfig, y: np.ndarray, probs: np.ndarray, groups: np.ndarray) -> dict:
+    """A three-class run's metrics.json (without its calibration entry)."""
+    return _schema(cfg, evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
 
 
 def evaluate_run(model, prepared, cfg: RunConfig, out: str | Path) -> dict:
@@ -95,6 +100,32 @@ def evaluate_run(model, prepared, cfg: RunConfig, out: str | Path) -> dict:
         "test": effect(test_y, test_raw, calibration),
     }
     write_json(out / "metrics.json", result)
+    return result
+
+
+def labelled(index: pd.DataFrame, data) -> pd.DataFrame:
+    """The rows of an index whose three-class label is known (normal, bacterial, viral); none is an InputError."""
+    from xraylib.prepare import class_names
+
+    kept = index[class_names(index, "three_class") != ""]
+    if kept.empty:
+        raise InputError(f"--data {data}: no image whose class is normal, bacterial or viral")
+    kept.attrs.update(index.attrs, left_out=len(index) - len(kept))
+    return kept.reset_index(drop=True)
+
+
+def score_run(run_dir: Path, cfg: RunConfig, data, index: pd.DataFrame, table: pd.DataFrame, out, n_boot, seed, model):
+    """`evaluate --run` of a three-class run: its predictions of `index`'s images (`table` from `predict_files`)
+    written as predictions.csv, scored into metrics.json (a run's schema), and the figures, into `out`."""
+    from xraylib.report import run_figure
+
+    write_csv(out / "predictions.csv", predictions_frame(index, table[COLUMNS].to_numpy(float)))
+    result = evaluate_file(out / "predictions.csv", n_boot, seed)
+    where = {"run": str(Path(run_dir).resolve()), "data": str(Path(data).resolve()), "layout": index.attrs["layout"]}
+    result.update(where, left_out=index.attrs.get("left_out", 0))
+    write_json(out / "metrics.json", {**_schema(cfg, result), **where})
+    for name in RUN_FIGURES[1:]:
+        run_figure(name, run_dir, model=model, results=out)
     return result
 
 
