@@ -41,6 +41,11 @@ def _name(y: int) -> str:
 
 
 TRAINING_PANELS = (("loss", "Loss (binary cross-entropy)"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy"))
+THREE_CLASS_PANELS = (
+    ("loss", "Loss (categorical cross-entropy)"),
+    ("auc", "ROC-AUC (micro one-vs-rest)"),
+    ("accuracy", "Accuracy"),
+)
 
 
 def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> tuple[int | None, str | None]:
@@ -53,9 +58,14 @@ def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> tuple[int | N
 
 
 def plot_training_curves(
-    history: pd.DataFrame, monitor: str = "val_auc", title: str | None = None, path: str | os.PathLike | None = None
+    history: pd.DataFrame,
+    monitor: str = "val_auc",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    panels: tuple = TRAINING_PANELS,
 ) -> Figure:
-    """Loss, ROC-AUC and accuracy per epoch, train vs validation, the best epoch marked (history.csv frame)."""
+    """Loss, ROC-AUC and accuracy per epoch, train vs validation, the best epoch marked (history.csv frame);
+    `panels`: (column, title) of each panel (THREE_CLASS_PANELS for a three-class run)."""
     if history is None or len(history) == 0:
         raise InputError("training history is empty: no epoch to plot")
     history = history.reset_index(drop=True)
@@ -68,7 +78,7 @@ def plot_training_curves(
     with style():
         fig = Figure(figsize=(13, 3.9), layout="constrained")
         axes = fig.subplots(1, 3)
-        for ax, (key, label) in zip(axes, TRAINING_PANELS, strict=True):
+        for ax, (key, label) in zip(axes, panels, strict=True):
             drawn = False
             for column, name, color in ((key, "train", TRAIN_COLOR), (f"val_{key}", "validation", VAL_COLOR)):
                 if column in history and history[column].notna().any():

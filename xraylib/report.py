@@ -115,7 +115,8 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
     title = f"{cfg.backbone} ({cfg.preset})" + (f" on {results.name}" if results != run_dir else "")
     if name == "training_curves":
         history = pd.read_csv(run_dir / "history.csv")
-        return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
+        panels = plots.THREE_CLASS_PANELS if cfg.task == "three_class" else plots.TRAINING_PANELS
+        return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path, panels=panels)
     if cfg.task == "three_class":
         return three_class.run_figure(name, results, cfg, title, model, run_dir)
     frame = pd.read_csv(results / "predictions.csv")
