@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xraylib.calibration import Calibration, effect, fit_calibration, from_json, logit, read_calibration, sigmoid
+from xraylib.calibration import Calibration, effect, fit_calibration, from_json, logit, sigmoid
 from xraylib.errors import InputError
 from xraylib.metrics import expected_calibration_error
+from xraylib.runs import read_calibration
 
 
 def _overconfident(n: int = 2000, sharpness: float = 3.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from xraylib.config import PRESETS, load_config, parse_overrides, resolve_config, threshold_rule
+from xraylib.config import PRESETS, parse_overrides, resolve_config, threshold_rule
 from xraylib.errors import InputError
 from xraylib.fileio import write_json
+from xraylib.runs import read_config
 
 
 def test_presets_resolve_for_every_backbone():
@@ -17,9 +18,13 @@ def test_presets_resolve_for_every_backbone():
             assert cfg.batch_size >= 1
 
 
-def test_seed_preset_is_the_study_recipe():
-    cfg = resolve_config("vgg19", "seed")
-    assert (cfg.head, cfg.validation, cfg.val_fraction) == ("seed", "seed", 0.1)
+def test_study_preset_is_the_study_recipe_and_seed_its_alias(tmp_path):
+    cfg = resolve_config("vgg19", "study")
+    assert (cfg.head, cfg.validation, cfg.val_fraction) == ("study", "first_rows", 0.1)
+    assert resolve_config("vgg19", "seed") == cfg  # the preset's former name
+    before = {**cfg.to_json(), "preset": "seed", "head": "seed", "validation": "seed"}
+    write_json(tmp_path / "config.json", {"run": before})
+    assert read_config(tmp_path) == cfg  # a config.json written before the rename
     assert (cfg.optimizer, cfg.learning_rate, cfg.epochs, cfg.batch_size, cfg.image_size) == (
         "adamax",
         1e-4,
@@ -28,8 +33,8 @@ def test_seed_preset_is_the_study_recipe():
         150,
     )
     assert not cfg.class_weight and cfg.keep == "last" and cfg.early_stopping == 0
-    assert resolve_config("efficientnetv2s", "seed").batch_size == 16
-    own = resolve_config("resnet34", "seed")
+    assert resolve_config("efficientnetv2s", "study").batch_size == 16
+    own = resolve_config("resnet34", "study")
     assert own.optimizer == "adam" and own.keep == "best" and own.weights == "none"
 
 
@@ -83,7 +88,7 @@ def test_threshold_rules():
 def test_config_roundtrip(tmp_path):
     cfg = resolve_config("vgg16", "smoke", {"seed": "7"})
     write_json(tmp_path / "config.json", {"run": cfg.to_json()})
-    assert load_config(tmp_path / "config.json") == cfg
+    assert read_config(tmp_path) == cfg
 
 
 def test_three_class_task_replaces_the_binary_defaults():
@@ -98,7 +103,7 @@ def test_three_class_task_replaces_the_binary_defaults():
     [
         ("threshold", "youden", "threshold rules are binary-only"),
         ("calibration", "platt", "calibration=platt is binary-only"),
-        ("head", "seed", "head=seed"),
+        ("head", "study", "head=study"),
     ],
 )
 def test_three_class_refuses_binary_only_settings(key, value, named):

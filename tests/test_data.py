@@ -11,14 +11,13 @@ from PIL import Image
 from xraylib import data
 from xraylib.data import (
     COLUMNS,
-    assign_subsets,
     build_index,
     fingerprint,
-    limit_subsets,
     patient_key,
     summarize,
 )
 from xraylib.errors import InputError
+from xraylib.splits import assign_subsets, limit_subsets
 
 HEADER = ",X_ray_image_name,Label,Dataset_type,Label_2_Virus_category,Label_1_Virus_category"
 ROWS = [
@@ -68,7 +67,7 @@ def _kermany(root: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- real metadata
-def test_real_metadata_reproduces_brief_counts(shared_data):
+def test_real_metadata_reproduces_the_published_counts(shared_data):
     index = build_index(shared_data / "coronahack", missing="keep")
     assert list(index.columns) == COLUMNS
     assert len(index) == 5910
@@ -131,9 +130,9 @@ def test_patient_split_is_seeded(synth_data):
     assert not first["subset"].equals(assign_subsets(index, mode="patient", fraction=0.1, seed=8)["subset"])
 
 
-def test_seed_split_is_the_first_rows_like_keras_validation_split(shared_data):
+def test_first_rows_split_is_like_keras_validation_split(shared_data):
     index = build_index(shared_data / "coronahack", missing="keep")
-    split = assign_subsets(index, mode="seed", fraction=0.1)
+    split = assign_subsets(index, mode="first_rows", fraction=0.1)
     val = split[split["subset"] == "val"]
     assert len(val) == int(0.1 * 5286) == 528
     assert list(val.index) == list(range(528))  # the first TRAIN rows in metadata order

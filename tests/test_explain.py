@@ -70,7 +70,7 @@ def test_gradcam_shape_range_and_no_augmentation():
 
 
 def test_seed_head_model_is_explained_too():
-    model = build_model(resolve_config("resnet34", "seed", {"image_size": "48", "augment": "false"}))
+    model = build_model(resolve_config("resnet34", "study", {"image_size": "48", "augment": "false"}))
     maps = gradcam(model, squares(2)[0])
     assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all()
 

@@ -177,9 +177,9 @@ def test_augmentation_inactive(exports, predictor):
     assert not np.allclose(trained, np.asarray(predictor.model(images, training=False)).ravel(), atol=1e-3)
 
 
-def _small_model(head: str = "seed"):
+def _small_model(head: str = "study"):
     """A small gray-input CNN with the model's own layers (augmentation, gray to RGB, preprocessing, a
-    Normalization) and the seed head's Dense(2, sigmoid) or the sound head's Dense(1, sigmoid)."""
+    Normalization) and the study head's Dense(2, sigmoid) or the sound head's Dense(1, sigmoid)."""
     import keras
 
     from xraylib.layers import BackbonePreprocess, GrayToRGB, augmentation
@@ -193,7 +193,7 @@ def _small_model(head: str = "seed"):
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     norm = keras.layers.Normalization(name="pool_norm")
     x = norm(x)
-    units = 2 if head == "seed" else 1
+    units = 2 if head == "study" else 1
     output = keras.layers.Dense(units, activation="sigmoid", dtype="float32", name="predictions")(x)
     model = keras.Model(image, output)
     pooled = keras.Model(image, model.get_layer("pool").output).predict(_chest_images(24), verbose=0)
@@ -201,19 +201,19 @@ def _small_model(head: str = "seed"):
     return model
 
 
-def test_seed_head_and_tta(tmp_path):
+def test_study_head_and_tta(tmp_path):
     """The study's two-unit head exports as one probability o1 / (o0 + o1), and a run with `tta` exports the
     average with the flipped image: what `xraylib predict` computes."""
     from xraylib.config import resolve_config
 
-    cfg = resolve_config("vgg16", "seed", {"image_size": str(SIZE), "tta": "true"})
-    run = _write_run(tmp_path / "run", _small_model("seed"), cfg)
+    cfg = resolve_config("vgg16", "study", {"image_size": str(SIZE), "tta": "true"})
+    run = _write_run(tmp_path / "run", _small_model("study"), cfg)
     predictor = load_predictor(run / "model.keras")
     assert predictor.tta
     images = _chest_images(13)
     for fmt in FORMATS:
         info = export_run(run, fmt, out=tmp_path / fmt)
-        assert info["tta"] is True and info["head"] == "seed"
+        assert info["tta"] is True and info["head"] == "study"
         assert _compare(load_export(info["out"]), predictor, images) <= TOLERANCE
     flipped = load_export(tmp_path / "onnx").predict(images[:, :, ::-1])
     np.testing.assert_allclose(flipped, load_export(tmp_path / "onnx").predict(images), atol=1e-6)

@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from xraylib import evaluate as E
 from xraylib import metrics as M
 from xraylib.errors import InputError
+from xraylib.leaderboard import compare
 
 REFERENCE = {
     "VGG19 results.csv": [
@@ -191,7 +192,7 @@ def test_choose_threshold_rules():
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_reference_files_reproduce_the_brief_to_the_last_digit(shared_data, name):
+def test_reference_files_reproduce_the_published_figures_to_the_last_digit(shared_data, name):
     path = shared_data / "reference-predictions" / name
     result = E.evaluate_file(path, n_boot=200, seed=0)
     report = E.format_report(result).splitlines()
@@ -206,7 +207,7 @@ def test_reference_files_reproduce_the_brief_to_the_last_digit(shared_data, name
     json.dumps(result, allow_nan=False)
 
 
-def test_confusion_counts_of_reference_files_match_the_brief(shared_data):
+def test_confusion_counts_of_reference_files_match_the_published_ones(shared_data):
     counts = {"VGG19 results.csv": (203, 31, 3, 387), "Self-Define-Results.csv": (207, 27, 14, 376)}
     for name, expected in counts.items():
         frame = E.read_predictions(shared_data / "reference-predictions" / name)
@@ -337,16 +338,16 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
     for i, name in enumerate(("vgg16", "vgg19", "xception")):
         q = np.clip(p + rng.normal(0, 0.1 * i, len(p)), 0, 1)
         frames[name] = E.read_predictions(write_suite(tmp_path / f"{name}.csv", y, q))
-    table = M.compare(frames, n_boot=200)
+    table = compare(frames, n_boot=200)
     assert len(table) == 3 and set(table["model_a"]) | set(table["model_b"]) == set(frames)
     for column in ("mcnemar_p", "mcnemar_p_holm", "auc_difference", "auc_difference_low", "auc_difference_p"):
         assert table[column].notna().all(), column
     assert (table["mcnemar_p_holm"] >= table["mcnemar_p"]).all()
     with pytest.raises(InputError, match="more than once"):
-        M.compare({"a": frames["vgg16"], "b": pd.concat([frames["vgg19"], frames["vgg19"].iloc[:1]])})
+        compare({"a": frames["vgg16"], "b": pd.concat([frames["vgg19"], frames["vgg19"].iloc[:1]])})
     shuffled = frames["vgg19"].iloc[:-1]
     with pytest.raises(InputError, match="same test images"):
-        M.compare({"a": frames["vgg16"], "b": shuffled})
+        compare({"a": frames["vgg16"], "b": shuffled})
 
 
 def test_compare_the_study_files_mcnemar_only(shared_data):
@@ -355,7 +356,7 @@ def test_compare_the_study_files_mcnemar_only(shared_data):
         n: E.read_predictions(folder / f)
         for n, f in (("vgg19", "VGG19 results.csv"), ("own", "Self-Define-Results.csv"))
     }
-    table = M.compare(frames, n_boot=50)
+    table = compare(frames, n_boot=50)
     assert (table.loc[0, "a_right_b_wrong"], table.loc[0, "a_wrong_b_right"]) == (15, 8)
     assert 0 < table.loc[0, "mcnemar_p"] < 1 and pd.isna(table.loc[0, "auc_difference"])
     assert "no probabilities" in table.loc[0, "note"]

@@ -91,7 +91,7 @@ def test_resnet34_is_the_study_network_with_about_21_3_million_parameters():
 
 
 def test_seed_head_is_the_study_dense2_sigmoid_on_avg_pooling():
-    model = build_model(resolve_config("resnet34", "seed", {"image_size": "32", "augment": "false"}))
+    model = build_model(resolve_config("resnet34", "study", {"image_size": "32", "augment": "false"}))
     assert model.output_shape == (None, 2)
     assert model.layers[-1].activation.__name__ == "sigmoid"
     assert isinstance(model.layers[-2], keras.layers.GlobalAveragePooling2D)
@@ -172,7 +172,7 @@ def test_weights_path_loads_a_whole_model_from_keras_or_weights_h5(tmp_path):
         model = build_model(config(image_size=32, weights=tmp_path / name))
         assert np.allclose(model(x, training=False), expected, atol=1e-6), name
     with pytest.raises(InputError, match="does not fit this model"):
-        build_model(config(image_size=32, head="seed", weights=tmp_path / "run.weights.h5"))
+        build_model(config(image_size=32, head="study", weights=tmp_path / "run.weights.h5"))
     larger = build_model(config(image_size=48, weights=tmp_path / "run.keras"))  # fine-tuning at a larger size
     assert np.array_equal(larger.get_layer("conv1_conv").kernel, source.get_layer("conv1_conv").kernel)
 

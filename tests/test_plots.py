@@ -15,6 +15,7 @@ from xraylib import metrics as M
 from xraylib import plots as P
 from xraylib.errors import InputError
 from xraylib.evaluate import read_predictions
+from xraylib.leaderboard import leaderboard_row
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -222,7 +223,7 @@ def test_comparison_figures(tmp_path, predictions, shared_data):
                 "predicted": np.where(q >= 0.5, "pneumonia", "normal"),
             }
         )
-        rows.append(M.leaderboard_row(name, M.evaluate(y, q, patient, 0.5, n_boot=100)))
+        rows.append(leaderboard_row(name, M.evaluate(y, q, patient, 0.5, n_boot=100)))
     frames["study vgg19"] = read_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
     fig = compare_plots.plot_roc_overlay(frames, path=tmp_path / "overlay.png")
     words = check(fig, tmp_path / "overlay.png")

@@ -31,7 +31,7 @@ def test_sound_leaves_the_non_kermany_images_out_of_train_and_validation(synth_d
     from xraylib.prepare import prepare_data
 
     cfg = resolve_config("resnet34", "sound", {"image_size": "32", "weights": "none"})
-    assert cfg.exclude_sources == "other" and resolve_config("resnet34", "seed").exclude_sources == "none"
+    assert cfg.exclude_sources == "other" and resolve_config("resnet34", "study").exclude_sources == "none"
     prepared = prepare_data(synth_data, cfg)
     for subset in ("train", "val"):
         assert set(prepared.rows(subset)["source"]) == {"kermany"}, subset

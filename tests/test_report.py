@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import report
+from xraylib import leaderboard, report
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
@@ -48,23 +48,23 @@ def report_dir(tmp_path):
 
 
 def test_leaderboard_sorted_by_auc_with_cis(report_dir):
-    board = report.leaderboard(report_dir)
+    board = leaderboard.leaderboard(report_dir)
     assert list(board["backbone"]) == ["resnet34", "xception", "vgg16"]
     assert (board["roc_auc_low"] <= board["roc_auc"]).all() and (board["roc_auc"] <= board["roc_auc_high"]).all()
 
 
 def test_leaderboard_gives_sensitivity_by_pneumonia_kind_with_cis(report_dir):
-    board = report.leaderboard(report_dir).set_index("backbone")
+    board = leaderboard.leaderboard(report_dir).set_index("backbone")
     frame = pd.read_csv(report_dir / "vgg16" / "predictions.csv")
     for kind, subtype in (("bacterial", "bacteria"), ("viral", "virus")):
         rows = frame[frame["subtype"] == subtype]
         assert board.loc["vgg16", f"sensitivity_{kind}"] == pytest.approx((rows["predicted"] == "pneumonia").mean())
         assert board.loc["vgg16", f"sensitivity_{kind}_low"] <= board.loc["vgg16", f"sensitivity_{kind}"]
-    assert "sensitivity: bacterial / viral" in report.leaderboard_markdown(board.reset_index())
+    assert "sensitivity: bacterial / viral" in leaderboard.leaderboard_markdown(board.reset_index())
 
 
 def test_build_report_writes_every_file(report_dir):
-    summary = report.build_report(report_dir)
+    summary = leaderboard.build_report(report_dir)
     for name in ("leaderboard.csv", "leaderboard.md", "comparison.csv", "summary.md"):
         assert (report_dir / name).stat().st_size > 0
     for name in ("roc_overlay", "metric_bars"):
@@ -76,23 +76,23 @@ def test_build_report_writes_every_file(report_dir):
 
 
 def test_study_comparison_and_recipe_difference(report_dir, tmp_path_factory):
-    table = report.study_comparison(report_dir)
+    table = leaderboard.study_comparison(report_dir)
     assert table.loc["vgg16", "study accuracy"] == pytest.approx(0.9183)
     other = tmp_path_factory.mktemp("other")
     _fake_run(other, "vgg16", 0.6, seed=9)
-    diff = report.recipe_difference(report_dir, other)
+    diff = leaderboard.recipe_difference(report_dir, other)
     assert list(diff.index) == ["vgg16"] and diff.loc["vgg16", "roc_auc difference"] < 0
 
 
 def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
-    assert "Grad-CAM" not in report.leaderboard_markdown(report.leaderboard(report_dir))
+    assert "Grad-CAM" not in leaderboard.leaderboard_markdown(leaderboard.leaderboard(report_dir))
     table = pd.DataFrame(
         {"file": ["a", "b"], "in_lungs": [0.5, 0.7], "lung_area": [0.3, 0.3], "peak_in_lungs": [1.0, 0.0]}
     )
     write_csv(report_dir / "resnet34" / "gradcam_in_masks.csv", table)
-    board = report.leaderboard(report_dir)
+    board = leaderboard.leaderboard(report_dir)
     assert set(board["weights"]) == {"random"}, "the leaderboard says how each backbone started"
-    markdown = report.leaderboard_markdown(board)
+    markdown = leaderboard.leaderboard_markdown(board)
     assert "Grad-CAM in lungs: mass (area), peak" in markdown.splitlines()[0]
     resnet = next(line for line in markdown.splitlines() if line.startswith("| resnet34"))
     assert resnet.endswith("| 0.60 (0.30), 0.50 |")
@@ -102,7 +102,7 @@ def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
 
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no finished run"):
-        report.build_report(tmp_path)
+        leaderboard.build_report(tmp_path)
 
 
 def test_metrics_table_lists_both_thresholds(report_dir):

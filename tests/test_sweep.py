@@ -13,7 +13,7 @@ import pytest
 
 from xraylib.cli import main
 from xraylib.notebook import execute
-from xraylib.sweep import NOTEBOOKS
+from xraylib.runs import NOTEBOOKS
 
 # TensorFlow's C++ log lines (`I0000 00:00:... port.cc:153] oneDNN ...`), absl's preamble, CUDA probes, retracing
 TF_NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d|absl::InitializeLog|cuInit|cuda drivers|oneDNN|retracing", re.M)

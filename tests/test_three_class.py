@@ -105,7 +105,7 @@ def test_export_and_app_refuse_a_three_class_run(three_class_run):
 
 
 def test_report_of_three_class_runs_and_a_mixed_folder(three_class_run, untrained_run, tmp_path):
-    from xraylib.report import build_report, leaderboard
+    from xraylib.leaderboard import build_report, leaderboard
 
     shutil.copytree(three_class_run, tmp_path / "resnet34", ignore=shutil.ignore_patterns("*.keras", "tensorboard"))
     summary = build_report(tmp_path)

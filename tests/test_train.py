@@ -61,8 +61,8 @@ def test_history_and_predictions(smoke_run):
 def test_calibrated_on_validation_then_thresholded(smoke_run):
     """Platt scaling fitted on validation: stored in metrics.json, applied to the test probabilities (the raw ones
     beside them), ECE not raised on validation, and the threshold chosen on the calibrated validation ones."""
-    from xraylib.calibration import read_calibration
     from xraylib.metrics import choose_threshold
+    from xraylib.runs import read_calibration
 
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     entry = metrics["calibration"]

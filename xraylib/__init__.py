@@ -8,9 +8,10 @@ export_formats, probe, bench, errors, fileio, cli (the training and model functi
 
 from xraylib.backbones import BACKBONES, get_backbone
 from xraylib.config import PRESETS, RunConfig, resolve_config
-from xraylib.data import assign_subsets, build_index, summarize
+from xraylib.data import build_index, summarize
 from xraylib.errors import InputError
 from xraylib.evaluate import evaluate_file, evaluate_on
+from xraylib.splits import assign_subsets
 from xraylib.synth import write_synthetic_set
 
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from xraylib.config import binary_run_only
+from xraylib import runs
 from xraylib.errors import InputError
 from xraylib.images import IMAGE_SUFFIXES
 
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 NOTEBOOK_HEIGHT = 900  # pixels of the inline frame in a notebook (Gradio's 500 hides the results)
 UPLOADS_KEPT = 3600  # seconds Gradio keeps uploaded radiographs (and the figures) in its temporary cache
-RUN_FILES = ("model.keras", "metrics.json")  # the model and its validation-chosen threshold
+RUN_FILES = (runs.MODEL, runs.METRICS)  # the model and its validation-chosen threshold
 COLUMNS = ["file", "P(pneumonia)", "prediction"]
 
 
@@ -48,7 +48,7 @@ def check_run(run_dir: str | os.PathLike) -> Path:
     missing = [name for name in RUN_FILES if not (run / name).is_file()]
     if missing:
         raise InputError(f"{run}: not a finished run (no {' or '.join(missing)}); train one with `xraylib train`")
-    binary_run_only(run, "the prediction page")
+    runs.binary_run_only(run, "the prediction page")
     return run
 
 
@@ -93,7 +93,7 @@ def build_app(run_dir: str | os.PathLike) -> gr.Blocks:
 
     run = check_run(run_dir)
     gr = _gradio()
-    predictor = load_predictor(run / "model.keras")
+    predictor = load_predictor(run / runs.MODEL)
     backbone = predictor.config.backbone if predictor.config else "model"
 
     def on_upload(files: list[str] | None):

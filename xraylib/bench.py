@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from xraylib.data import build_index, pneumonia_codes
 from xraylib.errors import InputError
 from xraylib.pipeline import cached_images, decode_workers, tf_batches
 
@@ -54,13 +55,11 @@ def bench_pipeline(
     import keras
     import tensorflow as tf
 
-    from xraylib.data import build_index
-
     index = build_index(data)
     if limit and limit < len(index):
         index = index.sample(n=limit, random_state=0).sort_index()
     paths = index["path"].tolist()
-    labels = (index["label"] == "pneumonia").to_numpy(np.float32)
+    labels = pneumonia_codes(index["label"]).astype(np.float32)
     if not paths:
         raise InputError(f"no images indexed in {data}")
     result: dict = {

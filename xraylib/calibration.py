@@ -16,18 +16,15 @@ metrics.json stores it under "calibration", and everything that uses the run's m
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 
-from xraylib.config import CHOICES
 from xraylib.errors import InputError
 
-METHODS = CHOICES["calibration"]
+METHODS = ("none", "platt", "temperature")
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (float32 sigmoids reach 0 and 1)
 
 
@@ -197,15 +194,3 @@ def from_json(entry: dict | None, source: str | os.PathLike = "metrics.json") ->
     if cal.method not in METHODS or (cal.applied and not (cal.slope > 0 and math.isfinite(cal.intercept))):
         raise InputError(f"{source}: calibration {cal.method!r} slope {cal.slope} is not a monotone calibration")
     return cal
-
-
-def read_calibration(run_dir: str | os.PathLike) -> Calibration:
-    """The calibration stored in a run's metrics.json (the identity when there is none)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return Calibration()
-    try:
-        entry = json.loads(path.read_text()).get("calibration")
-    except (ValueError, AttributeError) as exc:
-        raise InputError(f"{path}: not readable JSON ({exc})") from None
-    return from_json(entry, path)

@@ -20,9 +20,10 @@ import shutil
 from pathlib import Path
 
 from xraylib.errors import InputError
+from xraylib.runs import HISTORY, MODEL
 
 STATE = "state"
-FILES = ("history.csv", "best.weights.h5")  # run files the snapshot carries
+FILES = (HISTORY, "best.weights.h5")  # run files the snapshot carries
 
 
 def backup_dir(out: str | Path) -> Path:
@@ -82,12 +83,12 @@ def restore(model, out: str | Path) -> dict:
         if (snapshot / name).is_file():
             _copy(snapshot / name, out / name)
     if len(_history_rows(out)) != state["epoch"]:
-        raise _unusable(snapshot / "history.csv", f"does not hold the {state['epoch']} epochs of the snapshot")
+        raise _unusable(snapshot / HISTORY, f"does not hold the {state['epoch']} epochs of the snapshot")
     return state
 
 
 def _history_rows(out: Path) -> list[str]:
-    path = out / "history.csv"
+    path = out / HISTORY
     return path.read_text().splitlines()[1:] if path.is_file() else []
 
 
@@ -154,4 +155,4 @@ def discard(out: str | Path) -> None:
 
 def run_started(out: str | Path) -> bool:
     """Whether training has begun in the run folder `out` (its settings are fixed from then on)."""
-    return any((Path(out) / name).exists() for name in ("history.csv", "model.keras", "backup"))
+    return any((Path(out) / name).exists() for name in (HISTORY, MODEL, "backup"))

@@ -75,7 +75,7 @@ def _probe(a: argparse.Namespace) -> None:
 
 
 def _report(a: argparse.Namespace) -> None:
-    from xraylib.report import build_report
+    from xraylib.leaderboard import build_report
 
     print(build_report(a.report_dir))
 
@@ -173,7 +173,17 @@ def _quiet_tensorflow() -> None:
         os.close(devnull)
 
 
+SETTINGS_HELP = "override a preset value, e.g. --set epochs=5 --set weights=none (repeatable)"
+PRESET_HELP = "study | sound (default) | demo | smoke (seed: the former name of study)"
 TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
+
+
+def _run_settings(parser: argparse.ArgumentParser, preset: str, preset_help: str) -> None:
+    """The arguments that make one run's settings: --data, --backbone, --preset, --set."""
+    parser.add_argument("--data", required=True, help="dataset directory")
+    parser.add_argument("--backbone", required=True, help="backbone name (see README)")
+    parser.add_argument("--preset", default=preset, help=preset_help)
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=SETTINGS_HELP)
 
 
 def _bench_predict(a: argparse.Namespace) -> None:
@@ -219,12 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_data_index)
 
-    settings = "override a preset value, e.g. --set epochs=5 --set weights=none (repeatable)"
     s = verbs.add_parser("train", parents=[common], help="train one backbone and evaluate it on the test set")
-    s.add_argument("--data", required=True, help="dataset directory")
-    s.add_argument("--backbone", required=True, help="backbone name (see README)")
-    s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    _run_settings(s, "sound", PRESET_HELP)
     s.add_argument("--out", required=True, help="run directory (an interrupted run there is resumed)")
     s.set_defaults(func=_train)
 
@@ -233,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--backbones", default="all", help="all (default) or names separated by commas")
-    s.add_argument("--preset", default="sound", help="seed | sound (default) | demo | smoke")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    s.add_argument("--preset", default="sound", help=PRESET_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=SETTINGS_HELP)
     s.add_argument("--out", required=True, help="report directory")
     s.add_argument("--resume", action="store_true", help="skip finished runs, continue interrupted or failed ones")
     s.add_argument("--seeds", metavar="S,S,...", help="one run per seed and backbone, e.g. 0,1,2")
@@ -246,10 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = verbs.add_parser(
         "probe", parents=[common], help="can a backbone's frozen features tell the non-Kermany images apart?"
     )
-    s.add_argument("--data", required=True, help="dataset directory")
-    s.add_argument("--backbone", required=True, help="backbone name (see README)")
-    s.add_argument("--preset", default="demo", help="settings to start from (default demo: frozen, 80 px)")
-    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=settings)
+    _run_settings(s, "demo", "settings to start from (default demo: frozen, 80 px)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_probe)
 

@@ -67,7 +67,7 @@ def plot_metric_bars(
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """One panel per metric: a horizontal bar per backbone with its 95 % CI (columns m, m_low, m_high), sorted by
-    the first metric (leaderboard frame as built from xraylib.metrics.leaderboard_row)."""
+    the first metric (leaderboard frame as built from xraylib.leaderboard.leaderboard_row)."""
     from xraylib.metrics import TITLES
 
     table = leaderboard.copy()
@@ -108,7 +108,7 @@ def plot_run_spread(
     path: str | os.PathLike | None = None,
 ) -> Figure:
     """One panel per metric: each run's test value as a dot (seeds, folds), a box per backbone over its runs
-    (frame of `xraylib.report.run_table`: one row per run, column `backbone`); backbones by median of the first."""
+    (frame of `xraylib.leaderboard.run_table`: one row per run, column `backbone`); backbones by median of the first."""
     import seaborn as sns
 
     from xraylib.metrics import TITLES

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from xraylib.backbones import get_backbone
+from xraylib.calibration import METHODS as CALIBRATIONS
 from xraylib.errors import InputError
+from xraylib.metrics import threshold_rule
 from xraylib.models import resolve_weights
 
-PRESETS = ("seed", "sound", "demo", "smoke")
+PRESETS = ("study", "sound", "demo", "smoke")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 TRACKERS = ("none", "mlflow")
+MLFLOW_MISSING = "tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'"
 # The classes of each task, in the order of the model's outputs and of predictions.csv's p_* columns.
 CLASSES = {"binary": ("normal", "pneumonia"), "three_class": ("normal", "bacterial", "viral")}
 
@@ -30,7 +34,7 @@ class RunConfig:
     # data
     image_size: int | None = None
     batch_size: int | None = None
-    validation: str = "patient"  # patient (grouped, stratified) | seed (first rows, as Keras validation_split)
+    validation: str = "patient"  # patient (grouped, stratified) | first_rows (as Keras validation_split)
     val_fraction: float = 0.15
     exclude_sources: str = "none"  # other: leave the non-Kermany images out of train and validation (test has none)
     folds: int = 0  # K >= 2: validate on fold `fold` of K patient-grouped, stratified folds of the training split
@@ -39,7 +43,7 @@ class RunConfig:
     augment: bool = True
     cache_dir: str = "auto"
     # model
-    head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); seed: the study's Dense(2, sigmoid)
+    head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); study: the study's Dense(2, sigmoid)
     weights: str = "imagenet"  # imagenet | auto (ImageNet where available, else none) | none | a weights file
     weights_dir: str = ""  # a folder of Keras' *_notop.h5 ImageNet files (default: $XRAYLIB_WEIGHTS_DIR)
     fine_tune: str = "all"  # all | none | N (the last N layers of the backbone are trained)
@@ -75,9 +79,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-SEED = dict(
-    head="seed",
-    validation="seed",
+STUDY = dict(
+    head="study",
+    validation="first_rows",
     val_fraction=0.1,
     class_weight=False,
     early_stopping=0,
@@ -110,20 +114,22 @@ SMOKE = dict(DEMO, weights="none", augment=True, epochs=1, limit=48, bootstrap=5
 # `sound` leaves out the 70 non-Kermany training images: the test set holds none of them and 69 are pneumonia, so
 # what they teach is their source (README, "Honest numbers"). The demo keeps them, as it always has.
 SOUND = dict(exclude_sources="other")
-PRESET_VALUES: dict[str, dict] = {"seed": SEED, "sound": SOUND, "demo": DEMO, "smoke": SMOKE}
+PRESET_VALUES: dict[str, dict] = {"study": STUDY, "sound": SOUND, "demo": DEMO, "smoke": SMOKE}
+# Names the study's recipe had before it was called `study`, still accepted (and read from older config.json files).
+ALIASES = {"preset": {"seed": "study"}, "head": {"seed": "study"}, "validation": {"seed": "first_rows"}}
 
 CHOICES = {
     "task": tuple(CLASSES),
     "exclude_sources": ("none", "other"),
-    "validation": ("patient", "seed"),
-    "head": ("sound", "seed"),
+    "validation": ("patient", "first_rows"),
+    "head": ("sound", "study"),
     "optimizer": ("adamax", "adam", "sgd", "rmsprop"),
     "keep": ("best", "last"),
     "mixed_precision": ("auto", "on", "off"),
     "strategy": STRATEGIES,
     "monitor": ("val_auc", "val_loss", "val_accuracy"),
     "tracker": TRACKERS,
-    "calibration": ("none", "platt", "temperature"),
+    "calibration": CALIBRATIONS,
 }
 
 
@@ -201,19 +207,17 @@ def _check(cfg: RunConfig) -> None:
         _check_three_class(cfg)
     else:
         threshold_rule(cfg.threshold)
-    if cfg.tracker == "mlflow":
-        from xraylib.tracking import mlflow_module
-
-        mlflow_module()  # one line naming the extra, before any work
+    if cfg.tracker == "mlflow" and importlib.util.find_spec("mlflow") is None:
+        raise InputError(MLFLOW_MISSING)  # before any work
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, auto, none or an existing weights file")
 
 
 def _check_three_class(cfg: RunConfig) -> None:
     """The settings that only the binary task has."""
-    if cfg.head == "seed":
+    if cfg.head == "study":
         raise InputError(
-            "setting head=seed is the study's binary Dense(2, sigmoid) head: task=three_class needs head=sound"
+            "setting head=study is the study's binary Dense(2, sigmoid) head: task=three_class needs head=sound"
         )
     if cfg.threshold != "argmax":
         raise InputError(
@@ -224,36 +228,21 @@ def _check_three_class(cfg: RunConfig) -> None:
         raise InputError("setting calibration=platt is binary-only: task=three_class takes temperature or none")
 
 
-def threshold_rule(text: str) -> tuple[str, float]:
-    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value)."""
-    text = str(text).strip().lower()
-    if text == "youden":
-        return "youden", float("nan")
-    name, _, number = text.partition(":")
-    try:
-        if name == "sensitivity" and 0.0 < float(number) < 1.0:
-            return "sensitivity", float(number)
-        if not number and 0.0 < float(name) < 1.0:
-            return "fixed", float(name)
-    except ValueError:
-        pass
-    raise InputError(f"setting threshold={text!r}: expected youden, sensitivity:0.95 or a number in (0, 1)")
-
-
 def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:
     """Preset values, then overrides, then the backbone's defaults; validated."""
     bb = get_backbone(backbone)
+    preset = ALIASES["preset"].get(preset, preset)
     if preset not in PRESET_VALUES:
         raise InputError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     values: dict = dict(PRESET_VALUES[preset])
-    if preset == "seed":
+    if preset == "study":
         values.update(bb.study_recipe)
     kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
     for key, value in (overrides or {}).items():
         if key not in kinds or key in ("backbone", "preset"):
             known = ", ".join(k for k in kinds if k not in ("backbone", "preset"))
             raise InputError(f"unknown setting {key!r} (known: {known})")
-        values[key] = value
+        values[key] = ALIASES.get(key, {}).get(value, value)
     values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
     given = overrides or {}
     if values.get("task") == "three_class":  # the binary defaults (a preset's too) that three classes replace
@@ -275,19 +264,10 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
     return cfg
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a run's config.json back into a RunConfig."""
-    from xraylib.fileio import read_json
-
-    run = read_json(path).get("run")
+def config_from_json(config: dict, source: str | Path) -> RunConfig:
+    """The RunConfig of a config.json object (its `run` entry); `source` names the file in errors."""
+    run = config.get("run")
     if not isinstance(run, dict) or not run.get("backbone"):
-        raise InputError(f"{path} holds no run settings: rerun the run, or remove its folder")
+        raise InputError(f"{source} holds no run settings: rerun the run, or remove its folder")
     fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in run.items() if k in fields})
-
-
-def binary_run_only(run_dir: str | Path, what: str) -> None:
-    """A one-line InputError when the run in `run_dir` is a three-class run: `what` serves binary runs only."""
-    path = Path(run_dir) / "config.json"
-    if path.is_file() and load_config(path).task == "three_class":
-        raise InputError(f"{run_dir} is a three-class run: {what} serves binary runs (P(pneumonia)) only")
+    return RunConfig(**{k: ALIASES.get(k, {}).get(v, v) for k, v in run.items() if k in fields})

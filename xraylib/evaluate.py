@@ -3,13 +3,13 @@ a trained run scored on a labelled dataset it never saw (external validation), a
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from xraylib import runs
 from xraylib.errors import InputError, check_memory
 from xraylib.fileio import output_dir, write_csv, write_json
 from xraylib.metrics import (
@@ -132,13 +132,12 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 def _predictions_threshold(path: Path, frame: pd.DataFrame) -> tuple[float | None, str]:
     """The threshold behind a predictions.csv: from metrics.json beside it, else from the predicted column."""
-    meta = path.with_name("metrics.json")
-    if meta.is_file():
-        try:
-            value = json.loads(meta.read_text())["threshold"]["value"]
-            return float(value), f"from {meta.name}"
-        except (ValueError, KeyError, TypeError):
-            pass
+    try:
+        value = runs.read_threshold(path.parent)
+    except InputError:  # a metrics.json unreadable here still leaves the predicted column
+        value = None
+    if value is not None:
+        return value, f"from {runs.METRICS}"
     inferred = infer_threshold(frame)
     if inferred is not None:
         return inferred, "inferred from the predicted column"
@@ -283,11 +282,11 @@ def evaluate_on(
     An unreadable image stops it with its name: no partial metrics."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
-    from xraylib.report import run_config, run_figure
+    from xraylib.report import run_figure
     from xraylib.train import predictions_frame
 
     run_dir, data = Path(run_dir), Path(data)
-    for name in ("model.keras", "metrics.json", "config.json"):
+    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
         if not (run_dir / name).is_file():
             raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
     if n_boot < 0:
@@ -299,7 +298,7 @@ def evaluate_on(
     if out.resolve() in (run_dir.resolve(), data.resolve()) or data.resolve() in out.resolve().parents:
         raise InputError(f"--out {out}: must not be the run folder or lie in the dataset")
     check_memory(16 * n_boot * len(index), f"--bootstrap {n_boot} over {len(index)} images", "use fewer resamples")
-    cfg, predictor = run_config(run_dir), load_predictor(run_dir / "model.keras")
+    cfg, predictor = runs.read_config(run_dir), load_predictor(run_dir / runs.MODEL)
     if predictor.three_class:
         from xraylib import three_class
 
@@ -312,12 +311,12 @@ def evaluate_on(
     if predictor.three_class:
         return three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed, predictor.model)
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
-    write_csv(out / "predictions.csv", frame)
-    source = f"the run's {run_dir / 'metrics.json'}, chosen on its validation set"
-    result = evaluate_file(out / "predictions.csv", n_boot, seed, threshold=(predictor.threshold, source))
+    predictions = write_csv(out / runs.PREDICTIONS, frame)
+    source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"
+    result = evaluate_file(predictions, n_boot, seed, threshold=(predictor.threshold, source))
     result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
-    result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(out / "predictions.csv", data, n_boot, seed, index)
-    write_json(out / "metrics.json", _run_schema(result, cfg, predictor.threshold))
+    result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(predictions, data, n_boot, seed, index)
+    write_json(out / runs.METRICS, _run_schema(result, cfg, predictor.threshold))
     for name in EXTERNAL_FIGURES:
         run_figure(name, run_dir, model=predictor.model, results=out)
     return result

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from xraylib.config import load_config
+from xraylib import runs
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv
 
@@ -37,7 +37,7 @@ def last_conv_layer(model: keras.Model) -> str:
 
 
 def _evidence(features, dense, classes=None):
-    """The target score from the final Dense layer's input: the sound head's logit, the seed head's z1 - z0, or
+    """The target score from the final Dense layer's input: the sound head's logit, the study head's z1 - z0, or
     for a softmax head over three classes the logit of each image's class (`classes`: (N,) class codes)."""
     import keras
 
@@ -175,7 +175,7 @@ def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFra
     """The run's pneumonia test predictions (the first `limit`), or None when its images have no masks."""
     from xraylib.synth import mask_paths
 
-    frame = pd.read_csv(run_dir / "predictions.csv")
+    frame = pd.read_csv(run_dir / runs.PREDICTIONS)
     frame = frame[frame["label"] != "normal"].head(limit)  # pneumonia, or bacterial and viral (three classes)
     return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
 
@@ -201,10 +201,10 @@ def _localization_table(run_dir: Path, frame: pd.DataFrame, model=None) -> pd.Da
     from xraylib.multiclass import class_codes
     from xraylib.synth import mask_paths
 
-    cfg = load_config(run_dir / "config.json")
+    cfg = runs.read_config(run_dir)
     images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
     if model is None:
-        model = load_model(run_dir / "model.keras")
+        model = load_model(run_dir / runs.MODEL)
     three = cfg.task == "three_class"  # explain the image's own pneumonia kind
     true_classes = class_codes(frame["label"]) if three else None
     heatmaps = gradcam(model, images[..., None], target="predicted" if three else "pneumonia", classes=true_classes)

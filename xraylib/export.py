@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xraylib import runs
 from xraylib.calibration import EPS, Calibration
-from xraylib.config import binary_run_only
 from xraylib.errors import InputError
 from xraylib.export_formats import (
     ARTIFACTS,
@@ -66,9 +66,9 @@ def run_folder(path: str | os.PathLike) -> Path:
         path = path.parent
     if not path.is_dir():
         raise InputError(f"{path}: no such run folder")
-    if not (path / "model.keras").is_file():
+    if not (path / runs.MODEL).is_file():
         raise InputError(f"{path}: holds no model.keras (not a finished run of `xraylib train`)")
-    binary_run_only(path, "xraylib export")
+    runs.binary_run_only(path, "xraylib export")
     return path
 
 
@@ -169,7 +169,7 @@ def _policy(name: str) -> Iterator[None]:
 
 
 def _probability(outputs):
-    """P(pneumonia) from the sound head's (N, 1) or the seed head's (N, 2) outputs, as `models.probability`."""
+    """P(pneumonia) from the sound head's (N, 1) or the study head's (N, 2) outputs, as `models.probability`."""
     from keras import ops
 
     outputs = ops.cast(outputs, "float32")
@@ -291,7 +291,7 @@ def _describe(run: Path, predictor, fmt: str, run_precision: str, diff: float, n
         "format": fmt,
         "model_file": ARTIFACTS[fmt],
         "runtime": RUNTIMES[fmt],
-        "source_model": str((run / "model.keras").resolve()),
+        "source_model": str((run / runs.MODEL).resolve()),
         "backbone": _backbone(predictor.model, cfg),
         "head": str(cfg.head) if cfg is not None else "",
         "image_size": size,
@@ -385,7 +385,7 @@ def export_run(
     out = Path(out) if out is not None else default_out(run, fmt)
     check_out(out, run)
     started = time.perf_counter()
-    predictor = load_predictor(run / "model.keras")  # the run's image size, threshold (metrics.json) and settings
+    predictor = load_predictor(run / runs.MODEL)  # the run's image size, threshold (metrics.json) and settings
     run_precision = precision(predictor.model)
     with _quiet(quiet):
         reference = dataclasses.replace(predictor, model=float32_model(predictor.model))

@@ -8,7 +8,6 @@ Every dict returned here is plain JSON-ready data: undefined values are `None`, 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -70,12 +69,18 @@ def _as_arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def expected_calibration_error(y, p, n_bins: int = ECE_BINS) -> float:
-    """ECE: bin-size-weighted mean |observed rate - mean probability| over equal-width bins of p."""
+def reliability_bins(y, p, n_bins: int = ECE_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of p: (images, sum of p, pneumonia images): what reliability diagrams and ECE use."""
     y, p = _as_arrays(y, p)
     bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    gap = np.bincount(bins, weights=y - p, minlength=n_bins)
-    return float(np.abs(gap).sum() / len(y))
+    count = np.bincount(bins, minlength=n_bins)
+    return count, np.bincount(bins, weights=p, minlength=n_bins), np.bincount(bins, weights=y, minlength=n_bins)
+
+
+def expected_calibration_error(y, p, n_bins: int = ECE_BINS) -> float:
+    """ECE: bin-size-weighted mean |observed rate - mean probability| over equal-width bins of p."""
+    count, p_sum, positives = reliability_bins(y, p, n_bins)
+    return float(np.abs(positives - p_sum).sum() / count.sum())
 
 
 def binary_metrics(y, p, threshold: float = 0.5, y_pred=None) -> dict:
@@ -123,14 +128,28 @@ def study_figures(y_true, y_pred) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- thresholds
 
 
+def threshold_rule(text: str) -> tuple[str, float]:
+    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value)."""
+    text = str(text).strip().lower()
+    if text == "youden":
+        return "youden", float("nan")
+    name, _, number = text.partition(":")
+    try:
+        if name == "sensitivity" and 0.0 < float(number) < 1.0:
+            return "sensitivity", float(number)
+        if not number and 0.0 < float(name) < 1.0:
+            return "fixed", float(name)
+    except ValueError:
+        pass
+    raise InputError(f"setting threshold={text!r}: expected youden, sensitivity:0.95 or a number in (0, 1)")
+
+
 def choose_threshold(y, p, rule: str = "youden") -> float:
     """A decision threshold (predict pneumonia when p >= t) from VALIDATION predictions.
 
     youden: maximises sensitivity + specificity - 1; sensitivity:0.95: the highest threshold whose sensitivity
     reaches the target (so the best specificity there); a number: that fixed threshold.
     """
-    from xraylib.config import threshold_rule
-
     kind, value = threshold_rule(rule)
     if kind == "fixed":
         return float(value)
@@ -320,7 +339,7 @@ def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: i
     return out
 
 
-# ---------------------------------------------------------------------------------------------- files
+# ---------------------------------------------------------------------------------------------- predictions files
 
 
 def infer_threshold(frame: pd.DataFrame) -> float | None:
@@ -329,16 +348,6 @@ def infer_threshold(frame: pd.DataFrame) -> float | None:
     if np.isnan(p).any() or not pred.any() or (p[pred == 0] >= p[pred == 1].min()).any():
         return None
     return float(p[pred == 1].min())
-
-
-def leaderboard_row(name: str, result: dict) -> dict:
-    """One flat row for a leaderboard: backbone, then metric, metric_low, metric_high for every metric."""
-    row: dict = {"backbone": name}
-    for metric in METRICS:
-        entry = result[metric]
-        row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
-    row.update(result["confusion"])
-    return row
 
 
 # ---------------------------------------------------------------------------------------------- comparisons
@@ -386,7 +395,7 @@ def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: in
     return out
 
 
-def _holm(p_values: list[float]) -> list[float]:
+def holm(p_values: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
     p = np.asarray(p_values, dtype=float)
     adjusted = np.full(len(p), np.nan)
@@ -397,56 +406,3 @@ def _holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (len(order) - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
-
-
-def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Every pair of backbones on the same test images: McNemar's test and the paired ROC-AUC difference.
-
-    Frames as read_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
-    also Holm-adjusted over all pairs.
-    """
-    if len(predictions) < 2:
-        raise InputError("comparing needs the predictions of at least two backbones")
-    rows = []
-    for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
-        try:
-            both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
-        except pd.errors.MergeError:
-            raise InputError(f"{name_a} or {name_b} lists an image file more than once") from None
-        if len(both) != len(a) or len(both) != len(b):
-            raise InputError(
-                f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} rows, "
-                f"{len(both)} shared files)"
-            )
-        if (both["y_true_a"] != both["y_true_b"]).any():
-            raise InputError(f"{name_a} and {name_b} disagree on the true label of some images")
-        y = both["y_true_a"].to_numpy()
-        test = mcnemar(y, both["y_pred_a"], both["y_pred_b"])
-        auc = paired_auc_difference(y, both["p_a"], both["p_b"], both["patient_a"].to_numpy(), n_boot, seed)
-        rows.append(
-            {
-                "model_a": name_a,
-                "model_b": name_b,
-                "n_images": len(both),
-                "a_right_b_wrong": test["b"],
-                "a_wrong_b_right": test["c"],
-                "mcnemar_statistic": test["statistic"],
-                "mcnemar_method": test["method"],
-                "mcnemar_p": test["p_value"],
-                "auc_a": auc["auc_a"],
-                "auc_b": auc["auc_b"],
-                "auc_difference": auc["difference"],
-                "auc_difference_low": auc["low"],
-                "auc_difference_high": auc["high"],
-                "auc_difference_p": auc["p_value"],
-                "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
-            }
-        )
-    table = pd.DataFrame(rows)
-    table.insert(table.columns.get_loc("mcnemar_p") + 1, "mcnemar_p_holm", _holm(table["mcnemar_p"].tolist()))
-    table.insert(
-        table.columns.get_loc("auc_difference_p") + 1,
-        "auc_difference_p_holm",
-        _holm(table["auc_difference_p"].astype(float).tolist()),
-    )
-    return table

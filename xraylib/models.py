@@ -251,7 +251,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
         backbone_weights = "imagenet"
     elif weights not in ("imagenet", "none") and not _is_model_file(weights):
         backbone_weights = weights
-    pooling = "avg" if cfg.head == "seed" else None
+    pooling = "avg" if cfg.head == "study" else None
     try:
         base = constructor(bb)(include_top=False, weights=backbone_weights, input_tensor=x, pooling=pooling)
     except InputError:
@@ -263,7 +263,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     backbone_layers = [layer for layer in base.layers if id(layer) not in front]
     _set_trainable(backbone_layers, str(cfg.fine_tune))
 
-    if cfg.head == "seed":  # the study's head, as published: Dense(2, sigmoid) on avg-pooled features
+    if cfg.head == "study":  # the study's head, as published: Dense(2, sigmoid) on avg-pooled features
         output = keras.layers.Dense(2, activation="sigmoid", dtype="float32", name="predictions")(base.output)
     else:
         y = keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
@@ -281,7 +281,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
 
 
 def _pooled_index(model: keras.Model) -> int:
-    """Position of the layer whose output feeds the head: "pool" (sound head), the backbone's pooling (seed head)."""
+    """Position of the layer whose output feeds the head: "pool" (sound head), the backbone's pooling (study head)."""
     names = [layer.name for layer in model.layers]
     return names.index("pool") if "pool" in names else len(names) - 2
 
@@ -351,9 +351,9 @@ def standardise_pooled(layer: keras.layers.Normalization, pooled: np.ndarray) ->
 
 
 def probability(outputs) -> np.ndarray:
-    """(N,) P(pneumonia) from the sound head's (N, 1) or the seed head's (N, 2) one-hot [normal, pneumonia] outputs.
+    """(N,) P(pneumonia) from the sound head's (N, 1) or the study head's (N, 2) one-hot [normal, pneumonia] outputs.
 
-    For the seed head the two sigmoid units are normalised, p = o1 / (o0 + o1), so p > 0.5 is the study's argmax.
+    For the study head the two sigmoid units are normalised, p = o1 / (o0 + o1), so p > 0.5 is the study's argmax.
     """
     out = np.asarray(outputs, dtype="float64")
     if out.ndim == 1:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from xraylib.fileio import write_text
+from xraylib.runs import notebook_path
 
 QUIET_KERNEL = ["--IPKernelApp.capture_fd_output=False"]
 
@@ -64,7 +65,7 @@ def write_index(report_dir: str | Path, statuses: dict[str, dict], title: str) -
     pages = [f"<li>{link(p)}</li>" for p in sorted(report_dir.glob("*.html")) if p.name != "index.html"]
     rows = []
     for run, status in statuses.items():
-        page = report_dir / run / f"{run}.html"
+        page = notebook_path(report_dir / run).with_suffix(".html")
         cells = [
             html.escape(run),
             html.escape(str(status.get("status", "not started"))),

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics as skm
 
 from xraylib.errors import InputError
-from xraylib.metrics import infer_threshold
+from xraylib.metrics import expected_calibration_error, infer_threshold, reliability_bins
 from xraylib.plot_style import (
     BEST_COLOR,
     CLASS_COLORS,
@@ -246,12 +246,9 @@ def plot_roc_pr(
 
 def _reliability_curve(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(filled bins, mean probability, observed pneumonia rate) per equal-width bin of p."""
-    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins)
+    count, p_sum, positives = reliability_bins(y, p, n_bins)
     filled = count > 0
-    mean_p = np.bincount(bins, weights=p, minlength=n_bins)[filled] / count[filled]
-    rate = np.bincount(bins, weights=y, minlength=n_bins)[filled] / count[filled]
-    return filled, mean_p, rate
+    return filled, p_sum[filled] / count[filled], positives[filled] / count[filled]
 
 
 def plot_reliability(
@@ -265,8 +262,6 @@ def plot_reliability(
     """Reliability diagram (observed pneumonia rate vs mean predicted probability per bin) with the ECE, and the
     histogram of predicted probabilities by true class below; with `p_uncalibrated`, the model's probabilities
     before calibration as a second curve."""
-    from xraylib.metrics import expected_calibration_error
-
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if np.isnan(p).any():
         raise InputError("a reliability diagram needs probabilities, not hard labels")

@@ -15,7 +15,6 @@ figures/gradcam.png explains its test images).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -26,7 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from xraylib.calibration import Calibration, read_calibration
+from xraylib import runs
+from xraylib.calibration import Calibration, from_json
 from xraylib.errors import InputError
 from xraylib.images import IMAGE_SUFFIXES, load_gray
 from xraylib.pipeline import decode_images
@@ -74,58 +74,47 @@ def _model_size(model: keras.Model, path: Path) -> int:
     return int(shape[1])
 
 
-def _run_threshold(run_dir: Path) -> float | None:
-    """The decision threshold in the run's metrics.json, or None when there is none."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        value = float(json.loads(path.read_text())["threshold"]["value"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path}: no readable threshold.value ({type(exc).__name__}: {exc})") from None
-    if not 0.0 <= value <= 1.0 or math.isnan(value):
-        raise InputError(f"{path}: threshold.value {value} is not in [0, 1]")
-    return value
-
-
-def resolve_threshold(run_dir: str | os.PathLike, threshold: float | None = None) -> tuple[float, str]:
-    """The decision threshold and where it came from: the one given, else the run's metrics.json, else 0.5."""
+def resolve_threshold(
+    run_dir: str | os.PathLike, threshold: float | None = None, metrics: dict | None = None
+) -> tuple[float, str]:
+    """The decision threshold and where it came from: the one given, else the run's metrics.json (`metrics`, when
+    already read), else 0.5."""
     if threshold is not None:
         value = float(threshold)
         if not 0.0 <= value <= 1.0 or math.isnan(value):
             raise InputError(f"--threshold {threshold}: expected a number in [0, 1]")
         return value, "--threshold"
-    run_dir = Path(run_dir)
-    value = _run_threshold(run_dir)
+    path = Path(run_dir) / runs.METRICS
+    value = runs.threshold_of(runs.stored_metrics(run_dir) if metrics is None else metrics, path)
     if value is not None:
-        return value, f"the run's {run_dir / 'metrics.json'}"
-    return 0.5, "default; no metrics.json beside the model"
+        return value, f"the run's {path}"
+    return 0.5, f"default; no {runs.METRICS} beside the model"
 
 
 def load_predictor(model_path: str | os.PathLike, threshold: float | None = None) -> Predictor:
     """Load model.keras (safe mode) with its run's image size and threshold: given > metrics.json > 0.5."""
     from xraylib.models import load_model
-    from xraylib.report import run_config
 
     path = Path(model_path)
     run_dir = path.parent
     cfg = None
-    if (run_dir / "config.json").is_file():
+    if (run_dir / runs.CONFIG).is_file():
         try:
-            cfg = run_config(run_dir)
-        except (ValueError, TypeError) as exc:  # broken JSON or unknown field types
-            raise InputError(f"{run_dir / 'config.json'}: not a readable run configuration ({exc})") from None
+            cfg = runs.read_config(run_dir)
+        except (ValueError, TypeError) as exc:  # unknown field types
+            raise InputError(f"{run_dir / runs.CONFIG}: not a readable run configuration ({exc})") from None
+    metrics = runs.stored_metrics(run_dir)
     if cfg is not None and cfg.task == "three_class":
         if threshold is not None:
             raise InputError(f"--threshold: {run_dir} is a three-class run, which predicts the argmax class")
         threshold, source = math.nan, "none: three classes, the argmax class is predicted"
     else:
-        threshold, source = resolve_threshold(run_dir, threshold)  # bad values fail before the slow model load
-    calibration = read_calibration(run_dir)
+        threshold, source = resolve_threshold(run_dir, threshold, metrics)  # bad values fail before the slow load
+    calibration = from_json(metrics.get("calibration"), run_dir / runs.METRICS)
     model = load_model(path)
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
-        raise InputError(f"{run_dir / 'config.json'}: image_size {cfg.image_size} but the model takes {size} px")
+        raise InputError(f"{run_dir / runs.CONFIG}: image_size {cfg.image_size} but the model takes {size} px")
     return Predictor(model, path, size, threshold, source, cfg, calibration)
 
 
@@ -284,7 +273,7 @@ def _check_gradcam_targets(inputs: list[Path], targets: list[Path], gradcam_dir)
     for target in targets:
         if target.resolve() in readable:
             what = "the input image"
-        elif target.exists() and any((d / "model.keras").is_file() for d in target.resolve().parents):
+        elif target.exists() and any((d / runs.MODEL).is_file() for d in target.resolve().parents):
             what = "a run's file"
         else:
             continue

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 
 from xraylib.config import CLASSES, RunConfig
+from xraylib.data import build_index, fingerprint, pneumonia_kind
 from xraylib.errors import InputError, check_memory
+from xraylib.splits import assign_subsets, limit_subsets
 
 
 @dataclass
@@ -31,8 +33,6 @@ class PreparedData:
 def class_names(index: pd.DataFrame, task: str = "binary") -> pd.Series:
     """Each row's class in `task`: its label (binary); normal, bacterial or viral (three_class), "" for a
     pneumonia of neither kind (ARDS, or a file name that does not say)."""
-    from xraylib.data import pneumonia_kind
-
     if task == "binary":
         return index["label"]
     return index["label"].where(index["label"] == "normal", index["subtype"].map(pneumonia_kind))
@@ -47,7 +47,6 @@ def class_labels(index: pd.DataFrame, task: str = "binary") -> np.ndarray:
 def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     """Index the dataset, split it, and decode (or load from cache) every image once. The three-class task
     leaves out the pneumonia images of neither kind (CoronaHack's two Stress-Smoking ARDS images)."""
-    from xraylib.data import assign_subsets, build_index, fingerprint, limit_subsets
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")

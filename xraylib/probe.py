@@ -21,10 +21,10 @@ def source_probe(data: str | os.PathLike, cfg: RunConfig, folds: int = 5) -> dic
     from sklearn.preprocessing import StandardScaler
 
     from xraylib.data import build_index, fingerprint
+    from xraylib.leaderboard import weights_label
     from xraylib.metrics import evaluate
     from xraylib.models import build_model, feature_model
     from xraylib.pipeline import cached_images, predict_in_batches
-    from xraylib.report import weights_label
 
     index = build_index(data, missing="drop")
     rows = index[index["split"] == "train"].reset_index(drop=True)

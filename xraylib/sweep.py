@@ -11,23 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xraylib.errors import InputError
-from xraylib.fileio import stderr_into, write_json
-
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
-TRAIN_NOTEBOOK = NOTEBOOKS / "train_backbone.ipynb"
-COMPARE_NOTEBOOK = NOTEBOOKS / "compare_backbones.ipynb"
-DEMO_DATA = REPO / "data" / "demo"
-
-
-def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
-    """The demo's synthetic dataset, written on first use."""
-    from xraylib.synth import write_synthetic_set
-
-    root = Path(root)
-    if not (root / "Chest_xray_Corona_Metadata.csv").is_file():
-        write_synthetic_set(root, masks=True)
-    return root
+from xraylib.fileio import stderr_into
+from xraylib.runs import COMPARE_NOTEBOOK, TRAIN_NOTEBOOK, epochs_done, notebook_path, read_status, write_status
 
 
 @dataclass(frozen=True)
@@ -66,14 +51,6 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_status(run_dir: str | Path) -> dict:
-    """The status.json of one backbone's run (`{}` if it never started)."""
-    from xraylib.fileio import read_json
-
-    path = Path(run_dir) / "status.json"
-    return read_json(path) if path.is_file() else {}
-
-
 def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict, run_dir: Path) -> dict:
     """The values papermill injects into the training notebook's `parameters` cell."""
     return {
@@ -83,12 +60,6 @@ def notebook_parameters(data: Path, backbone: str, preset: str, overrides: dict,
         "overrides": dict(overrides),
         "out_dir": str(run_dir),
     }
-
-
-def epochs_done(run_dir: Path) -> int:
-    """The epochs a run has finished so far (rows of its history.csv)."""
-    history = run_dir / "history.csv"
-    return max(sum(1 for _ in history.open()) - 1, 0) if history.is_file() else 0
 
 
 def _follow_epochs(running: set[Path], bar, stop: threading.Event) -> None:
@@ -114,13 +85,13 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     running = {"backbone": backbone, "status": "running", "started": started, "pid": os.getpid()}
-    write_json(run_dir / "status.json", running)
+    write_status(run_dir, running)
     status = {"backbone": backbone, "status": "done", "error": "", "pid": os.getpid()}
-    log = run_dir / f"{run_dir.name}.log"
+    notebook = notebook_path(run_dir)
     try:
-        with exclusive(run_dir), log.open("w") as stream, stderr_into(stream):
+        with exclusive(run_dir), notebook.with_suffix(".log").open("w") as stream, stderr_into(stream):
             parameters = notebook_parameters(data, backbone, preset, overrides, run_dir)
-            execute(TRAIN_NOTEBOOK, run_dir / f"{run_dir.name}.ipynb", parameters, cwd=run_dir, log=stream)
+            execute(TRAIN_NOTEBOOK, notebook, parameters, cwd=run_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         status.update(status="failed", error=f"{exc.ename}: {exc.evalue}".splitlines()[0])
     except DeadKernelError:
@@ -132,7 +103,7 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
         raise
     finally:
         status["seconds"] = round(time.time() - started, 1)
-        write_json(run_dir / "status.json", status)
+        write_status(run_dir, status)
     log_notebook(run_dir, status)  # tracker=mlflow: the executed notebook into the backbone's MLflow run
     return status
 
@@ -188,7 +159,8 @@ def sweep(
 
 def _check_folds(data: Path, folds: int, seeds: list) -> None:
     """Refuse a fold count the training split cannot hold, before any kernel starts."""
-    from xraylib.data import build_index, cross_validation_folds
+    from xraylib.data import build_index
+    from xraylib.splits import cross_validation_folds
 
     index = build_index(data, missing="drop")
     cross_validation_folds(index[index["split"] == "train"], folds, int(seeds[0]))
@@ -200,8 +172,8 @@ def _sweep_locked(
     """The runs and the report, with `out` locked by `sweep`; returns the failed runs' names."""
     from tqdm.auto import tqdm
 
+    from xraylib.leaderboard import build_report
     from xraylib.notebook import write_index
-    from xraylib.report import build_report
 
     backbones = list(dict.fromkeys(run.backbone for run in runs))
     invalid = _invalid_configs(backbones, preset, overrides)
@@ -209,18 +181,18 @@ def _sweep_locked(
         raise InputError(next(iter(invalid.values())))
     if not TRAIN_NOTEBOOK.is_file():
         raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing (install xraylib from a clone)")
-    started = [run.name for run in runs if run_status(out / run.name)]
+    started = [run.name for run in runs if read_status(out / run.name)]
     if started and not resume:
         raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")
     failed, todo = [], []
     with tqdm(total=len(runs), desc="sweep", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
         for run in runs:
-            if run_status(out / run.name).get("status") == "done":
+            if read_status(out / run.name).get("status") == "done":
                 bar.write(f"{run.name}: finished earlier, skipped")
                 bar.update()
             elif run.backbone in invalid:
                 status = {"backbone": run.backbone, "status": "failed", "error": invalid[run.backbone], "seconds": 0.0}
-                write_json(out / run.name / "status.json", status)
+                write_status(out / run.name, status)
                 failed.append(_finished(bar, run, status))
             else:
                 todo.append(run)
@@ -245,7 +217,7 @@ def _sweep_locked(
         compare_notebook(out)
     except InputError as exc:  # nothing finished: there is no comparison to make
         print(f"no report: {exc}")
-    write_index(out, {run.name: run_status(out / run.name) for run in runs}, f"Sweep report: {out.name}")
+    write_index(out, {run.name: read_status(out / run.name) for run in runs}, f"Sweep report: {out.name}")
     print(f"report pages: {out / 'index.html'}")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
@@ -281,18 +253,3 @@ def compare_notebook(report_dir: Path) -> None:
             execute(COMPARE_NOTEBOOK, output, {"report_dir": str(report_dir)}, cwd=report_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         print(f"the comparison notebook failed ({exc.ename}: {exc.evalue}); see {output}".splitlines()[0])
-
-
-def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:
-    """A notebook's data and output folders as absolute paths; empty means the demo data and reports/notebook/."""
-    data = Path(data_dir).expanduser().resolve() if data_dir else demo_data_dir()
-    out = Path(out_dir).expanduser().resolve() if out_dir else REPO / "reports" / "notebook" / backbone
-    return data, out
-
-
-def report_path(path: str | Path) -> Path:
-    """An absolute folder: as given if absolute or present under the working directory, else in the repository."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path.resolve()
-    return REPO / path

@@ -30,6 +30,7 @@ _SUBTYPE_METADATA = {
     "streptococcus": ("Pnemonia", "bacteria", "Streptococcus"),
 }
 # File formats of the non-Kermany images (papers' figures): suffix and Pillow mode.
+DEMO_DATA = Path(__file__).resolve().parents[1] / "data" / "demo"  # the demo's set, in the repository
 _OTHER_FORMATS = [(".jpg", "RGB"), (".png", "RGB"), (".jpeg", "L"), (".png", "I;16"), (".jpg", "L"), (".png", "RGBA")]
 
 
@@ -381,3 +382,11 @@ def write_synthetic_set(
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp made it private; a dataset folder is an ordinary one
     return out
+
+
+def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
+    """The demo's synthetic dataset, written on first use."""
+    root = Path(root)
+    if not (root / METADATA_CSV).is_file():
+        write_synthetic_set(root, masks=True)
+    return root

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xraylib import runs
 from xraylib.config import RunConfig
 from xraylib.errors import InputError, check_memory
 from xraylib.fileio import write_csv, write_json
@@ -87,9 +88,9 @@ def evaluate_run(model, prepared, cfg: RunConfig, out: str | Path) -> dict:
     test_p = calibration(test_raw)
     raw = cfg.calibration != "none"
     test_rows = prepared.rows("test")
-    write_csv(out / "predictions.csv", predictions_frame(test_rows, test_p, test_raw if raw else None))
+    write_csv(out / runs.PREDICTIONS, predictions_frame(test_rows, test_p, test_raw if raw else None))
     val_frame = predictions_frame(prepared.rows("val"), calibration(val_raw), val_raw if raw else None)
-    write_csv(out / "val_predictions.csv", val_frame)
+    write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     test_y = prepared.labels["test"].astype(int)
     result = run_metrics(cfg, test_y, test_p, test_rows["patient"].to_numpy())
     result["calibration"] = {
@@ -99,7 +100,7 @@ def evaluate_run(model, prepared, cfg: RunConfig, out: str | Path) -> dict:
         "validation": effect(val_y, val_raw, calibration),
         "test": effect(test_y, test_raw, calibration),
     }
-    write_json(out / "metrics.json", result)
+    write_json(out / runs.METRICS, result)
     return result
 
 
@@ -119,11 +120,11 @@ def score_run(run_dir: Path, cfg: RunConfig, data, index: pd.DataFrame, table: p
     written as predictions.csv, scored into metrics.json (a run's schema), and the figures, into `out`."""
     from xraylib.report import run_figure
 
-    write_csv(out / "predictions.csv", predictions_frame(index, table[COLUMNS].to_numpy(float)))
-    result = evaluate_file(out / "predictions.csv", n_boot, seed)
+    write_csv(out / runs.PREDICTIONS, predictions_frame(index, table[COLUMNS].to_numpy(float)))
+    result = evaluate_file(out / runs.PREDICTIONS, n_boot, seed)
     where = {"run": str(Path(run_dir).resolve()), "data": str(Path(data).resolve()), "layout": index.attrs["layout"]}
     result.update(where, left_out=index.attrs.get("left_out", 0))
-    write_json(out / "metrics.json", {**_schema(cfg, result), **where})
+    write_json(out / runs.METRICS, {**_schema(cfg, result), **where})
     for name in RUN_FIGURES[1:]:
         run_figure(name, run_dir, model=model, results=out)
     return result
@@ -215,16 +216,15 @@ def run_figure(name: str, results: Path, cfg: RunConfig, title: str, model=None,
     """One three-class figure (RUN_FIGURES but the training curves, which both tasks share) from the
     predictions.csv and metrics.json in `results`, saved under its figures/."""
     from xraylib import multiclass_plots, plots
-    from xraylib.fileio import read_json
 
-    path = results / "figures" / f"{name}.png"
-    frame = pd.read_csv(results / "predictions.csv")
+    path = runs.figure_path(results, name)
+    frame = pd.read_csv(results / runs.PREDICTIONS)
     y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
     if name == "confusion_matrix":
         pred = class_codes(frame["predicted"])
         return plots.plot_confusion_matrix(y, pred, title=f"{title}, argmax", path=path, classes=THREE_CLASSES)
     if name == "roc_ovr":
-        result = read_json(results / "metrics.json")["test"]
+        result = runs.read_metrics(results)["test"]
         return multiclass_plots.plot_ovr_roc(y, probs, result, title=title, path=path)
     if name == "reliability":
         raw = frame[RAW_COLUMNS].to_numpy(float) if set(RAW_COLUMNS) <= set(frame) else None
@@ -245,7 +245,7 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=Non
     from xraylib.multiclass_plots import sample_cells
 
     if model is None:
-        model = load_model(run_dir / "model.keras")
+        model = load_model(run_dir / runs.MODEL)
     sample = sample_cells(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
     heatmaps = gradcam(model, images[..., None], classes=sample["pred_code"].to_numpy())
@@ -301,26 +301,24 @@ def _mean_frame(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
     return mean.assign(predicted=np.asarray(THREE_CLASSES)[probs.argmax(axis=1)]).reset_index()
 
 
-def leaderboard(runs: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
+def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
     """One row per backbone of three-class runs (name -> run folder), by macro ROC-AUC: run once, its run's
     metrics; run several times, the metrics of its runs' mean class probabilities (patient-bootstrap CIs)."""
-    from xraylib.config import load_config
-    from xraylib.fileio import read_json
     from xraylib.multiclass import leaderboard_row
 
     by_backbone: dict[str, list[Path]] = {}
-    for run in runs.values():
-        by_backbone.setdefault(load_config(run / "config.json").backbone, []).append(run)
+    for run in folders.values():
+        by_backbone.setdefault(runs.read_config(run).backbone, []).append(run)
     rows = []
-    for backbone, folders in by_backbone.items():
-        if len(folders) == 1:
-            result = read_json(folders[0] / "metrics.json")["test"]
+    for backbone, group in by_backbone.items():
+        if len(group) == 1:
+            result = runs.read_metrics(group[0])["test"]
         else:
-            frame = _mean_frame([pd.read_csv(f / "predictions.csv") for f in folders], backbone)
+            frame = _mean_frame([pd.read_csv(f / runs.PREDICTIONS) for f in group], backbone)
             y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
             result = evaluate_multiclass(y, probs, frame["patient"], n_boot=n_boot)
         row = leaderboard_row(backbone, result)
-        row.update(runs=len(folders), preset=load_config(folders[0] / "config.json").preset)
+        row.update(runs=len(group), preset=runs.read_config(group[0]).preset)
         rows.append(row)
     return pd.DataFrame(rows).sort_values("macro_roc_auc", ascending=False).reset_index(drop=True)
 
@@ -336,11 +334,11 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build_report(report_dir: Path, runs: dict[str, Path]) -> str:
+def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
     """leaderboard.csv/.md and summary.md of a sweep of three-class runs; returns the summary."""
     from xraylib.fileio import write_text
 
-    board = leaderboard(runs)
+    board = leaderboard(folders)
     write_csv(report_dir / "leaderboard.csv", board)
     table = leaderboard_markdown(board)
     write_text(report_dir / "leaderboard.md", table + "\n")

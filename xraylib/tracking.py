@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xraylib import runs
+from xraylib.config import MLFLOW_MISSING
 from xraylib.errors import InputError
 from xraylib.fileio import read_json, write_json
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 TENSORBOARD = "tensorboard"
 MLFLOW_RUN = "mlflow.json"
 EXPERIMENT = "xraylib"  # the experiment of runs outside a sweep
-ARTIFACTS = ("config.json", "history.csv", "metrics.json", "predictions.csv")
+ARTIFACTS = (runs.CONFIG, runs.HISTORY, runs.METRICS, runs.PREDICTIONS)
 TEST_PREFIXES = {"at_threshold": "test", "at_0.5": "test_at_0.5"}  # metrics.json section -> metric name prefix
 
 
@@ -72,24 +74,20 @@ def mlflow_module():
     try:
         import mlflow
     except ImportError:
-        raise InputError("tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'") from None
+        raise InputError(MLFLOW_MISSING) from None
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return mlflow
 
 
-def _in_sweep(out: Path) -> bool:
-    return (Path(out) / "status.json").is_file()  # the sweep writes status.json before the notebook starts
-
-
 def experiment_name(out: Path) -> str:
     """The sweep's report folder's name for a run of a sweep, else `xraylib`."""
-    return Path(out).resolve().parent.name if _in_sweep(out) else EXPERIMENT
+    return Path(out).resolve().parent.name if runs.in_sweep(out) else EXPERIMENT
 
 
 def default_store(out: Path) -> Path:
     """`mlruns/` beside the sweep's report folder (a run of a sweep) or beside the run folder."""
     out = Path(out).resolve()
-    return (out.parent.parent if _in_sweep(out) else out.parent) / "mlruns"
+    return (out.parent.parent if runs.in_sweep(out) else out.parent) / "mlruns"
 
 
 def _store(out: Path) -> tuple[str, str | None]:
@@ -136,7 +134,7 @@ def mlflow_run(cfg: RunConfig, out: Path) -> tuple[MlflowClient, str]:
     name = experiment_name(out)
     experiment_id = _experiment_id(client, name, artifacts)
     run_id = client.create_run(experiment_id, run_name=out.name, tags={"run_dir": str(out.resolve())}).info.run_id
-    config = read_json(out / "config.json") if (out / "config.json").is_file() else {"run": cfg.to_json()}
+    config = read_json(out / runs.CONFIG) if (out / runs.CONFIG).is_file() else {"run": cfg.to_json()}
     flat = pd.json_normalize(config, sep=".").iloc[0].to_dict()
     client.log_batch(run_id, params=[mlflow.entities.Param(key, str(value)) for key, value in flat.items()])
     write_json(out / MLFLOW_RUN, {"run_id": run_id, "tracking_uri": uri, "experiment": name})
@@ -171,7 +169,7 @@ def log_history(client: MlflowClient, run_id: str, out: Path) -> None:
     logged twice, and epochs trained before tracking was turned on are added."""
     import pandas as pd
 
-    path = Path(out) / "history.csv"
+    path = Path(out) / runs.HISTORY
     if not path.is_file():
         return
     logged = {metric.step for metric in client.get_metric_history(run_id, "loss")}
@@ -230,11 +228,11 @@ def log_results(cfg: RunConfig, out: Path) -> None:
     out = Path(out)
     client, run_id = mlflow_run(cfg, out)
     log_history(client, run_id, out)
-    client.log_batch(run_id, metrics=_metrics(flat_metrics(read_json(out / "metrics.json")), 0))
+    client.log_batch(run_id, metrics=_metrics(flat_metrics(runs.read_metrics(out)), 0))
     for name in ARTIFACTS:
         client.log_artifact(run_id, str(out / name))
-    if (out / "figures").is_dir():
-        client.log_artifacts(run_id, str(out / "figures"), "figures")
+    if (out / runs.FIGURES).is_dir():
+        client.log_artifacts(run_id, str(out / runs.FIGURES), runs.FIGURES)
     client.set_terminated(run_id, "FINISHED")
 
 
@@ -248,7 +246,8 @@ def log_notebook(run_dir: Path, status: dict) -> None:
     mlflow = mlflow_module()
     try:
         client, run_id = _stored_run(path)
-        for page in (path.with_name(f"{status['backbone']}.ipynb"), path.with_name(f"{status['backbone']}.html")):
+        notebook = runs.notebook_path(run_dir)
+        for page in (notebook, notebook.with_suffix(".html")):
             if page.is_file():
                 client.log_artifact(run_id, str(page))
         client.set_terminated(run_id, "FINISHED" if status["status"] == "done" else "FAILED")

@@ -5,7 +5,6 @@ Its data comes from `xraylib.prepare`, the devices it computes on and their prec
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import checkpoint, tracking
+from xraylib import checkpoint, runs, tracking
 from xraylib.config import CLASSES, RunConfig
 from xraylib.errors import InputError
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
@@ -21,7 +20,6 @@ from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_ba
 from xraylib.prepare import PreparedData, prepare_data, subset_counts
 from xraylib.strategy import distribution_strategy, precision_policy
 
-FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
 
 
@@ -84,7 +82,7 @@ def _targets(labels: np.ndarray, cfg: RunConfig) -> np.ndarray:
     (N, 3) for three classes."""
     if cfg.task == "three_class":
         return np.eye(3, dtype=np.float32)[labels.astype(int)]
-    if cfg.head == "seed":
+    if cfg.head == "study":
         return np.stack([1.0 - labels, labels], axis=1).astype(np.float32)
     return labels.astype(np.float32)
 
@@ -124,7 +122,7 @@ def _history_writer(out: Path, first_epoch: int, n_train: int, cfg: RunConfig, c
     back what they knew at the interruption."""
     import keras
 
-    path = out / "history.csv"
+    path = out / runs.HISTORY
     rows = []
     if first_epoch and path.is_file():
         rows = pd.read_csv(path).query("epoch < @first_epoch").to_dict("records")
@@ -231,15 +229,15 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "model.keras").is_file() and not checkpoint.backup_dir(out).exists():
+    if (out / runs.MODEL).is_file() and not checkpoint.backup_dir(out).exists():
         try:
-            model.load_weights(out / "model.keras")
+            model.load_weights(out / runs.MODEL)
         except Exception as exc:  # Keras raises ValueError, OSError or zipfile errors for a damaged file
             raise InputError(
                 f"{out / 'model.keras'} cannot be loaded ({type(exc).__name__}): rerun with a new --out, or remove it"
             ) from None
         print(f"training finished earlier: loaded {out / 'model.keras'}")
-        return pd.read_csv(out / "history.csv")
+        return runs.read_history(out)
     state = checkpoint.read_state(out)
     first_epoch = state.get("epoch", 0)
     if first_epoch and cfg.verbose:
@@ -278,11 +276,11 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
         "trained": "head on precomputed features" if trained is not model else "end to end",
     }
-    write_json(out / "timings.json", timings)
+    write_json(out / runs.TIMINGS, timings)
     save_model(model, out)
     checkpoint.discard(out)
     best.unlink(missing_ok=True)
-    return pd.read_csv(out / "history.csv")
+    return runs.read_history(out)
 
 
 def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
@@ -364,9 +362,9 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     test_p = calibration(test_raw)
     raw = cfg.calibration != "none"
     frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
-    write_csv(out / "predictions.csv", frame)
+    write_csv(out / runs.PREDICTIONS, frame)
     val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
-    write_csv(out / "val_predictions.csv", val_frame)
+    write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
     result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes)
     result["calibration"] = {
@@ -376,13 +374,12 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
         "validation": effect(prepared.labels["val"], val_raw, calibration),
         "test": effect(prepared.labels["test"], test_raw, calibration),
     }
-    write_json(out / "metrics.json", result)
+    write_json(out / runs.METRICS, result)
     return result
 
 
 def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
     """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
-    path = Path(out) / "config.json"
     config = {
         "run": cfg.to_json(),
         "data": {"dir": str(Path(data).resolve()), "fingerprint": prepared.fingerprint},
@@ -391,22 +388,7 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
     }
     if prepared.task != "binary":
         config["left_out"] = {"images": prepared.left_out, "why": "pneumonia neither bacterial nor viral (ARDS)"}
-    # a run that failed before its first epoch does not block its own fix
-    if path.is_file() and checkpoint.run_started(out):
-        try:
-            before = json.loads(path.read_text())
-            previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
-        except (ValueError, KeyError, TypeError):
-            raise InputError(f"{path} is unreadable: rerun with a new --out, or remove {out}") from None
-        defaults = RunConfig().to_json()  # a setting newer than the run's config.json had its default there
-        changed = [
-            k for k, v in config["run"].items() if previous.get(k, defaults[k]) != v and k not in ("verbose", "tracker")
-        ]
-        if fingerprint != prepared.fingerprint:
-            changed.append("data")
-        if changed:
-            raise InputError(f"{out} holds a run with other settings ({', '.join(changed)}): choose another --out")
-    write_json(path, config)
+    runs.write_config(out, config, started=checkpoint.run_started(out))
     return config
 
 
@@ -423,7 +405,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     from xraylib import explain, report
 
     out = Path(out)
-    if (out / FINISHED).is_file():
+    if runs.is_finished(out):
         raise InputError(f"{out} already holds a finished run: choose another --out")
     if cfg.weights == "imagenet":
         from xraylib.models import check_imagenet
@@ -439,7 +421,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     report.save_run_figures(out, model=model)
     explain.save_localization(out, model=model)
     tracking.log_results(cfg, out)
-    write_json(out / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    runs.mark_finished(out, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out
 
 
@@ -447,7 +429,7 @@ def save_model(model, out: str | Path) -> Path:
     """Write model.keras; a failure leaves no half-written file behind."""
     import os
 
-    path = Path(out) / "model.keras"
+    path = Path(out) / runs.MODEL
     partial = path.with_name(".model.partial.keras")
     try:
         model.save(partial)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from xraylib.errors import InputError
-from xraylib.fileio import read_json, write_json
+from xraylib.runs import read_status, write_status
 
 # Ray's shared-memory object store holds only the runs' small status dicts here.
 OBJECT_STORE_BYTES = 100 * 2**20
@@ -81,9 +81,8 @@ def _result(ref, folder: Path) -> dict:
 
 def _record(folder: Path, status: str, error: str) -> dict:
     """Write a run's status.json for a worker that could not write it itself."""
-    path = folder / "status.json"
-    before = read_json(path) if path.is_file() else {}
+    before = read_status(folder)
     seconds = round(time.time() - before.get("started", time.time()), 1)
     record = {"backbone": before.get("backbone", folder.name), "status": status, "error": error, "seconds": seconds}
-    write_json(path, record)
+    write_status(folder, record)
     return record

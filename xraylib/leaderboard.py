@@ -1,0 +1,391 @@
+"""The comparison of runs in a report folder: the run table, the leaderboard with CIs (and mean ± SD over a
+backbone's runs), the pairwise tests, summary.md and the comparison figures."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from xraylib import compare_plots, three_class
+from xraylib.backbones import BACKBONES
+from xraylib.data import pneumonia_codes
+from xraylib.errors import InputError
+from xraylib.explain import localization_means
+from xraylib.fileio import write_csv, write_text
+from xraylib.metrics import METRICS, holm, mcnemar, paired_auc_difference
+from xraylib.runs import METRICS as METRICS_JSON
+from xraylib.runs import PREDICTIONS, figure_path, read_config, read_metrics, read_status
+
+KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the leaderboard shows
+ROC_TITLE = "Test ROC curves"
+SPREAD_TITLE = "Test metrics of each run (seeds, folds) per backbone"
+COMPARISON_FIGURES = ("roc_overlay", "metric_bars", "run_spread")
+LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
+
+
+def leaderboard_row(name: str, result: dict) -> dict:
+    """One flat row for a leaderboard: backbone, then metric, metric_low, metric_high for every metric."""
+    row: dict = {"backbone": name}
+    for metric in METRICS:
+        entry = result[metric]
+        row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
+    row.update(result["confusion"])
+    return row
+
+
+def finished_runs(report_dir: str | Path) -> dict[str, Path]:
+    """Run name -> run directory, for every run of a sweep that wrote its metrics."""
+    report_dir = Path(report_dir)
+    if not report_dir.is_dir():
+        raise InputError(f"{report_dir} is not a directory")
+    return {p.parent.name: p.parent for p in sorted(report_dir.glob(f"*/{METRICS_JSON}"))}
+
+
+def report_task(report_dir: str | Path) -> str:
+    """The task of a sweep's finished runs (binary or three_class); a folder mixing both is refused."""
+    tasks = {name: read_config(run).task for name, run in finished_runs(report_dir).items()}
+    if len(set(tasks.values())) > 1:
+        three = ", ".join(name for name, task in tasks.items() if task == "three_class")
+        raise InputError(f"{report_dir} mixes binary and three-class runs ({three}): give each task its own folder")
+    return next(iter(tasks.values()), "binary")
+
+
+def _binary_only(report_dir: str | Path, what: str) -> None:
+    if report_task(report_dir) != "binary":
+        raise InputError(f"{report_dir}: {what} compares binary runs; its runs are three-class (see the leaderboard)")
+
+
+def run_table(report_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run: run, backbone, seed, fold, metrics with CIs, threshold, time; by ROC-AUC."""
+    _binary_only(report_dir, "the run table")
+    rows = []
+    for name, run in finished_runs(report_dir).items():
+        result, cfg = read_metrics(run), read_config(run)
+        try:
+            row = {"run": name, **leaderboard_row(cfg.backbone, result["at_threshold"])}
+            row["threshold"] = result["threshold"]["value"]
+        except (KeyError, TypeError):
+            raise InputError(f"{run / METRICS_JSON} lacks the run's metrics: rerun the run, or remove it") from None
+        row.update(kind_columns(result.get("sensitivity_by_kind", {})))
+        row.update(seed=cfg.seed, fold=cfg.fold if cfg.folds else None, preset=result.get("preset", ""))
+        row["weights"] = weights_label(cfg.weights)
+        row["seconds"] = read_status(run).get("seconds")
+        row.update(localization_means(run))
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{report_dir} holds no finished run (no */metrics.json)")
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def kind_columns(by_kind: dict[str, dict]) -> dict[str, float]:
+    """metrics.json's sensitivity_by_kind as leaderboard columns: sensitivity_bacterial, _low, _high, ..."""
+    out = {}
+    for kind, entry in by_kind.items():
+        name = f"sensitivity_{kind}"
+        out.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
+    return out
+
+
+def repeated(runs: pd.DataFrame) -> bool:
+    """Whether some backbone was run more than once (several seeds or folds)."""
+    return not runs["backbone"].is_unique
+
+
+def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Backbone -> its test predictions (predictions.csv columns): a backbone run once, its run's; run several
+    times, each image's mean P(pneumonia) over its runs, labelled at the mean of their thresholds."""
+    runs, folders = run_table(report_dir), finished_runs(report_dir)
+    out = {}
+    for backbone, group in runs.groupby("backbone", sort=False):
+        frames = [pd.read_csv(folders[name] / PREDICTIONS) for name in group["run"]]
+        if len(frames) == 1:
+            out[backbone] = frames[0]
+            continue
+        first = frames[0].set_index("file")
+        p = pd.concat([f.set_index("file")["p_pneumonia"] for f in frames], axis=1, join="inner")
+        if len(p) != len(first) or any(len(f) != len(first) for f in frames):
+            raise InputError(f"the runs of {backbone} are not on the same test images: rerun them on one dataset")
+        mean, threshold = p.mean(axis=1), float(group["threshold"].mean())
+        frame = first.loc[p.index].assign(
+            p_pneumonia=mean, predicted=np.where(mean >= threshold, "pneumonia", "normal")
+        )
+        out[backbone] = frame.reset_index()[frames[0].columns]
+    return out
+
+
+def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per backbone, sorted by ROC-AUC: run once, its run's metrics with CIs; run several times (seeds,
+    folds), the metrics of its mean predictions with patient-bootstrap CIs (`n_boot` resamples: test-set sampling
+    variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance).
+    Three-class runs: `three_class.leaderboard`."""
+    from xraylib.data import pneumonia_kind
+    from xraylib.metrics import evaluate, sensitivity_by_kind
+
+    if report_task(report_dir) == "three_class":
+        return three_class.leaderboard(finished_runs(report_dir), n_boot)
+    runs = run_table(report_dir)
+    if not repeated(runs):
+        return runs
+    rows = []
+    for backbone, frame in mean_predictions(report_dir).items():
+        group = runs[runs["backbone"] == backbone]
+        y, threshold = pneumonia_codes(frame["label"]), float(group["threshold"].mean())
+        result = evaluate(y, frame["p_pneumonia"], frame["patient"], threshold, n_boot=n_boot)
+        row = leaderboard_row(backbone, result)
+        if "subtype" in frame:
+            kinds = [pneumonia_kind(x) for x in frame["subtype"]]
+            pred = frame["p_pneumonia"].to_numpy() >= threshold
+            row.update(kind_columns(sensitivity_by_kind(y, pred, kinds, frame["patient"], n_boot)))
+        for metric in METRICS:
+            row[f"{metric}_mean"], row[f"{metric}_sd"] = group[metric].mean(), group[metric].std(ddof=1)
+        row.update(runs=len(group), threshold=threshold, preset=group["preset"].iloc[0])
+        row.update(weights=group["weights"].iloc[0], seconds=group["seconds"].sum())
+        row.update(group.reindex(columns=["gradcam_in_lungs", "lung_area", "gradcam_peak_in_lungs"]).mean())
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def weights_label(weights: str) -> str:
+    """How a run's backbone started: `imagenet` (Keras' download or cache), `imagenet (file)` (Keras' ImageNet
+    file given by path or weights_dir), `random`, or the name of another weights file."""
+    if Path(weights).name in {bb.weights_file for bb in BACKBONES.values() if bb.weights_file}:
+        return "imagenet (file)"
+    return {"imagenet": "imagenet", "none": "random"}.get(weights, Path(weights).name)
+
+
+def failed_runs(report_dir: str | Path) -> dict[str, str]:
+    """Backbone name -> error, for every run of a sweep whose status says it failed."""
+    out = {}
+    for run in sorted(path for path in Path(report_dir).iterdir() if path.is_dir()):
+        status = read_status(run)
+        if status and status.get("status") != "done":
+            out[run.name] = status.get("error") or status.get("status", "")
+    return out
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures; on a synthetic
+    set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image) and the share of
+    pneumonia images whose Grad-CAM peak lies inside them. A backbone run several times shows the metrics of its
+    mean predictions [CI], then the mean ± SD over its runs, and the number of runs."""
+    masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
+    runs = "runs" in board
+    kinds = all(f"sensitivity_{k}" in board for k in KINDS)
+    extra = " sensitivity: bacterial / viral |" * kinds + (" Grad-CAM in lungs: mass (area), peak |" if masks else "")
+    lines = [
+        "| backbone | weights | "
+        + "runs | " * runs
+        + " | ".join(LEADERBOARD_METRICS)
+        + " | TN/FP/FN/TP | study acc. / wF1 |"
+        + extra,
+        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks + runs + kinds) + "|",
+    ]
+    for _, row in board.iterrows():
+        cells = [_cell(row, m) + (f" ({_spread(row, m)})" if runs else "") for m in LEADERBOARD_METRICS]
+        confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
+        study = BACKBONES[row["backbone"]].study_result if row["backbone"] in BACKBONES else None
+        published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
+        line = (
+            f"| {row['backbone']} | {row.get('weights', '')} | "
+            + (f"{row['runs']} | " if runs else "")
+            + " | ".join(cells)
+        )
+        line += f" | {confusion} | {published} |"
+        if kinds:
+            line += " " + " / ".join(_cell(row, f"sensitivity_{k}") for k in KINDS) + " |"
+        if masks:
+            measured = not pd.isna(row["gradcam_in_lungs"])
+            peak = row.get("gradcam_peak_in_lungs", float("nan"))
+            peak = "n/a" if pd.isna(peak) else f"{peak:.2f}"
+            line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}), {peak} |" if measured else " |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _spread(row: pd.Series, metric: str) -> str:
+    """`mean ± SD` of a metric over a backbone's runs."""
+    mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+    return "n/a" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
+    if pd.isna(value):
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if not pd.isna(low) else f"{value:.3f}"
+
+
+def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Every pair of backbones on the same test images: McNemar's test and the paired ROC-AUC difference.
+
+    Frames as read_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
+    also Holm-adjusted over all pairs.
+    """
+    if len(predictions) < 2:
+        raise InputError("comparing needs the predictions of at least two backbones")
+    rows = []
+    for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
+        try:
+            both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
+        except pd.errors.MergeError:
+            raise InputError(f"{name_a} or {name_b} lists an image file more than once") from None
+        if len(both) != len(a) or len(both) != len(b):
+            raise InputError(
+                f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} rows, "
+                f"{len(both)} shared files)"
+            )
+        if (both["y_true_a"] != both["y_true_b"]).any():
+            raise InputError(f"{name_a} and {name_b} disagree on the true label of some images")
+        y = both["y_true_a"].to_numpy()
+        test = mcnemar(y, both["y_pred_a"], both["y_pred_b"])
+        auc = paired_auc_difference(y, both["p_a"], both["p_b"], both["patient_a"].to_numpy(), n_boot, seed)
+        rows.append(
+            {
+                "model_a": name_a,
+                "model_b": name_b,
+                "n_images": len(both),
+                "a_right_b_wrong": test["b"],
+                "a_wrong_b_right": test["c"],
+                "mcnemar_statistic": test["statistic"],
+                "mcnemar_method": test["method"],
+                "mcnemar_p": test["p_value"],
+                "auc_a": auc["auc_a"],
+                "auc_b": auc["auc_b"],
+                "auc_difference": auc["difference"],
+                "auc_difference_low": auc["low"],
+                "auc_difference_high": auc["high"],
+                "auc_difference_p": auc["p_value"],
+                "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
+            }
+        )
+    table = pd.DataFrame(rows)
+    table.insert(table.columns.get_loc("mcnemar_p") + 1, "mcnemar_p_holm", holm(table["mcnemar_p"].tolist()))
+    table.insert(
+        table.columns.get_loc("auc_difference_p") + 1,
+        "auc_difference_p_holm",
+        holm(table["auc_difference_p"].astype(float).tolist()),
+    )
+    return table
+
+
+def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
+    """McNemar and paired-bootstrap ROC-AUC difference for every pair of backbones, on their `mean_predictions`
+    (a backbone run several times: its runs' mean P(pneumonia), labelled at their mean threshold)."""
+    frames = {name: _tidy(frame) for name, frame in mean_predictions(report_dir).items()}
+    return compare(frames, n_boot=n_boot) if len(frames) > 1 else pd.DataFrame()
+
+
+def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
+    """A predictions.csv frame in read_predictions' columns: file, patient, y_true, p, y_pred."""
+    return pd.DataFrame(
+        {
+            "file": frame["file"],
+            "patient": frame["patient"].astype(str),
+            "y_true": pneumonia_codes(frame["label"]),
+            "p": frame["p_pneumonia"].astype(float),
+            "y_pred": pneumonia_codes(frame["predicted"]),
+        }
+    )
+
+
+def build_report(report_dir: str | Path) -> str:
+    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. Three-class
+    runs: `three_class.build_report` (leaderboard and summary)."""
+    report_dir = Path(report_dir)
+    if report_task(report_dir) == "three_class":
+        return three_class.build_report(report_dir, finished_runs(report_dir))
+    board = leaderboard(report_dir)
+    write_csv(report_dir / "leaderboard.csv", board)
+    table = leaderboard_markdown(board)
+    write_text(report_dir / "leaderboard.md", table + "\n")
+    comparison = comparison_table(report_dir)
+    if not comparison.empty:
+        write_csv(report_dir / "comparison.csv", comparison)
+    runs = run_table(report_dir)
+    write_csv(report_dir / "runs.csv", runs)
+    for name in COMPARISON_FIGURES:
+        comparison_figure(name, report_dir, board)
+    if repeated(runs):
+        for name, frame in mean_predictions(report_dir).items():
+            write_csv(report_dir / "mean_predictions" / f"{name}.csv", frame)
+    summary = _summary(report_dir, board, comparison, table)
+    write_text(report_dir / "summary.md", summary)
+    return summary
+
+
+def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, table: str) -> str:
+    """summary.md: what was run, the leaderboard, significant differences and failures."""
+    best = board.iloc[0]
+    lines = [
+        f"# Sweep report: {report_dir.name}",
+        "",
+        f"{len(board)} backbone(s), {int(board['runs'].sum()) if 'runs' in board else len(board)} finished run(s). "
+        f"Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
+        "Metrics on the test set at each run's validation-chosen threshold; 95 % CIs by patient bootstrap.",
+    ]
+    if "runs" in board:
+        lines += [
+            "A backbone run several times (seeds, folds): the metrics of its runs' mean predictions at their mean",
+            "threshold, with the bootstrap CI (test sampling), then the mean ± SD over its runs (training variance).",
+            "Pairwise comparisons use the mean predictions.",
+        ]
+    lines += [
+        "",
+        table,
+        "",
+    ]
+    if not comparison.empty:
+        lines += ["## Pairwise comparisons", "", comparison.round(4).to_markdown(index=False), ""]
+    failures = failed_runs(report_dir)
+    if failures:
+        lines += ["## Failed runs", ""] + [f"- {name}: {error}" for name, error in failures.items()] + [""]
+    return "\n".join(lines)
+
+
+def comparison_figure(name: str, report_dir: str | Path, board: pd.DataFrame | None = None):
+    """Draw one of COMPARISON_FIGURES from the report's runs (`board`: its leaderboard, when already made), save it
+    under REPORT_DIR/figures/ and return it."""
+    path = figure_path(report_dir, name)
+    _binary_only(report_dir, f"the figure {name}")
+    if name == "roc_overlay":
+        return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
+    if name == "metric_bars":
+        board = leaderboard(report_dir) if board is None else board
+        return compare_plots.plot_metric_bars(board, title="Test metrics with 95 % CIs", path=path)
+    if name == "run_spread":
+        return compare_plots.plot_run_spread(run_table(report_dir), title=SPREAD_TITLE, path=path)
+    raise InputError(f"unknown figure {name!r} (known: {', '.join(COMPARISON_FIGURES)})")
+
+
+def study_comparison(report_dir: str | Path) -> pd.DataFrame:
+    """Our accuracy and F1 at 0.5 (the mean over a backbone's runs) beside the study's published accuracy and
+    weighted F1, per backbone."""
+    _binary_only(report_dir, "the study comparison")
+    rows = []
+    for run in finished_runs(report_dir).values():
+        half, backbone = read_metrics(run)["at_0.5"], read_config(run).backbone
+        rows.append(
+            {
+                "backbone": backbone,
+                "accuracy at 0.5": half["accuracy"]["value"],
+                "F1 at 0.5": half["f1"]["value"],
+                "ROC-AUC": half["roc_auc"]["value"],
+            }
+        )
+    table = pd.DataFrame(rows).groupby("backbone", sort=False).mean()
+    study = [
+        BACKBONES[b].study_result if b in BACKBONES and BACKBONES[b].study_result else (None, None) for b in table.index
+    ]
+    table["study accuracy"], table["study weighted F1"] = [s[0] for s in study], [s[1] for s in study]
+    return table
+
+
+def recipe_difference(report_dir: str | Path, other_dir: str | Path) -> pd.DataFrame:
+    """Per backbone run in both sweeps: each leaderboard metric of `report_dir` minus that of `other_dir`."""
+    mine, other = leaderboard(report_dir).set_index("backbone"), leaderboard(other_dir).set_index("backbone")
+    shared = mine.index.intersection(other.index)
+    metrics = list(LEADERBOARD_METRICS)
+    return (mine.loc[shared, metrics] - other.loc[shared, metrics]).add_suffix(" difference")

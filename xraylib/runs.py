@@ -1,0 +1,184 @@
+"""The run folder: the names of its files, and the one reader or writer of each fact it holds.
+
+A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) holds:
+
+- `config.json`: the resolved settings (`run`), the data folder and its fingerprint (`data`), the images,
+  patients and classes of each subset (`subsets`) and the library versions (`versions`);
+- `history.csv`: one row per epoch (metrics, learning rate, seconds, images/s); `timings.json`: where the time went;
+- `model.keras`: the trained model (safe-mode loadable);
+- `metrics.json`: the test metrics with 95 % CIs at the decision threshold (`at_threshold`) and at 0.5 (`at_0.5`),
+  the threshold itself (`threshold.value`, chosen on validation), the calibration map (`calibration`) and the
+  sensitivity per pneumonia kind (`sensitivity_by_kind`);
+- `predictions.csv`, `val_predictions.csv`: one row per test or validation image (`p_pneumonia` calibrated,
+  `p_uncalibrated`, `predicted` at the threshold);
+- `figures/*.png`, `gradcam_in_masks.csv`, `tensorboard/`, `mlflow.json` (tracker=mlflow);
+- in a sweep: `status.json` (running, done, failed or interrupted, with seconds and error), `RUN.ipynb`, `RUN.html`
+  and `RUN.log` (the executed notebook, its page, its kernel's log);
+- `backup/` while training is unfinished (see `checkpoint`), and `finished.json`, written last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from xraylib.calibration import Calibration, from_json
+from xraylib.config import RunConfig, config_from_json
+from xraylib.errors import InputError
+from xraylib.fileio import read_json, write_json
+
+CONFIG = "config.json"
+HISTORY = "history.csv"
+MODEL = "model.keras"
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.csv"
+VAL_PREDICTIONS = "val_predictions.csv"
+TIMINGS = "timings.json"
+STATUS = "status.json"
+FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
+FIGURES = "figures"
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train_backbone.ipynb"
+COMPARE_NOTEBOOK = NOTEBOOKS / "compare_backbones.ipynb"
+
+
+def figure_path(folder: str | os.PathLike, name: str) -> Path:
+    """Where a run's or a report's figure `name` is saved: FOLDER/figures/NAME.png."""
+    return Path(folder) / FIGURES / f"{name}.png"
+
+
+def notebook_path(run_dir: str | os.PathLike) -> Path:
+    """A sweep run's executed notebook, RUN_DIR/RUN.ipynb; its page and kernel log share the stem (.html, .log)."""
+    run_dir = Path(run_dir)
+    return run_dir / f"{run_dir.name}.ipynb"
+
+
+def read_config(run_dir: str | os.PathLike) -> RunConfig:
+    """The resolved configuration of a run, from its config.json."""
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise InputError(f"{path} is missing: not a run directory")
+    return config_from_json(read_json(path), path)
+
+
+def write_config(out: str | os.PathLike, config: dict, started: bool) -> None:
+    """Write config.json; refuse a run folder whose training has `started` with other settings or other data (a
+    run that failed before its first epoch does not block its own fix)."""
+    path = Path(out) / CONFIG
+    if path.is_file() and started:
+        try:
+            before = json.loads(path.read_text())
+            previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{path} is unreadable: rerun with a new --out, or remove {out}") from None
+        defaults = RunConfig().to_json()  # a setting newer than the run's config.json had its default there
+        changed = [
+            k for k, v in config["run"].items() if previous.get(k, defaults[k]) != v and k not in ("verbose", "tracker")
+        ]
+        if fingerprint != config["data"]["fingerprint"]:
+            changed.append("data")
+        if changed:
+            raise InputError(f"{out} holds a run with other settings ({', '.join(changed)}): choose another --out")
+    write_json(path, config)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict:
+    """metrics.json of a finished run."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        raise InputError(f"{path} is missing: the run has not finished")
+    return read_json(path)
+
+
+def stored_metrics(run_dir: str | os.PathLike) -> dict:
+    """metrics.json of a run, `{}` when there is none (a model file without its run)."""
+    return read_metrics(run_dir) if (Path(run_dir) / METRICS).is_file() else {}
+
+
+def threshold_of(metrics: dict, source: str | os.PathLike) -> float | None:
+    """The decision threshold in a metrics.json object (None when it holds none); `source` names it in errors."""
+    if not metrics:
+        return None
+    try:
+        value = float(metrics["threshold"]["value"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{source}: no readable threshold.value ({type(exc).__name__}: {exc})") from None
+    if not 0.0 <= value <= 1.0 or math.isnan(value):
+        raise InputError(f"{source}: threshold.value {value} is not in [0, 1]")
+    return value
+
+
+def read_threshold(run_dir: str | os.PathLike) -> float | None:
+    """The run's decision threshold (chosen on validation), None when the folder holds no metrics.json."""
+    return threshold_of(stored_metrics(run_dir), Path(run_dir) / METRICS)
+
+
+def read_calibration(run_dir: str | os.PathLike) -> Calibration:
+    """The calibration map stored with a run (the identity when there is none)."""
+    return from_json(stored_metrics(run_dir).get("calibration"), Path(run_dir) / METRICS)
+
+
+def read_status(run_dir: str | os.PathLike) -> dict:
+    """A sweep run's status.json (`{}` if it never started)."""
+    path = Path(run_dir) / STATUS
+    return read_json(path) if path.is_file() else {}
+
+
+def write_status(run_dir: str | os.PathLike, status: dict) -> None:
+    """Record a sweep run's status (atomically)."""
+    write_json(Path(run_dir) / STATUS, status)
+
+
+def in_sweep(run_dir: str | os.PathLike) -> bool:
+    """Whether a run folder belongs to a sweep (the sweep writes status.json before the notebook starts)."""
+    return (Path(run_dir) / STATUS).is_file()
+
+
+def read_history(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """history.csv: one row per finished epoch."""
+    return pd.read_csv(Path(run_dir) / HISTORY)
+
+
+def epochs_done(run_dir: str | os.PathLike) -> int:
+    """The epochs a run has finished so far (rows of its history.csv), cheap enough to poll."""
+    path = Path(run_dir) / HISTORY
+    return max(sum(1 for _ in path.open()) - 1, 0) if path.is_file() else 0
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """Whether `train` completed the run (finished.json is its last write)."""
+    return (Path(run_dir) / FINISHED).is_file()
+
+
+def mark_finished(run_dir: str | os.PathLike, when: str) -> None:
+    """The last write of a run: finished.json with its UTC time."""
+    write_json(Path(run_dir) / FINISHED, {"finished": when})
+
+
+def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:
+    """A notebook's data and output folders as absolute paths; empty means the demo data and reports/notebook/."""
+    from xraylib.synth import demo_data_dir
+
+    data = Path(data_dir).expanduser().resolve() if data_dir else demo_data_dir()
+    out = Path(out_dir).expanduser().resolve() if out_dir else REPO / "reports" / "notebook" / backbone
+    return data, out
+
+
+def report_path(path: str | os.PathLike) -> Path:
+    """An absolute folder: as given if absolute or present under the working directory, else in the repository."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path.resolve()
+    return REPO / path
+
+
+def binary_run_only(run_dir: str | os.PathLike, what: str) -> None:
+    """A one-line InputError when the run in `run_dir` is a three-class run: `what` serves binary runs only."""
+    if (Path(run_dir) / CONFIG).is_file() and read_config(run_dir).task == "three_class":
+        raise InputError(f"{run_dir} is a three-class run: {what} serves binary runs (P(pneumonia)) only")
