@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xraylib.backbones import get_backbone
 from xraylib.calibration import METHODS as CALIBRATIONS
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.metrics import threshold_rule
 from xraylib.models import resolve_weights
@@ -18,8 +19,6 @@ PRESETS = ("study", "sound", "demo", "smoke")
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 TRACKERS = ("none", "mlflow")
 MLFLOW_MISSING = "tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'"
-# The classes of each task, in the order of the model's outputs and of predictions.csv's p_* columns.
-CLASSES = {"binary": ("normal", "pneumonia"), "three_class": ("normal", "bacterial", "viral")}
 
 
 @dataclass

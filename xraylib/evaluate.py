@@ -309,7 +309,10 @@ def evaluate_on(
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad['path'].iloc[0]}: {bad['error'].iloc[0]}{more}; remove it from {data} to evaluate")
     if predictor.three_class:
-        return three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed, predictor.model)
+        result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
+        for name in three_class.RUN_FIGURES[1:]:  # all but the training curves
+            run_figure(name, run_dir, model=predictor.model, results=out)
+        return result
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     predictions = write_csv(out / runs.PREDICTIONS, frame)
     source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from xraylib.config import CLASSES
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.metrics import CONFIDENCE, ECE_BINS, _clean, _group_codes, _ratio, bootstrap_weights, weighted_auc
 

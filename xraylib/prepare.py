@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib.config import CLASSES, RunConfig
-from xraylib.data import build_index, fingerprint, pneumonia_kind
+from xraylib.config import RunConfig
+from xraylib.data import CLASSES, build_index, fingerprint, pneumonia_kind
 from xraylib.errors import InputError, check_memory
 from xraylib.splits import assign_subsets, limit_subsets
 
@@ -28,6 +28,9 @@ class PreparedData:
     def rows(self, subset: str) -> pd.DataFrame:
         """The index rows of one subset (train, val or test), in the order of its images."""
         return self.index[self.index["subset"] == subset].reset_index(drop=True)
+
+
+LEFT_OUT = "neither bacterial nor viral (ARDS), or a file name that does not say"
 
 
 def class_names(index: pd.DataFrame, task: str = "binary") -> pd.Series:
@@ -53,7 +56,7 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     kept = class_names(index, cfg.task) != ""
     left_out = int((~kept).sum())
     if left_out:
-        print(f"task={cfg.task}: left out {left_out} pneumonia image(s) neither bacterial nor viral (ARDS)")
+        print(f"task={cfg.task}: left out {left_out} pneumonia image(s) of neither kind: {LEFT_OUT}")
         index = index[kept].reset_index(drop=True)
     index = assign_subsets(
         index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold

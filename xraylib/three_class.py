@@ -74,17 +74,14 @@ def run_metrics(cfg: RunConfig, y: np.ndarray, probs: np.ndarray, groups: np.nda
     return _schema(cfg, evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
 
 
-def evaluate_run(model, prepared, cfg: RunConfig, out: str | Path) -> dict:
-    """Fit the temperature on validation, predict the test set, write predictions.csv, val_predictions.csv and
-    metrics.json of a three-class run."""
+def evaluate_run(prepared, cfg: RunConfig, out: str | Path, val_raw: np.ndarray, test_raw: np.ndarray) -> dict:
+    """From the model's class probabilities of the validation and test images: fit the temperature on validation,
+    write predictions.csv, val_predictions.csv and metrics.json of a three-class run."""
     from xraylib.calibration import effect, fit_calibration
-    from xraylib.train import predict_probabilities
 
     out = Path(out)
-    val_raw = predict_probabilities(model, prepared.images["val"], cfg)
     val_y = prepared.labels["val"].astype(int)
     calibration = fit_calibration(val_y, val_raw, cfg.calibration)
-    test_raw = predict_probabilities(model, prepared.images["test"], cfg)
     test_p = calibration(test_raw)
     raw = cfg.calibration != "none"
     test_rows = prepared.rows("test")
@@ -115,18 +112,14 @@ def labelled(index: pd.DataFrame, data) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
-def score_run(run_dir: Path, cfg: RunConfig, data, index: pd.DataFrame, table: pd.DataFrame, out, n_boot, seed, model):
+def score_run(run_dir: Path, cfg: RunConfig, data, index: pd.DataFrame, table: pd.DataFrame, out, n_boot, seed):
     """`evaluate --run` of a three-class run: its predictions of `index`'s images (`table` from `predict_files`)
-    written as predictions.csv, scored into metrics.json (a run's schema), and the figures, into `out`."""
-    from xraylib.report import run_figure
-
+    written as predictions.csv and scored into metrics.json (a run's schema), in `out`."""
     write_csv(out / runs.PREDICTIONS, predictions_frame(index, table[COLUMNS].to_numpy(float)))
     result = evaluate_file(out / runs.PREDICTIONS, n_boot, seed)
     where = {"run": str(Path(run_dir).resolve()), "data": str(Path(data).resolve()), "layout": index.attrs["layout"]}
     result.update(where, left_out=index.attrs.get("left_out", 0))
     write_json(out / runs.METRICS, {**_schema(cfg, result), **where})
-    for name in RUN_FIGURES[1:]:
-        run_figure(name, run_dir, model=model, results=out)
     return result
 
 

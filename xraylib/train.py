@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from xraylib import checkpoint, runs, tracking
-from xraylib.config import CLASSES, RunConfig
+from xraylib.config import RunConfig
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_batches
-from xraylib.prepare import PreparedData, prepare_data, subset_counts
+from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
 from xraylib.strategy import distribution_strategy, precision_policy
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -351,7 +352,8 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     if cfg.task == "three_class":
         from xraylib import three_class
 
-        return three_class.evaluate_run(model, prepared, cfg, out)
+        val_raw, test_raw = (predict_probabilities(model, prepared.images[s], cfg) for s in ("val", "test"))
+        return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     out = Path(out)
     val_raw = predict_probabilities(model, prepared.images["val"], cfg)
     calibration = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
@@ -387,7 +389,7 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
         "versions": library_versions(),
     }
     if prepared.task != "binary":
-        config["left_out"] = {"images": prepared.left_out, "why": "pneumonia neither bacterial nor viral (ARDS)"}
+        config["left_out"] = {"images": prepared.left_out, "why": f"pneumonia {LEFT_OUT}"}
     runs.write_config(out, config, started=checkpoint.run_started(out))
     return config
 
