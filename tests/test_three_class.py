@@ -115,3 +115,15 @@ def test_report_of_three_class_runs_and_a_mixed_folder(three_class_run, untraine
     shutil.copytree(untrained_run, tmp_path / "binary")
     with pytest.raises(InputError, match="mixes binary and three-class runs"):
         build_report(tmp_path)
+
+
+def test_evaluate_run_scores_a_three_class_run_on_other_data(three_class_run, synth_data, tmp_path):
+    from xraylib.evaluate import evaluate_on
+
+    result = evaluate_on(three_class_run, synth_data, tmp_path / "external", n_boot=20)
+    assert result["format"] == "three_class" and result["left_out"] >= 0
+    assert result["n_images"] == len(pd.read_csv(tmp_path / "external" / "predictions.csv"))
+    stored = json.loads((tmp_path / "external" / "metrics.json").read_text())
+    assert stored["task"] == "three_class" and stored["run"] == str(three_class_run.resolve())
+    for name in RUN_FIGURES[1:]:
+        assert (tmp_path / "external" / "figures" / f"{name}.png").is_file(), name
