@@ -11,6 +11,8 @@ A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) hol
   sensitivity per pneumonia kind (`sensitivity_by_kind`);
 - `predictions.csv`, `val_predictions.csv`: one row per test or validation image (`p_pneumonia` calibrated,
   `p_uncalibrated`, `predicted` at the threshold);
+  a three-class run (`task=three_class`, see `xraylib.three_class`) has `p_normal`, `p_bacterial`, `p_viral` and the
+  argmax class instead, and its metrics.json holds the three-class metrics under `test`;
 - `figures/*.png`, `gradcam_in_masks.csv`, `tensorboard/`, `mlflow.json` (tracker=mlflow);
 - in a sweep: `status.json` (running, done, failed or interrupted, with seconds and error), `RUN.ipynb`, `RUN.html`
   and `RUN.log` (the executed notebook, its page, its kernel's log);
