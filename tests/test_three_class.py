@@ -112,6 +112,10 @@ def test_report_of_three_class_runs_and_a_mixed_folder(three_class_run, untraine
     assert "three classes" in summary and (tmp_path / "leaderboard.md").is_file()
     board = leaderboard(tmp_path)
     assert list(board["backbone"]) == ["resnet34"] and {"macro_roc_auc", "roc_auc_viral_high"} <= set(board)
+    shutil.copytree(tmp_path / "resnet34", tmp_path / "resnet34-seed1")  # the same backbone run twice
+    pooled = leaderboard(tmp_path, n_boot=20)
+    assert pooled["runs"].tolist() == [2]
+    assert pooled["macro_roc_auc"].iloc[0] == pytest.approx(board["macro_roc_auc"].iloc[0])  # mean of equal runs
     shutil.copytree(untrained_run, tmp_path / "binary")
     with pytest.raises(InputError, match="mixes binary and three-class runs"):
         build_report(tmp_path)
