@@ -112,3 +112,19 @@ def test_stored_in_metrics_json(tmp_path):
         from_json({"method": "platt", "slope": -1, "intercept": 0, "applied": True}, "metrics.json")
     with pytest.raises(InputError, match="unreadable calibration"):
         from_json({"method": "platt"}, "metrics.json")
+
+
+def test_temperature_on_class_probabilities_keeps_the_argmax_and_lowers_the_log_loss():
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    logits = 4.0 * (rng.normal(size=(300, 3)) + 0.8 * np.eye(3)[y])  # overconfident
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    cal = fit_calibration(y, probs, "temperature")
+    assert cal.applied and 0 < cal.slope < 1  # a temperature above 1 softens them
+    assert (cal(probs).argmax(axis=1) == probs.argmax(axis=1)).all()
+    assert np.allclose(cal(probs).sum(axis=1), 1.0)
+    scores = effect(y, probs, cal)
+    assert scores["log_loss"]["after"] < scores["log_loss"]["before"]
+    assert scores["ece"]["after"] <= scores["ece"]["before"]
+    with pytest.raises(InputError, match="temperature or none"):
+        fit_calibration(y, probs, "platt")

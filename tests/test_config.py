@@ -89,3 +89,26 @@ def test_config_roundtrip(tmp_path):
     cfg = resolve_config("vgg16", "smoke", {"seed": "7"})
     write_json(tmp_path / "config.json", {"run": cfg.to_json()})
     assert read_config(tmp_path) == cfg
+
+
+def test_three_class_task_replaces_the_binary_defaults():
+    assert resolve_config("resnet34", "sound").task == "binary"
+    cfg = resolve_config("resnet34", "smoke", {"task": "three_class"})
+    assert (cfg.threshold, cfg.calibration) == ("argmax", "temperature")
+    assert resolve_config("resnet34", "smoke", {"task": "three_class", "calibration": "none"}).calibration == "none"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named"),
+    [
+        ("threshold", "youden", "threshold rules are binary-only"),
+        ("calibration", "platt", "calibration=platt is binary-only"),
+        ("head", "study", "head=study"),
+    ],
+)
+def test_three_class_refuses_binary_only_settings(key, value, named):
+    with pytest.raises(InputError, match=named) as info:
+        resolve_config("resnet34", "smoke", {"task": "three_class", key: value})
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="setting task='four_class'"):
+        resolve_config("resnet34", "smoke", {"task": "four_class"})

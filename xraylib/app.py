@@ -48,6 +48,7 @@ def check_run(run_dir: str | os.PathLike) -> Path:
     missing = [name for name in RUN_FILES if not (run / name).is_file()]
     if missing:
         raise InputError(f"{run}: not a finished run (no {' or '.join(missing)}); train one with `xraylib train`")
+    runs.binary_run_only(run, "the prediction page")
     return run
 
 

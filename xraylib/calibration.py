@@ -5,7 +5,11 @@ probability means but never the order of the images: ROC-AUC is unchanged, and a
 calibrated validation probabilities splits them exactly as its preimage splits the raw ones. Platt scaling fits
 slope and intercept by logistic regression on the logits (scikit-learn); temperature scaling fits one temperature
 T (slope 1/T, intercept 0) by minimising the log loss (scipy). The fit never sees the test set. It is kept only
-when it does not raise the validation ECE (otherwise the run stays uncalibrated and says why). The run's
+when it does not raise the validation ECE (otherwise the run stays uncalibrated and says why).
+
+The three-class task's softmax probabilities (N, 3) take temperature scaling only: q = softmax(log(p) / T), the
+temperature on the log-probabilities (the logits up to a constant per image), which keeps each image's argmax;
+it is kept only if it raises neither the validation log loss nor the top-label ECE. The run's
 metrics.json stores it under "calibration", and everything that uses the run's model (`xraylib predict`,
 `evaluate --run`, the prediction page, `xraylib export`) applies it.
 """
@@ -37,6 +41,13 @@ def sigmoid(z) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -z))
 
 
+def softmax(z) -> np.ndarray:
+    """exp(z) / sum(exp(z)) along the last axis, without overflow."""
+    z = np.asarray(z, dtype=float)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """q = sigmoid(slope * logit(p) + intercept); the identity when method is "none" or the fit was not kept."""
@@ -48,10 +59,12 @@ class Calibration:
     note: str = ""
 
     def __call__(self, p) -> np.ndarray:
-        """Calibrated probabilities for raw ones (NaN stays NaN)."""
+        """Calibrated probabilities for raw ones: P(pneumonia) (N,), or class probabilities (N, K) (NaN stays NaN)."""
         p = np.asarray(p, dtype=float)
         if not self.applied:
             return p
+        if p.ndim == 2:
+            return softmax(self.slope * np.log(np.clip(p, EPS, 1.0)))
         return sigmoid(self.slope * logit(p) + self.intercept)
 
     def raw_threshold(self, threshold: float) -> float:
@@ -95,6 +108,8 @@ def fit_calibration(y, p, method: str = "platt") -> Calibration:
         raise InputError(f"setting calibration={method!r}: expected one of {', '.join(METHODS)}")
     if method == "none":
         return Calibration()
+    if np.ndim(p) == 2:
+        return _fit_softmax_temperature(np.asarray(y).astype(int).ravel(), np.asarray(p, dtype=float), method)
     y = np.asarray(y).astype(int).ravel()
     p = np.asarray(p, dtype=float).ravel()
     if not 0 < y.sum() < len(y):
@@ -112,12 +127,44 @@ def fit_calibration(y, p, method: str = "platt") -> Calibration:
     return fitted
 
 
+def _fit_softmax_temperature(y: np.ndarray, p: np.ndarray, method: str) -> Calibration:
+    """A temperature for class probabilities (N, K), fitted by minimising the validation log loss."""
+    from scipy.optimize import minimize_scalar
+
+    from xraylib.multiclass import calibration_scores
+
+    if method != "temperature":
+        raise InputError(f"calibration={method}: class probabilities take temperature or none")
+    if len(set(y)) < 2:
+        return Calibration(method, note="not fitted: the validation predictions hold one class only")
+    log_p = np.log(np.clip(p, EPS, 1.0))
+
+    def loss(log_t: float) -> float:
+        q = softmax(log_p / math.exp(log_t))
+        return float(-np.log(np.clip(q[np.arange(len(y)), y], EPS, 1.0)).mean())
+
+    best = minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-6})
+    fitted = Calibration(method, 1.0 / math.exp(float(best.x)), 0.0, applied=True)
+    before, after = calibration_scores(y, p), calibration_scores(y, fitted(p))
+    for name in ("log_loss", "ece"):
+        if after[name] > before[name]:
+            note = f"not kept: it raised the validation {name} from {before[name]:.4f} to {after[name]:.4f}"
+            return Calibration(method, note=note)
+    return fitted
+
+
 def effect(y, raw, calibration: Calibration) -> dict:
-    """Brier score, ECE and log loss of `raw` probabilities before and after `calibration` ({name: {before, after}})."""
+    """Brier score, ECE and log loss of `raw` probabilities before and after `calibration` ({name: {before, after}});
+    for class probabilities (N, K): the multiclass Brier score, top-label ECE and log loss."""
     from sklearn.metrics import brier_score_loss
 
     from xraylib.metrics import expected_calibration_error
 
+    if np.ndim(raw) == 2:
+        from xraylib.multiclass import calibration_scores
+
+        before, after = calibration_scores(y, raw), calibration_scores(y, calibration(raw))
+        return {name: {"before": before[name], "after": after[name]} for name in ("brier", "ece", "log_loss")}
     y = np.asarray(y).astype(int).ravel()
     raw = np.asarray(raw, dtype=float).ravel()
     out = {}

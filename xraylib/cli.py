@@ -95,6 +95,8 @@ def _evaluate(a: argparse.Namespace) -> None:
         if a.out:
             raise InputError("--out goes with --run RUN_DIR (a predictions file is scored as it is)")
         result = evaluate_file(a.predictions, n_boot=a.bootstrap, seed=a.seed)
+        if a.data and result["format"] == "three_class":
+            raise InputError(f"--data with {a.predictions}: a three-class file's labels already give the kind")
         if a.data:
             result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(a.predictions, a.data, a.bootstrap, a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xraylib.backbones import get_backbone
 from xraylib.calibration import METHODS as CALIBRATIONS
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.metrics import threshold_rule
 from xraylib.models import resolve_weights
@@ -28,6 +29,7 @@ class RunConfig:
     preset: str = "sound"
     seed: int = 42
     deterministic: bool = False
+    task: str = "binary"  # binary: normal vs pneumonia | three_class: normal, bacterial, viral (ARDS images left out)
     # data
     image_size: int | None = None
     batch_size: int | None = None
@@ -57,8 +59,8 @@ class RunConfig:
     early_stopping: int = 10  # patience in epochs; 0 = off
     reduce_lr: int = 4  # patience in epochs; 0 = off
     # evaluation
-    threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1)
-    calibration: str = "platt"  # platt | temperature | none: fitted on validation, applied before the threshold
+    threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1); three_class: argmax
+    calibration: str = "platt"  # platt | temperature | none: fitted on validation; three_class: temperature | none
     tta: bool = False
     bootstrap: int = 1000
     gradcam_images: int = 16
@@ -116,6 +118,7 @@ PRESET_VALUES: dict[str, dict] = {"study": STUDY, "sound": SOUND, "demo": DEMO, 
 ALIASES = {"preset": {"seed": "study"}, "head": {"seed": "study"}, "validation": {"seed": "first_rows"}}
 
 CHOICES = {
+    "task": tuple(CLASSES),
     "exclude_sources": ("none", "other"),
     "validation": ("patient", "first_rows"),
     "head": ("sound", "study"),
@@ -199,11 +202,29 @@ def _check(cfg: RunConfig) -> None:
             f"setting pooled_norm=true needs fine_tune=none (got {cfg.fine_tune}): its statistics are fixed before "
             "training, so a backbone that trains makes them stale"
         )
-    threshold_rule(cfg.threshold)
+    if cfg.task == "three_class":
+        _check_three_class(cfg)
+    else:
+        threshold_rule(cfg.threshold)
     if cfg.tracker == "mlflow" and importlib.util.find_spec("mlflow") is None:
         raise InputError(MLFLOW_MISSING)  # before any work
     if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, auto, none or an existing weights file")
+
+
+def _check_three_class(cfg: RunConfig) -> None:
+    """The settings that only the binary task has."""
+    if cfg.head == "study":
+        raise InputError(
+            "setting head=study is the study's binary Dense(2, sigmoid) head: task=three_class needs head=sound"
+        )
+    if cfg.threshold != "argmax":
+        raise InputError(
+            f"setting threshold={cfg.threshold}: threshold rules are binary-only; "
+            "task=three_class predicts the argmax class"
+        )
+    if cfg.calibration == "platt":
+        raise InputError("setting calibration=platt is binary-only: task=three_class takes temperature or none")
 
 
 def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:
@@ -222,6 +243,12 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
             raise InputError(f"unknown setting {key!r} (known: {known})")
         values[key] = ALIASES.get(key, {}).get(value, value)
     values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
+    given = overrides or {}
+    if values.get("task") == "three_class":  # the binary defaults (a preset's too) that three classes replace
+        if "threshold" not in given:
+            values["threshold"] = "argmax"
+        if "calibration" not in given and values.get("calibration", "platt") == "platt":
+            values["calibration"] = "temperature"
     cfg = RunConfig(backbone=bb.name, preset=preset, **values)
     cfg.weights_dir = cfg.weights_dir or os.environ.get("XRAYLIB_WEIGHTS_DIR", "").strip()
     if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():

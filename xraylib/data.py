@@ -28,6 +28,9 @@ _PERSON = re.compile(r"^person(\d+)_(bacteria|virus)_\d+(?:_\d+)?$", re.IGNORECA
 _IM = re.compile(r"^(NORMAL2-)?IM-(\d+)-\d+(?:-\d+)?$", re.IGNORECASE)
 
 
+# The classes of each task, in the order of the model's outputs and of predictions.csv's p_* columns.
+CLASSES = {"binary": ("normal", "pneumonia"), "three_class": ("normal", "bacterial", "viral")}
+
 PNEUMONIA_KINDS = {
     "bacteria": "bacterial",
     "streptococcus": "bacterial",

@@ -150,10 +150,15 @@ def evaluate_file(
     path: str | Path, n_boot: int = 1000, seed: int = 0, threshold: tuple[float, str] | None = None
 ) -> dict:
     """Every metric of a predictions file (the study's or ours), with patient-bootstrap CIs; JSON-ready.
-    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file."""
+    `threshold`: (value, where it comes from) for our files; default: the metrics.json beside the file.
+    A three-class file (p_normal, p_bacterial, p_viral) is scored by `three_class.evaluate_file`."""
+    from xraylib import three_class
+
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     path = Path(path)
+    if path.is_file() and three_class.is_three_class(_header(path)):
+        return three_class.evaluate_file(path, n_boot, seed)
     frame = read_predictions(path)
     check_memory(16 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
     y = frame["y_true"].to_numpy()
@@ -195,8 +200,20 @@ def _value_with_ci(entry: dict, digits: int = 4) -> str:
     return text
 
 
+def _header(path: Path) -> list[str]:
+    """The column names of a CSV file ([] when it has none readable)."""
+    try:
+        return [str(c).strip() for c in pd.read_csv(path, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return []
+
+
 def format_report(result: dict) -> str:
     """A readable report of evaluate_file's result; the study's own figures at full float precision."""
+    if result["format"] == "three_class":
+        from xraylib.three_class import format_report as three_class_report
+
+        return three_class_report(result)
     boot = result["at_threshold"]["bootstrap"]
     kind = "the study's format: hard labels, no probabilities" if result["format"] == "study" else "probabilities"
     lines = [f"run: {result['run']} on {result['data']} ({result['layout']} layout)"] if "run" in result else []
@@ -261,7 +278,8 @@ def evaluate_on(
     """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, or NORMAL/ and
     PNEUMONIA/ folders; every split) with the run's model, label them at the run's validation-chosen threshold, and
     write predictions.csv, metrics.json (a run's schema, with CIs by patient bootstrap) and the figures into `out`.
-    Returns `evaluate_file`'s result for them. An unreadable image stops it with its name: no partial metrics."""
+    Returns `evaluate_file`'s result for them. A three-class run: `three_class.score_run` (the argmax class).
+    An unreadable image stops it with its name: no partial metrics."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
     from xraylib.report import run_figure
@@ -281,11 +299,20 @@ def evaluate_on(
         raise InputError(f"--out {out}: must not be the run folder or lie in the dataset")
     check_memory(16 * n_boot * len(index), f"--bootstrap {n_boot} over {len(index)} images", "use fewer resamples")
     cfg, predictor = runs.read_config(run_dir), load_predictor(run_dir / runs.MODEL)
+    if predictor.three_class:
+        from xraylib import three_class
+
+        index = three_class.labelled(index, data)
     table = predict_files(predictor, list(index["path"]))
     bad = table[table["error"] != ""]
     if len(bad):
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad['path'].iloc[0]}: {bad['error'].iloc[0]}{more}; remove it from {data} to evaluate")
+    if predictor.three_class:
+        result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
+        for name in three_class.RUN_FIGURES[1:]:  # all but the training curves
+            run_figure(name, run_dir, model=predictor.model, results=out)
+        return result
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     predictions = write_csv(out / runs.PREDICTIONS, frame)
     source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"

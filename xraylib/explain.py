@@ -36,13 +36,16 @@ def last_conv_layer(model: keras.Model) -> str:
     raise InputError(f"model {model.name!r} has no convolutional layer for Grad-CAM")
 
 
-def _evidence(features, dense):
-    """The target score from the final Dense layer's input: the sound head's logit, or the study head's z1 - z0."""
+def _evidence(features, dense, classes=None):
+    """The target score from the final Dense layer's input: the sound head's logit, the study head's z1 - z0, or
+    for a softmax head over three classes the logit of each image's class (`classes`: (N,) class codes)."""
     import keras
 
     kernel, bias = dense.kernel, dense.bias
     z = keras.ops.matmul(keras.ops.cast(features, "float32"), keras.ops.cast(kernel, "float32"))
     z = z + keras.ops.cast(bias, "float32")
+    if z.shape[-1] > 2:
+        return keras.ops.sum(z * keras.ops.one_hot(classes, z.shape[-1]), axis=-1)
     return z[:, 0] if z.shape[-1] == 1 else z[:, 1] - z[:, 0]
 
 
@@ -53,12 +56,15 @@ def gradcam(
     target: str = "predicted",
     batch_size: int = 16,
     threshold: float = 0.5,
+    classes=None,
 ) -> np.ndarray:
     """(N, S, S) heatmaps in [0, 1] for (N, S, S, 1) float images in [0, 255]; augmentation is inactive.
 
     The score differentiated is the pre-sigmoid evidence for pneumonia (the final Dense layer's logit, recomputed so
     the sigmoid cannot saturate the gradient); target "predicted" explains each image's predicted class (the sign
-    flips for images predicted normal at `threshold`), "pneumonia" always explains pneumonia.
+    flips for images predicted normal at `threshold`), "pneumonia" always explains pneumonia. A three-class
+    (softmax) model: the pre-softmax logit of each image's class in `classes` ((N,) codes), by default its
+    predicted (argmax) class.
     """
     import keras
     import tensorflow as tf
@@ -81,21 +87,26 @@ def gradcam(
     features = keras.Model(model.inputs, conv.output)
     head = keras.Model(conv.output, [dense.input, model.output])
 
-    def step(batch):  # eager: tracing a tf.function costs more than a few batches of Grad-CAM (27 s, EfficientNetV2M)
+    softmax = dense.units > 2
+
+    def step(batch, wanted):  # eager: tracing a tf.function costs more than a few batches (27 s, EfficientNetV2M)
         feats = features(batch, training=False)
         with tf.GradientTape() as tape:
             tape.watch(feats)
             head_in, out = head(feats, training=False)
-            score = _evidence(head_in, dense)
+            if softmax and wanted is None:
+                wanted = tf.argmax(out, axis=-1)
+            score = _evidence(head_in, dense, wanted)
         grads = tape.gradient(score, feats)
         return feats, grads, out
 
     size = images.shape[1:3]
     maps = []
     for start in range(0, len(images), batch_size):
-        feats, grads, out = step(tf.constant(images[start : start + batch_size]))
+        wanted = None if classes is None else tf.constant(np.asarray(classes)[start : start + batch_size], "int32")
+        feats, grads, out = step(tf.constant(images[start : start + batch_size]), wanted)
         feats, grads = tf.cast(feats, "float32"), tf.cast(grads, "float32")
-        if target == "predicted":
+        if target == "predicted" and not softmax:
             sign = np.where(probability(out.numpy()) >= threshold, 1.0, -1.0).astype("float32")
             grads = grads * sign[:, None, None, None]
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
@@ -165,7 +176,7 @@ def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFra
     from xraylib.synth import mask_paths
 
     frame = pd.read_csv(run_dir / runs.PREDICTIONS)
-    frame = frame[frame["label"] == "pneumonia"].head(limit)
+    frame = frame[frame["label"] != "normal"].head(limit)  # pneumonia, or bacterial and viral (three classes)
     return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
 
 
@@ -187,13 +198,16 @@ def _localization_table(run_dir: Path, frame: pd.DataFrame, model=None) -> pd.Da
 
     from xraylib.images import load_gray
     from xraylib.models import load_model
+    from xraylib.multiclass import class_codes
     from xraylib.synth import mask_paths
 
     cfg = runs.read_config(run_dir)
     images = np.stack([load_gray(p, cfg.image_size) for p in frame["path"]]).astype(np.float32)
     if model is None:
         model = load_model(run_dir / runs.MODEL)
-    heatmaps = gradcam(model, images[..., None], target="pneumonia")
+    three = cfg.task == "three_class"  # explain the image's own pneumonia kind
+    true_classes = class_codes(frame["label"]) if three else None
+    heatmaps = gradcam(model, images[..., None], target="predicted" if three else "pneumonia", classes=true_classes)
     grid = tuple(model.get_layer(last_conv_layer(model)).output.shape[1:3])
     rows = []
     for heat, (lungs, opacity) in zip(heatmaps, map(mask_paths, frame["path"]), strict=True):

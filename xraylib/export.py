@@ -68,6 +68,7 @@ def run_folder(path: str | os.PathLike) -> Path:
         raise InputError(f"{path}: no such run folder")
     if not (path / runs.MODEL).is_file():
         raise InputError(f"{path}: holds no model.keras (not a finished run of `xraylib train`)")
+    runs.binary_run_only(path, "xraylib export")
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import compare_plots
+from xraylib import compare_plots, three_class
 from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
@@ -44,8 +44,23 @@ def finished_runs(report_dir: str | Path) -> dict[str, Path]:
     return {p.parent.name: p.parent for p in sorted(report_dir.glob(f"*/{METRICS_JSON}"))}
 
 
+def report_task(report_dir: str | Path) -> str:
+    """The task of a sweep's finished runs (binary or three_class); a folder mixing both is refused."""
+    tasks = {name: read_config(run).task for name, run in finished_runs(report_dir).items()}
+    if len(set(tasks.values())) > 1:
+        three = ", ".join(name for name, task in tasks.items() if task == "three_class")
+        raise InputError(f"{report_dir} mixes binary and three-class runs ({three}): give each task its own folder")
+    return next(iter(tasks.values()), "binary")
+
+
+def _binary_only(report_dir: str | Path, what: str) -> None:
+    if report_task(report_dir) != "binary":
+        raise InputError(f"{report_dir}: {what} compares binary runs; its runs are three-class (see the leaderboard)")
+
+
 def run_table(report_dir: str | Path) -> pd.DataFrame:
     """One row per finished run: run, backbone, seed, fold, metrics with CIs, threshold, time; by ROC-AUC."""
+    _binary_only(report_dir, "the run table")
     rows = []
     for name, run in finished_runs(report_dir).items():
         result, cfg = read_metrics(run), read_config(run)
@@ -104,10 +119,13 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
 def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     """One row per backbone, sorted by ROC-AUC: run once, its run's metrics with CIs; run several times (seeds,
     folds), the metrics of its mean predictions with patient-bootstrap CIs (`n_boot` resamples: test-set sampling
-    variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance)."""
+    variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance).
+    Three-class runs: `three_class.leaderboard`."""
     from xraylib.data import pneumonia_kind
     from xraylib.metrics import evaluate, sensitivity_by_kind
 
+    if report_task(report_dir) == "three_class":
+        return three_class.leaderboard(finished_runs(report_dir), n_boot)
     runs = run_table(report_dir)
     if not repeated(runs):
         return runs
@@ -274,8 +292,11 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def build_report(report_dir: str | Path) -> str:
-    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary."""
+    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. Three-class
+    runs: `three_class.build_report` (leaderboard and summary)."""
     report_dir = Path(report_dir)
+    if report_task(report_dir) == "three_class":
+        return three_class.build_report(report_dir, finished_runs(report_dir))
     board = leaderboard(report_dir)
     write_csv(report_dir / "leaderboard.csv", board)
     table = leaderboard_markdown(board)
@@ -328,6 +349,7 @@ def comparison_figure(name: str, report_dir: str | Path, board: pd.DataFrame | N
     """Draw one of COMPARISON_FIGURES from the report's runs (`board`: its leaderboard, when already made), save it
     under REPORT_DIR/figures/ and return it."""
     path = figure_path(report_dir, name)
+    _binary_only(report_dir, f"the figure {name}")
     if name == "roc_overlay":
         return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)
     if name == "metric_bars":
@@ -341,6 +363,7 @@ def comparison_figure(name: str, report_dir: str | Path, board: pd.DataFrame | N
 def study_comparison(report_dir: str | Path) -> pd.DataFrame:
     """Our accuracy and F1 at 0.5 (the mean over a backbone's runs) beside the study's published accuracy and
     weighted F1, per backbone."""
+    _binary_only(report_dir, "the study comparison")
     rows = []
     for run in finished_runs(report_dir).values():
         half, backbone = read_metrics(run)["at_0.5"], read_config(run).backbone

@@ -270,7 +270,10 @@ def build_model(cfg: RunConfig) -> keras.Model:
         if cfg.pooled_norm:  # standardised with statistics of the training images: see adapt_to_data
             y = keras.layers.Normalization(name="pool_norm")(y)
         y = SeededDropout(cfg.dropout, seed=cfg.seed, name="dropout")(y)
-        output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
+        if cfg.task == "three_class":  # softmax over normal, bacterial, viral
+            output = keras.layers.Dense(3, activation="softmax", dtype="float32", name="classes")(y)
+        else:
+            output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="pneumonia")(y)
     model = keras.Model(image, output, name=f"{bb.name}_{cfg.head}")
     if weights not in ("imagenet", "none") and _is_model_file(weights):
         _copy_weights(model, weights)

@@ -41,6 +41,11 @@ def _name(y: int) -> str:
 
 
 TRAINING_PANELS = (("loss", "Loss (binary cross-entropy)"), ("auc", "ROC-AUC"), ("accuracy", "Accuracy"))
+THREE_CLASS_PANELS = (
+    ("loss", "Loss (categorical cross-entropy)"),
+    ("auc", "ROC-AUC (micro one-vs-rest)"),
+    ("accuracy", "Accuracy"),
+)
 
 
 def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> tuple[int | None, str | None]:
@@ -53,9 +58,14 @@ def best_epoch(history: pd.DataFrame, monitor: str = "val_auc") -> tuple[int | N
 
 
 def plot_training_curves(
-    history: pd.DataFrame, monitor: str = "val_auc", title: str | None = None, path: str | os.PathLike | None = None
+    history: pd.DataFrame,
+    monitor: str = "val_auc",
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    panels: tuple = TRAINING_PANELS,
 ) -> Figure:
-    """Loss, ROC-AUC and accuracy per epoch, train vs validation, the best epoch marked (history.csv frame)."""
+    """Loss, ROC-AUC and accuracy per epoch, train vs validation, the best epoch marked (history.csv frame);
+    `panels`: (column, title) of each panel (THREE_CLASS_PANELS for a three-class run)."""
     if history is None or len(history) == 0:
         raise InputError("training history is empty: no epoch to plot")
     history = history.reset_index(drop=True)
@@ -68,7 +78,7 @@ def plot_training_curves(
     with style():
         fig = Figure(figsize=(13, 3.9), layout="constrained")
         axes = fig.subplots(1, 3)
-        for ax, (key, label) in zip(axes, TRAINING_PANELS, strict=True):
+        for ax, (key, label) in zip(axes, panels, strict=True):
             drawn = False
             for column, name, color in ((key, "train", TRAIN_COLOR), (f"val_{key}", "validation", VAL_COLOR)):
                 if column in history and history[column].notna().any():
@@ -114,18 +124,26 @@ def plot_training_curves(
 # ---------------------------------------------------------------------------------------------- one run
 
 
-def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
-    """2x2 confusion matrix: counts and row percentages, Normal / Pneumonia, shaded by row percentage."""
+def plot_confusion_matrix(
+    y_true,
+    y_pred,
+    title: str | None = None,
+    path: str | os.PathLike | None = None,
+    classes: tuple[str, ...] = CLASS_NAMES,
+) -> Figure:
+    """Confusion matrix of class codes (0 = classes[0], ...): counts and row percentages, shaded by row percentage.
+    Normal / Pneumonia by default; the three-class task passes its three classes."""
     y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
-    counts = skm.confusion_matrix(y_true, y_pred, labels=[0, 1])
+    k = len(classes)
+    counts = skm.confusion_matrix(y_true, y_pred, labels=list(range(k)))
     with np.errstate(invalid="ignore", divide="ignore"):
         rows = counts / counts.sum(axis=1, keepdims=True) * 100
     with style():
-        fig = Figure(figsize=(5.0, 4.3), layout="constrained")
+        fig = Figure(figsize=(2.5 * k, 2.15 * k), layout="constrained")
         ax = fig.subplots()
         image = ax.imshow(np.nan_to_num(rows), cmap="Blues", vmin=0, vmax=100)
-        for i in range(2):
-            for j in range(2):
+        for i in range(k):
+            for j in range(k):
                 percent = "n/a" if np.isnan(rows[i, j]) else f"{rows[i, j]:.1f} %"
                 color = "white" if np.nan_to_num(rows[i, j]) > 55 else "black"
                 ax.text(
@@ -138,8 +156,8 @@ def plot_confusion_matrix(y_true, y_pred, title: str | None = None, path: str | 
                     fontsize=13,
                     fontweight="bold",
                 )
-        ax.set_xticks([0, 1], CLASS_NAMES)
-        ax.set_yticks([0, 1], CLASS_NAMES)
+        ax.set_xticks(range(k), [name.title() for name in classes])
+        ax.set_yticks(range(k), [name.title() for name in classes])
         ax.set_xlabel("Predicted label")
         ax.set_ylabel("True label")
         ax.grid(False)
@@ -324,31 +342,44 @@ def plot_examples(
     """A grid of test images sampled across TP/TN/FP/FN: true, predicted and P(pneumonia) in each title; errors
     framed in red. `predictions` needs a `path` column (images are read with xraylib.images.load_gray); the
     threshold shown is inferred from the predictions when not given."""
-    from xraylib.images import load_gray
-
     if "path" not in predictions:
         raise InputError("the example grid needs a `path` column with each image's file")
     sample = sample_outcomes(predictions, n, seed)
     if threshold is None:
         threshold = infer_threshold(prediction_columns(predictions))
-    rows = math.ceil(len(sample) / ncols)
+    titles = [
+        f"{row['outcome']} · true {_name(row['y_true'])}\npredicted {_name(row['y_pred'])}"
+        + ("" if pd.isna(row["p"]) else f", p = {row['p']:.3f}")
+        for _, row in sample.iterrows()
+    ]
+    cut = f", threshold {threshold:.3g}" if threshold is not None else ""
+    suptitle = titled(title, "Example test predictions", f"p = P(pneumonia){cut}; errors framed in red")
+    errors = list(sample["y_true"] != sample["y_pred"])
+    return image_grid(list(sample["path"]), titles, errors, suptitle, ncols, image_size, path)
+
+
+def image_grid(
+    paths: list,
+    titles: list[str],
+    errors: list[bool],
+    suptitle: str,
+    ncols: int = 4,
+    image_size: int | None = None,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """Images in a grid with a title each; errors titled and framed in red."""
+    from xraylib.images import load_gray
+
+    rows = math.ceil(len(paths) / ncols)
     with style():
         fig = Figure(figsize=(3.0 * ncols, 3.35 * rows + 0.6), layout="constrained")
         axes = np.atleast_1d(fig.subplots(rows, ncols)).ravel()
-        for ax, (_, row) in zip(axes, sample.iterrows(), strict=False):
-            image = thumbnail(load_gray(row["path"], size=image_size))
-            ax.imshow(image, cmap="gray", vmin=0, vmax=255)
-            error = row["y_true"] != row["y_pred"]
-            prob = "" if pd.isna(row["p"]) else f", p = {row['p']:.3f}"
-            ax.set_title(
-                f"{row['outcome']} · true {_name(row['y_true'])}\npredicted {_name(row['y_pred'])}{prob}",
-                fontsize=9.5,
-                color=ERROR_COLOR if error else "black",
-                fontweight="bold" if error else "normal",
-            )
+        for ax, file, text, error in zip(axes, paths, titles, errors, strict=False):
+            ax.imshow(thumbnail(load_gray(file, size=image_size)), cmap="gray", vmin=0, vmax=255)
+            color, weight = (ERROR_COLOR, "bold") if error else ("black", "normal")
+            ax.set_title(text, fontsize=9.5, color=color, fontweight=weight)
             frame_axis(ax, error)
-        for ax in axes[len(sample) :]:
+        for ax in axes[len(paths) :]:
             ax.set_visible(False)
-        cut = f", threshold {threshold:.3g}" if threshold is not None else ""
-        fig.suptitle(titled(title, "Example test predictions", f"p = P(pneumonia){cut}; errors framed in red"))
+        fig.suptitle(suptitle)
     return save_png(fig, path)

@@ -6,6 +6,10 @@ validation data (`xraylib.calibration`): P(pneumonia) here is the calibrated pro
 model holds its own preprocessing (gray -> RGB -> the backbone's preprocess_input), so its input is the gray image
 resized to the run's size, float32 in [0, 255], shape (N, S, S, 1), exactly what training fed it
 (`xraylib.pipeline.decode_images`, the same decode loop).
+
+A three-class run (`task=three_class`) gives one calibrated probability per class (p_normal, p_bacterial, p_viral)
+and predicts the argmax class; it has no threshold, and its predictions get no Grad-CAM PNGs here (the run's
+figures/gradcam.png explains its test images).
 """
 
 from __future__ import annotations
@@ -52,6 +56,11 @@ class Predictor:
     calibration: Calibration = Calibration()
 
     @property
+    def three_class(self) -> bool:
+        """Whether the model gives three classes' probabilities (normal, bacterial, viral) instead of P(pneumonia)."""
+        return self.config is not None and self.config.task == "three_class"
+
+    @property
     def tta(self) -> bool:
         """Average with the horizontally flipped image, as the run's own evaluation did."""
         return bool(self.config is not None and self.config.tta)
@@ -90,15 +99,20 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
 
     path = Path(model_path)
     run_dir = path.parent
-    metrics = runs.stored_metrics(run_dir)
-    threshold, source = resolve_threshold(run_dir, threshold, metrics)  # bad values fail before the slow model load
-    calibration = from_json(metrics.get("calibration"), run_dir / runs.METRICS)
     cfg = None
     if (run_dir / runs.CONFIG).is_file():
         try:
             cfg = runs.read_config(run_dir)
         except (ValueError, TypeError) as exc:  # unknown field types
             raise InputError(f"{run_dir / runs.CONFIG}: not a readable run configuration ({exc})") from None
+    metrics = runs.stored_metrics(run_dir)
+    if cfg is not None and cfg.task == "three_class":
+        if threshold is not None:
+            raise InputError(f"--threshold: {run_dir} is a three-class run, which predicts the argmax class")
+        threshold, source = math.nan, "none: three classes, the argmax class is predicted"
+    else:
+        threshold, source = resolve_threshold(run_dir, threshold, metrics)  # bad values fail before the slow load
+    calibration = from_json(metrics.get("calibration"), run_dir / runs.METRICS)
     model = load_model(path)
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:
@@ -137,13 +151,13 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
 
 
 def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """(N,) calibrated P(pneumonia) for uint8 or float (N, S, S, 1) images in [0, 255], batched (TTA if the run
-    used it)."""
+    """(N,) calibrated P(pneumonia), or (N, 3) class probabilities of a three-class run, for uint8 or float
+    (N, S, S, 1) images in [0, 255], batched (TTA if the run used it)."""
     from xraylib.config import RunConfig
     from xraylib.train import predict_probabilities
 
     if len(images) == 0:
-        return np.zeros(0)
+        return np.zeros((0, 3) if predictor.three_class else 0)
     cfg = predictor.config or RunConfig(tta=False)
     raw = predict_probabilities(predictor.model, images, dataclasses.replace(cfg, batch_size=batch_size))
     return predictor.calibration(raw)
@@ -201,8 +215,10 @@ def predict_files(
         predictor = model
     else:
         predictor = load_predictor(model, threshold)
+    if gradcam_dir is not None and predictor.three_class:
+        raise InputError(f"--gradcam: not drawn for three-class runs ({predictor.path.parent}); see its figures/")
     paths = find_images(inputs)
-    p_all = np.full(len(paths), np.nan)
+    p_all = np.full((len(paths), 3) if predictor.three_class else len(paths), np.nan)
     errors = [""] * len(paths)
     pngs = [""] * len(paths)
     names = gradcam_names(paths) if gradcam_dir is not None else []
@@ -226,14 +242,17 @@ def predict_files(
             _write_gradcams(predictor, [paths[chunk[k]] for k in good], images[good], p, targets)
             for k, target in zip(good, targets, strict=True):
                 pngs[chunk[k]] = str(target)
-    table = pd.DataFrame(
-        {
-            "path": [str(p.absolute()) for p in paths],
-            "p_pneumonia": p_all,
-            "predicted": [_label(v, predictor.threshold) if not np.isnan(v) else "" for v in p_all],
-            "error": errors,
-        }
-    )
+    table = pd.DataFrame({"path": [str(p.absolute()) for p in paths]})
+    if predictor.three_class:
+        from xraylib.three_class import COLUMNS, THREE_CLASSES
+
+        table[COLUMNS] = p_all
+        ok = ~np.isnan(p_all).any(axis=1)
+        table["predicted"] = np.where(ok, np.asarray(THREE_CLASSES)[np.nan_to_num(p_all).argmax(axis=1)], "")
+    else:
+        table["p_pneumonia"] = p_all
+        table["predicted"] = [_label(v, predictor.threshold) if not np.isnan(v) else "" for v in p_all]
+    table["error"] = errors
     if gradcam_dir is not None:
         table["gradcam"] = pngs
     table.attrs.update(
@@ -281,6 +300,8 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
     """A short printable table (file, P(pneumonia), prediction or error) with a count line and the threshold."""
     from xraylib.plot_style import format_probability
 
+    if "p_pneumonia" not in table:
+        return _format_three_class(table, rows)
     shown = table.head(rows)
     width = max([len(Path(p).name) for p in shown["path"]] + [4])
     lines = [f"{'file':<{width}}  {'P(pneumonia)':>12}  prediction"]
@@ -310,4 +331,30 @@ def format_predictions(table: pd.DataFrame, rows: int = SHOW_ROWS) -> str:
         lines.append(f"predictions written to {attrs['out']}")
     if attrs.get("gradcam_dir"):
         lines.append(f"Grad-CAM PNGs written to {attrs['gradcam_dir']}")
+    return "\n".join(lines)
+
+
+def _format_three_class(table: pd.DataFrame, rows: int) -> str:
+    """format_predictions of a three-class run: each class's probability and the argmax class."""
+    from xraylib.three_class import COLUMNS, THREE_CLASSES
+
+    shown = table.head(rows)
+    width = max([len(Path(p).name) for p in shown["path"]] + [4])
+    lines = [f"{'file':<{width}}  " + "  ".join(f"{c:>11}" for c in COLUMNS) + "  prediction"]
+    for _, row in shown.iterrows():
+        name = Path(row["path"]).name
+        if row["error"]:
+            lines.append(f"{name:<{width}}  error: {row['error']}")
+        else:
+            lines.append(
+                f"{name:<{width}}  " + "  ".join(f"{row[c]:>11.3f}" for c in COLUMNS) + f"  {row['predicted']}"
+            )
+    if len(table) > rows:
+        lines.append(f"... and {len(table) - rows} more rows" + (" (see the CSV)" if table.attrs.get("out") else ""))
+    counts = table.loc[table["error"] == "", "predicted"].value_counts()
+    n_err = int((table["error"] != "").sum())
+    found = ", ".join(f"{counts.get(name, 0)} {name}" for name in THREE_CLASSES)
+    lines.append(f"{len(table)} images: {found}, {n_err} unreadable; the predicted class is the argmax")
+    if table.attrs.get("out"):
+        lines.append(f"predictions written to {table.attrs['out']}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from xraylib.config import RunConfig
-from xraylib.data import build_index, fingerprint, pneumonia_codes
+from xraylib.data import CLASSES, build_index, fingerprint, pneumonia_kind
 from xraylib.errors import InputError, check_memory
 from xraylib.splits import assign_subsets, limit_subsets
 
@@ -20,46 +20,72 @@ class PreparedData:
 
     index: pd.DataFrame
     images: dict[str, np.ndarray] = field(default_factory=dict)
-    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # class codes: positions in CLASSES[task]
     fingerprint: str = ""
+    task: str = "binary"
+    left_out: int = 0  # pneumonia images of neither kind (ARDS), left out of the three-class task
 
     def rows(self, subset: str) -> pd.DataFrame:
         """The index rows of one subset (train, val or test), in the order of its images."""
         return self.index[self.index["subset"] == subset].reset_index(drop=True)
 
 
+LEFT_OUT = "neither bacterial nor viral (ARDS), or a file name that does not say"
+
+
+def class_names(index: pd.DataFrame, task: str = "binary") -> pd.Series:
+    """Each row's class in `task`: its label (binary); normal, bacterial or viral (three_class), "" for a
+    pneumonia of neither kind (ARDS, or a file name that does not say)."""
+    if task == "binary":
+        return index["label"]
+    return index["label"].where(index["label"] == "normal", index["subtype"].map(pneumonia_kind))
+
+
+def class_labels(index: pd.DataFrame, task: str = "binary") -> np.ndarray:
+    """Each row's class code (its position in CLASSES[task]) as float32."""
+    codes = {name: i for i, name in enumerate(CLASSES[task])}
+    return class_names(index, task).map(codes).to_numpy(np.float32)
+
+
 def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
-    """Index the dataset, split it, and decode (or load from cache) every image once."""
+    """Index the dataset, split it, and decode (or load from cache) every image once. The three-class task
+    leaves out the pneumonia images of neither kind (CoronaHack's two Stress-Smoking ARDS images)."""
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")
+    kept = class_names(index, cfg.task) != ""
+    left_out = int((~kept).sum())
+    if left_out:
+        print(f"task={cfg.task}: left out {left_out} pneumonia image(s) of neither kind: {LEFT_OUT}")
+        index = index[kept].reset_index(drop=True)
     index = assign_subsets(
         index, mode=cfg.validation, fraction=cfg.val_fraction, seed=cfg.seed, folds=cfg.folds, fold=cfg.fold
     )
     if cfg.exclude_sources != "none":  # the test set is scored whole
         index = index[(index["subset"] == "test") | (index["source"] != cfg.exclude_sources)].reset_index(drop=True)
     index = limit_subsets(index, cfg.limit, seed=cfg.seed)
+    classes = class_names(index, cfg.task)
     for subset in ("train", "val", "test"):
-        labels = set(index.loc[index["subset"] == subset, "label"])
+        labels = set(classes[index["subset"] == subset])
         if not labels:
             raise InputError(f"the {subset} subset of {data} is empty")
-        if len(labels) < 2:
-            missing = " and ".join(sorted({"normal", "pneumonia"} - labels))
-            raise InputError(f"the {subset} subset of {data} holds no {missing} image: both classes are needed")
+        missing = " and ".join(c for c in CLASSES[cfg.task] if c not in labels)
+        if missing:
+            raise InputError(f"the {subset} subset of {data} holds no {missing} image: every class is needed")
     need = len(index) * cfg.image_size**2
     check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
-    prepared = PreparedData(index=index, fingerprint=fingerprint(index))
+    prepared = PreparedData(index=index, fingerprint=fingerprint(index), task=cfg.task, left_out=left_out)
     images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
     for subset in ("train", "val", "test"):
         chosen = (index["subset"] == subset).to_numpy()
         prepared.images[subset] = images[chosen]
-        prepared.labels[subset] = pneumonia_codes(index.loc[chosen, "label"]).astype(np.float32)
+        prepared.labels[subset] = class_labels(index[chosen], cfg.task)
     return prepared
 
 
 def subset_counts(prepared: PreparedData) -> dict:
-    """Images, patients and pneumonia share of each subset."""
-    out = {}
+    """Images, patients and class counts of each subset."""
+    out: dict = {}
     for subset in ("train", "val", "test"):
         rows = prepared.rows(subset)
         out[subset] = {
@@ -68,4 +94,12 @@ def subset_counts(prepared: PreparedData) -> dict:
             "pneumonia": int((rows["label"] == "pneumonia").sum()),
             "normal": int((rows["label"] == "normal").sum()),
         }
+        if prepared.task != "binary":
+            out[subset].update(
+                class_names(rows, prepared.task)
+                .value_counts()
+                .reindex(CLASSES[prepared.task][1:], fill_value=0)
+                .astype(int)
+                .to_dict()
+            )
     return out

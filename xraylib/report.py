@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import data_plots, gradcam_plots, plots, runs
+from xraylib import data_plots, gradcam_plots, plots, runs, three_class
 from xraylib.config import RunConfig
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
@@ -16,7 +16,10 @@ RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "
 
 
 def metrics_table(result: dict) -> pd.DataFrame:
-    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs."""
+    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs (three classes:
+    `three_class.metrics_table`)."""
+    if result.get("task") == "three_class":
+        return three_class.metrics_table(result)
     rows = []
     for name, entry in result["at_threshold"].items():
         if not isinstance(entry, dict) or "value" not in entry:
@@ -88,7 +91,10 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
     title = f"{cfg.backbone} ({cfg.preset})" + (f" on {results.name}" if results != run_dir else "")
     if name == "training_curves":
         history = runs.read_history(run_dir)
-        return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path)
+        panels = plots.THREE_CLASS_PANELS if cfg.task == "three_class" else plots.TRAINING_PANELS
+        return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path, panels=panels)
+    if cfg.task == "three_class":
+        return three_class.run_figure(name, results, cfg, title, model, run_dir)
     frame = pd.read_csv(results / runs.PREDICTIONS)
     result = runs.read_metrics(results)
     threshold = runs.threshold_of(result, results / runs.METRICS)
@@ -132,7 +138,8 @@ def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
     """Every figure of a run, saved under `run_dir/figures/` (the Grad-CAM grid unless gradcam_images=0)."""
-    return {name: run_figure(name, run_dir, model=model) for name in RUN_FIGURES}
+    names = three_class.RUN_FIGURES if runs.read_config(run_dir).task == "three_class" else RUN_FIGURES
+    return {name: run_figure(name, run_dir, model=model) for name in names}
 
 
 def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):

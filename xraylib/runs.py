@@ -11,6 +11,8 @@ A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) hol
   sensitivity per pneumonia kind (`sensitivity_by_kind`);
 - `predictions.csv`, `val_predictions.csv`: one row per test or validation image (`p_pneumonia` calibrated,
   `p_uncalibrated`, `predicted` at the threshold);
+  a three-class run (`task=three_class`, see `xraylib.three_class`) has `p_normal`, `p_bacterial`, `p_viral` and the
+  argmax class instead, and its metrics.json holds the three-class metrics under `test`;
 - `figures/*.png`, `gradcam_in_masks.csv`, `tensorboard/`, `mlflow.json` (tracker=mlflow);
 - in a sweep: `status.json` (running, done, failed or interrupted, with seconds and error), `RUN.ipynb`, `RUN.html`
   and `RUN.log` (the executed notebook, its page, its kernel's log);
@@ -77,7 +79,10 @@ def write_config(out: str | os.PathLike, config: dict, started: bool) -> None:
             previous, fingerprint = dict(before["run"]), before["data"]["fingerprint"]
         except (ValueError, KeyError, TypeError):
             raise InputError(f"{path} is unreadable: rerun with a new --out, or remove {out}") from None
-        changed = [k for k, v in config["run"].items() if previous.get(k) != v and k not in ("verbose", "tracker")]
+        defaults = RunConfig().to_json()  # a setting newer than the run's config.json had its default there
+        changed = [
+            k for k, v in config["run"].items() if previous.get(k, defaults[k]) != v and k not in ("verbose", "tracker")
+        ]
         if fingerprint != config["data"]["fingerprint"]:
             changed.append("data")
         if changed:
@@ -174,3 +179,9 @@ def report_path(path: str | os.PathLike) -> Path:
     if path.is_absolute() or path.exists():
         return path.resolve()
     return REPO / path
+
+
+def binary_run_only(run_dir: str | os.PathLike, what: str) -> None:
+    """A one-line InputError when the run in `run_dir` is a three-class run: `what` serves binary runs only."""
+    if (Path(run_dir) / CONFIG).is_file() and read_config(run_dir).task == "three_class":
+        raise InputError(f"{run_dir} is a three-class run: {what} serves binary runs (P(pneumonia)) only")

@@ -201,7 +201,14 @@ def mlflow_callback(cfg: RunConfig, out: Path) -> keras.callbacks.Callback:
 def flat_metrics(result: dict) -> dict[str, float]:
     """metrics.json as MLflow metrics: `test_<name>` with `_ci_low` and `_ci_high` and the confusion counts
     (`test_tn`, ...) at the validation threshold, `test_at_0.5_<name>...` at 0.5, and `threshold`; undefined values
-    are left out."""
+    are left out. A three-class run: `test_<name>` of its summary metrics and `test_<metric>_<class>` per class."""
+    if result.get("task") == "three_class":
+        test = result["test"]
+        entries = {name: entry for name, entry in test.items() if isinstance(entry, dict) and "value" in entry}
+        for label, per_class in test["per_class"].items():
+            entries.update({f"{m}_{label}": e for m, e in per_class.items() if isinstance(e, dict)})
+        parts = (("", "value"), ("_ci_low", "low"), ("_ci_high", "high"))
+        return {f"test_{n}{s}": e[k] for n, e in entries.items() for s, k in parts if e[k] is not None}
     values = {"threshold": runs.threshold_of(result, runs.METRICS)}
     for section, prefix in TEST_PREFIXES.items():
         for name, metric in result[section].items():

@@ -14,10 +14,11 @@ import pandas as pd
 
 from xraylib import checkpoint, runs, tracking
 from xraylib.config import RunConfig
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
 from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_batches
-from xraylib.prepare import PreparedData, prepare_data, subset_counts
+from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
 from xraylib.strategy import distribution_strategy, precision_policy
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -53,7 +54,9 @@ def seed_everything(cfg: RunConfig) -> None:
 
 def compile_model(model, cfg: RunConfig, optimizer=None) -> None:
     """Attach an optimizer (a new one as `cfg` says, or the one given), the loss and the metrics named in
-    history.csv (loss, accuracy, auc)."""
+    history.csv (loss, accuracy, auc). Three classes: categorical cross-entropy on one-hot targets (the same loss
+    as sparse categorical cross-entropy) and `auc` the micro-averaged one-vs-rest ROC-AUC, so `monitor=val_auc`
+    works for both tasks."""
     import keras
 
     optimizers = {
@@ -62,27 +65,34 @@ def compile_model(model, cfg: RunConfig, optimizer=None) -> None:
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
+    if cfg.task == "three_class":  # one-hot targets, so that Keras' AUC (micro one-vs-rest) can read them
+        loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
     model.compile(
         optimizer=optimizer or optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        loss=loss,
+        metrics=[accuracy, keras.metrics.AUC(name="auc")],
         jit_compile=cfg.jit_compile,
         steps_per_execution=cfg.steps_per_execution,
     )
 
 
 def _targets(labels: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    """Labels as the head expects them: (N,) for the sound head, one-hot (N, 2) for the study's head."""
+    """Labels as the head expects them: (N,) for the sound head, one-hot (N, 2) for the study's head, one-hot
+    (N, 3) for three classes."""
+    if cfg.task == "three_class":
+        return np.eye(3, dtype=np.float32)[labels.astype(int)]
     if cfg.head == "study":
         return np.stack([1.0 - labels, labels], axis=1).astype(np.float32)
     return labels.astype(np.float32)
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Balanced class weights (scikit-learn's rule) for labels 0/1."""
+def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
+    """Balanced class weights (scikit-learn's rule) for class codes 0 .. n_classes - 1."""
     from sklearn.utils.class_weight import compute_class_weight
 
-    classes = np.array([0, 1])
+    classes = np.arange(n_classes)
     weights = compute_class_weight("balanced", classes=classes, y=labels.astype(int))
     return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
 
@@ -254,7 +264,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
             validation_data=tf_batches(val_x, val_y, cfg.batch_size, False, replicas=replicas),
             initial_epoch=first_epoch,
             epochs=cfg.epochs,
-            class_weight=class_weights(train_y) if use_weights else None,
+            class_weight=class_weights(train_y, len(CLASSES[cfg.task])) if use_weights else None,
             callbacks=[*kept, history, *tracked, *(callbacks or []), checkpoint.snapshot_callback(out)],
             shuffle=False,  # the stream is already shuffled, per epoch, by seed
             verbose=0,  # the history writer prints one line per epoch
@@ -275,11 +285,13 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
 
 
 def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    """P(pneumonia) per image; with `cfg.tta`, averaged with the horizontally flipped image."""
+    """P(pneumonia) per image, (N,), or three classes' probabilities, (N, 3); with `cfg.tta`, averaged with the
+    horizontally flipped image."""
     from xraylib.models import probability
 
     def run(x):
-        return probability(predict_in_batches(model, x, cfg.batch_size))
+        out = predict_in_batches(model, x, cfg.batch_size)
+        return np.asarray(out, dtype="float64") if cfg.task == "three_class" else probability(out)
 
     p = run(images)
     if cfg.tta:
@@ -333,10 +345,15 @@ def run_metrics(
 
 def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
     """Calibrate on validation, choose the threshold on the calibrated validation probabilities, predict the test
-    set, write predictions.csv, val_predictions.csv and metrics.json."""
+    set, write predictions.csv, val_predictions.csv and metrics.json (three classes: `three_class.evaluate_run`)."""
     from xraylib.calibration import effect, fit_calibration
     from xraylib.metrics import choose_threshold
 
+    if cfg.task == "three_class":
+        from xraylib import three_class
+
+        val_raw, test_raw = (predict_probabilities(model, prepared.images[s], cfg) for s in ("val", "test"))
+        return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     out = Path(out)
     val_raw = predict_probabilities(model, prepared.images["val"], cfg)
     calibration = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
@@ -371,6 +388,8 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
     }
+    if prepared.task != "binary":
+        config["left_out"] = {"images": prepared.left_out, "why": f"pneumonia {LEFT_OUT}"}
     runs.write_config(out, config, started=checkpoint.run_started(out))
     return config
 
