@@ -15,8 +15,9 @@ from xraylib.train import predictions_frame, run_metrics
 N_PATIENTS = 60
 
 
-def _fake_run(report_dir, backbone, skill, seed):
-    """A finished run folder whose probabilities separate the classes with the given skill."""
+def _fake_run(report_dir, backbone, skill, seed, name=None):
+    """A finished run folder (named `name`, else after its backbone) whose probabilities separate the classes with
+    the given skill."""
     rng = np.random.default_rng(seed)
     patients = np.repeat([f"kermany-person{i}" for i in range(N_PATIENTS)], 2)
     y = np.repeat(np.random.default_rng(0).integers(0, 2, N_PATIENTS), 2).astype(float)  # same test set for all
@@ -30,8 +31,8 @@ def _fake_run(report_dir, backbone, skill, seed):
             "path": "",
         }
     )
-    cfg = resolve_config(backbone, "demo", {"weights": "none"})
-    run = report_dir / backbone
+    cfg = resolve_config(backbone, "demo", {"weights": "none", "seed": seed})
+    run = report_dir / (name or backbone)
     write_json(run / "config.json", {"run": cfg.to_json()})
     write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
     write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5, rows["subtype"]))
@@ -98,6 +99,17 @@ def test_leaderboard_shows_gradcam_localisation_when_measured(report_dir):
     assert resnet.endswith("| 0.60 (0.30), 0.50 |")
     vgg = next(line for line in markdown.splitlines() if line.startswith("| vgg16"))
     assert vgg.endswith("] | |"), "a run without the measurement gets an empty last cell"
+
+
+def test_leaderboard_of_once_and_twice_run_backbones(tmp_path):
+    for seed in (0, 1):
+        _fake_run(tmp_path, "resnet34", 0.6, seed, name=f"resnet34-seed{seed}")
+    _fake_run(tmp_path, "vgg16", 0.2, seed=2)
+    lines = leaderboard.leaderboard_markdown(leaderboard.leaderboard(tmp_path)).splitlines()
+    resnet = next(line for line in lines if line.startswith("| resnet34"))
+    vgg = next(line for line in lines if line.startswith("| vgg16"))
+    assert "| 2 |" in resnet and " ± " in resnet, "mean ± SD over the two runs"
+    assert "| 1 |" in vgg and " ± " not in vgg and "nan" not in vgg, "one run has no SD"
 
 
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):

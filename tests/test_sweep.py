@@ -39,6 +39,7 @@ def test_sweep_runs_the_notebook_and_reports(swept):
     assert "papermill" in notebook["metadata"]
     for name in ("config.json", "history.csv", "model.keras", "predictions.csv", "metrics.json", "resnet34.log"):
         assert (run / name).is_file(), name
+    assert (run / "finished.json").is_file(), "the notebook marks its run complete, as `xraylib train` does"
     assert len(list((run / "figures").glob("*.png"))) >= 8
     for name in ("leaderboard.csv", "leaderboard.md", "summary.md", "figures/roc_overlay.png"):
         assert (out / name).is_file(), name
@@ -157,6 +158,7 @@ def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data,
     notebook = json.loads((tmp_path / "run" / "run.ipynb").read_text())
     assert any(c.get("outputs") for c in notebook["cells"]), "the partial notebook is kept"
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "finished.json").exists()
 
 
 def test_training_notebook_runs_as_is_from_any_directory(tmp_path, monkeypatch):

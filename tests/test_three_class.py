@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from xraylib.errors import InputError
+from xraylib.runs import read_threshold
 from xraylib.three_class import COLUMNS, RAW_COLUMNS, RUN_FIGURES
 
 CLASSES = ["normal", "bacterial", "viral"]
@@ -34,6 +35,7 @@ def test_run_writes_three_class_predictions_metrics_and_figures(three_class_run,
     assert set(pd.read_csv(three_class_run / "val_predictions.csv")["label"]) <= set(CLASSES)
     result = json.loads((three_class_run / "metrics.json").read_text())
     assert result["task"] == "three_class" and result["classes"] == CLASSES
+    assert result["threshold"]["rule"] == "argmax" and read_threshold(three_class_run) is None, "no threshold"
     test = result["test"]
     for name in ("macro_roc_auc", "macro_f1", "balanced_accuracy", "accuracy", "brier", "log_loss", "ece"):
         assert set(test[name]) == {"value", "low", "high"}, name

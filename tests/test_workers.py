@@ -78,9 +78,11 @@ def test_resume_reruns_the_killed_run_and_reports_mean_and_sd(killed_then_resume
     for backbone, group in runs.groupby("backbone"):
         assert board.loc[backbone, "roc_auc_mean"] == pytest.approx(group["roc_auc"].mean())
         assert board.loc[backbone, "roc_auc_sd"] == pytest.approx(group["roc_auc"].std(ddof=1))
-    mean = pd.read_csv(out / "mean_predictions" / "vgg16.csv").set_index("file")["p_pneumonia"]
-    seeds = [pd.read_csv(out / f"vgg16-seed{s}" / "predictions.csv").set_index("file")["p_pneumonia"] for s in (0, 1)]
-    assert mean.to_numpy() == pytest.approx(((seeds[0] + seeds[1]) / 2).loc[mean.index].to_numpy())
+    mean = pd.read_csv(out / "mean_predictions" / "vgg16.csv").set_index("file")
+    seeds = [pd.read_csv(out / f"vgg16-seed{s}" / "predictions.csv").set_index("file") for s in (0, 1)]
+    for column in ("p_pneumonia", "p_uncalibrated"):  # both averaged: none is one run's alone
+        expected = ((seeds[0][column] + seeds[1][column]) / 2).loc[mean.index]
+        assert mean[column].to_numpy() == pytest.approx(expected.to_numpy()), column
     assert "± " in (out / "leaderboard.md").read_text()
     assert (out / "figures" / "run_spread.png").is_file()
 

@@ -1,9 +1,10 @@
 """xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
 
-The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, download,
-synth, images, pipeline, layers, models, prepare, train, strategy, checkpoint, tracking, metrics, evaluate, explain,
-plots, gradcam_plots, compare_plots, data_plots, plot_style, report, sweep, workers, notebook, predict, app, export,
-export_formats, probe, bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
+The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, splits,
+download, synth, images, pipeline, layers, models, prepare, train, strategy, checkpoint, calibration, tracking, runs,
+metrics, multiclass, evaluate, three_class, explain, plots, gradcam_plots, compare_plots, multiclass_plots,
+data_plots, plot_style, leaderboard, report, sweep, workers, notebook, predict, app, export, export_formats, probe,
+bench, errors, fileio, cli (the training and model functions load TensorFlow when called).
 """
 
 from xraylib.backbones import BACKBONES, get_backbone

@@ -155,4 +155,4 @@ def discard(out: str | Path) -> None:
 
 def run_started(out: str | Path) -> bool:
     """Whether training has begun in the run folder `out` (its settings are fixed from then on)."""
-    return any((Path(out) / name).exists() for name in (HISTORY, MODEL, "backup"))
+    return backup_dir(out).exists() or any((Path(out) / name).exists() for name in (HISTORY, MODEL))

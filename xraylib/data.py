@@ -1,4 +1,4 @@
-"""Dataset index of the CoronaHack (Kaggle) and Kermany layouts, patient keys, splits, fetch."""
+"""The dataset index: the CoronaHack (Kaggle) and Kermany layouts, labels and pneumonia kinds, patient keys."""
 
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ from xraylib.metrics import (
     STUDY_FIGURES,
     STUDY_TITLES,
     TITLES,
-    _clean,
     evaluate,
     infer_threshold,
+    json_float,
     study_figures,
 )
 
@@ -187,7 +187,7 @@ def evaluate_file(
         result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
         result["at_threshold"]["threshold"] = threshold
         result["at_0.5"] = evaluate(y, p, groups, 0.5, n_boot, seed)
-    result["study_figures"] = {k: _clean(v) for k, v in study_figures(y, frame["y_pred"]).items()}
+    result["study_figures"] = {k: json_float(v) for k, v in study_figures(y, frame["y_pred"]).items()}
     return result
 
 
@@ -328,13 +328,10 @@ def evaluate_on(
 def _run_schema(result: dict, cfg, threshold: float) -> dict:
     """metrics.json in the layout a run writes (so report and figures read it), with where the images came from."""
     return {
-        "backbone": cfg.backbone,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
+        **runs.metrics_header(cfg, threshold),
         "run": result["run"],
         "data": result["data"],
         "layout": result["layout"],
-        "threshold": {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"},
         "n_test_images": result["n_images"],
         "n_test_patients": result["n_patients"],
         "at_threshold": result["at_threshold"],

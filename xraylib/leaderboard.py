@@ -16,8 +16,21 @@ from xraylib.errors import InputError
 from xraylib.explain import localization_means
 from xraylib.fileio import write_csv, write_text
 from xraylib.metrics import METRICS, holm, mcnemar, paired_auc_difference
+from xraylib.runs import (
+    COMPARISON_CSV,
+    LEADERBOARD_CSV,
+    LEADERBOARD_MD,
+    MEAN_PREDICTIONS,
+    PREDICTIONS,
+    RUNS_CSV,
+    SUMMARY_MD,
+    figure_path,
+    read_config,
+    read_metrics,
+    read_status,
+    threshold_of,
+)
 from xraylib.runs import METRICS as METRICS_JSON
-from xraylib.runs import PREDICTIONS, figure_path, read_config, read_metrics, read_status, threshold_of
 
 KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the leaderboard shows
 ROC_TITLE = "Test ROC curves"
@@ -96,7 +109,8 @@ def repeated(runs: pd.DataFrame) -> bool:
 
 def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
     """Backbone -> its test predictions (predictions.csv columns): a backbone run once, its run's; run several
-    times, each image's mean P(pneumonia) over its runs, labelled at the mean of their thresholds."""
+    times, each image's mean probabilities (calibrated and not) over its runs, labelled at the mean of their
+    thresholds."""
     runs, folders = run_table(report_dir), finished_runs(report_dir)
     out = {}
     for backbone, group in runs.groupby("backbone", sort=False):
@@ -108,10 +122,11 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
         p = pd.concat([f.set_index("file")["p_pneumonia"] for f in frames], axis=1, join="inner")
         if len(p) != len(first) or any(len(f) != len(first) for f in frames):
             raise InputError(f"the runs of {backbone} are not on the same test images: rerun them on one dataset")
-        mean, threshold = p.mean(axis=1), float(group["threshold"].mean())
-        frame = first.loc[p.index].assign(
-            p_pneumonia=mean, predicted=np.where(mean >= threshold, "pneumonia", "normal")
-        )
+        columns = [c for c in ("p_pneumonia", "p_uncalibrated") if c in first.columns]
+        means = {c: np.mean([f.set_index("file").loc[p.index, c] for f in frames], axis=0) for c in columns}
+        threshold = float(group["threshold"].mean())
+        predicted = np.where(means["p_pneumonia"] >= threshold, "pneumonia", "normal")
+        frame = first.loc[p.index].assign(**means, predicted=predicted)
         out[backbone] = frame.reset_index()[frames[0].columns]
     return out
 
@@ -206,9 +221,11 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
 
 
 def _spread(row: pd.Series, metric: str) -> str:
-    """`mean ± SD` of a metric over a backbone's runs."""
+    """`mean ± SD` of a metric over a backbone's runs (one run: no SD)."""
     mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
-    return "n/a" if pd.isna(mean) else f"{mean:.3f} ± {sd:.3f}"
+    if pd.isna(mean):
+        return "n/a"
+    return f"{mean:.3f}" if pd.isna(sd) else f"{mean:.3f} ± {sd:.3f}"
 
 
 def _cell(row: pd.Series, metric: str) -> str:
@@ -298,21 +315,21 @@ def build_report(report_dir: str | Path) -> str:
     if report_task(report_dir) == "three_class":
         return three_class.build_report(report_dir, finished_runs(report_dir))
     board = leaderboard(report_dir)
-    write_csv(report_dir / "leaderboard.csv", board)
+    write_csv(report_dir / LEADERBOARD_CSV, board)
     table = leaderboard_markdown(board)
-    write_text(report_dir / "leaderboard.md", table + "\n")
+    write_text(report_dir / LEADERBOARD_MD, table + "\n")
     comparison = comparison_table(report_dir)
     if not comparison.empty:
-        write_csv(report_dir / "comparison.csv", comparison)
+        write_csv(report_dir / COMPARISON_CSV, comparison)
     runs = run_table(report_dir)
-    write_csv(report_dir / "runs.csv", runs)
+    write_csv(report_dir / RUNS_CSV, runs)
     for name in COMPARISON_FIGURES:
         comparison_figure(name, report_dir, board)
     if repeated(runs):
         for name, frame in mean_predictions(report_dir).items():
-            write_csv(report_dir / "mean_predictions" / f"{name}.csv", frame)
+            write_csv(report_dir / MEAN_PREDICTIONS / f"{name}.csv", frame)
     summary = _summary(report_dir, board, comparison, table)
-    write_text(report_dir / "summary.md", summary)
+    write_text(report_dir / SUMMARY_MD, summary)
     return summary
 
 

@@ -168,7 +168,7 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
 # ---------------------------------------------------------------------------------------------- bootstrap
 
 
-def _group_codes(groups, n: int) -> np.ndarray:
+def group_codes(groups, n: int) -> np.ndarray:
     """Integer group codes; None means every image is its own group (an image bootstrap)."""
     if groups is None:
         return np.arange(n)
@@ -180,7 +180,7 @@ def _group_codes(groups, n: int) -> np.ndarray:
 
 def bootstrap_weights(groups, n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) image weights: how often each image's patient was drawn in each patient resample."""
-    codes = _group_codes(groups, n)
+    codes = group_codes(groups, n)
     n_groups = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
@@ -189,7 +189,8 @@ def bootstrap_weights(groups, n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts[:, codes].astype(float)
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise, NaN where den is 0."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
@@ -203,7 +204,7 @@ def weighted_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     neg = np.add.reduceat(ws * (1 - ys), starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg
     n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
-    return _ratio((pos * (below + 0.5 * neg)).sum(axis=1), n_pos * n_neg)
+    return safe_ratio((pos * (below + 0.5 * neg)).sum(axis=1), n_pos * n_neg)
 
 
 def weighted_average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -214,8 +215,8 @@ def weighted_average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> n
     tp = np.cumsum(np.add.reduceat(ws * ys, starts, axis=1), axis=1)
     fp = np.cumsum(np.add.reduceat(ws * (1 - ys), starts, axis=1), axis=1)
     n_pos = tp[:, -1:]
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, np.broadcast_to(n_pos, tp.shape))
+    precision = safe_ratio(tp, tp + fp)
+    recall = safe_ratio(tp, np.broadcast_to(n_pos, tp.shape))
     gain = np.diff(np.concatenate([np.zeros((len(w), 1)), recall], axis=1), axis=1)
     ap = np.nansum(gain * np.nan_to_num(precision), axis=1)
     return np.where(n_pos[:, 0] > 0, ap, np.nan)
@@ -227,14 +228,14 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, w: np.ndarr
     tp, fp = w @ (y * pred), w @ ((1 - y) * pred)
     fn, tn = w @ (y * (1 - pred)), w @ ((1 - y) * (1 - pred))
     n = tp + fp + fn + tn
-    sens, spec = _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    sens, spec = safe_ratio(tp, tp + fn), safe_ratio(tn, tn + fp)
     out = {
-        "accuracy": _ratio(tp + tn, n),
+        "accuracy": safe_ratio(tp + tn, n),
         "sensitivity": sens,
         "specificity": spec,
-        "precision": _ratio(tp, tp + fp),
-        "npv": _ratio(tn, tn + fn),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": safe_ratio(tp, tp + fp),
+        "npv": safe_ratio(tn, tn + fn),
+        "f1": safe_ratio(2 * tp, 2 * tp + fp + fn),
         "balanced_accuracy": (sens + spec) / 2,
     }
     if np.isnan(p).any():
@@ -242,11 +243,11 @@ def weighted_metrics(y: np.ndarray, p: np.ndarray, pred: np.ndarray, w: np.ndarr
         return out
     out["roc_auc"] = weighted_auc(y, p, w)
     out["pr_auc"] = weighted_average_precision(y, p, w)
-    out["brier"] = _ratio(w @ (p - y) ** 2, n)
+    out["brier"] = safe_ratio(w @ (p - y) ** 2, n)
     bins = np.minimum((p * ECE_BINS).astype(int), ECE_BINS - 1)
     onehot = np.zeros((len(p), ECE_BINS))
     onehot[np.arange(len(p)), bins] = y - p
-    out["ece"] = _ratio(np.abs(w @ onehot).sum(axis=1), n)
+    out["ece"] = safe_ratio(np.abs(w @ onehot).sum(axis=1), n)
     return out
 
 
@@ -259,7 +260,7 @@ def bootstrap_metrics(y, p, pred, groups=None, n_boot: int = 1000, seed: int = 0
     return {k: np.concatenate([part[k] for part in parts]) for k in METRICS}
 
 
-def _clean(value) -> float | None:
+def json_float(value) -> float | None:
     """A JSON-ready float: None for NaN/inf."""
     value = float(value)
     return value if math.isfinite(value) else None
@@ -279,7 +280,7 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
         if pred.shape != y.shape:
             raise InputError(f"{len(y)} labels but {len(pred)} predictions")
     point = binary_metrics(y, p, y_pred=pred)
-    codes = _group_codes(groups, len(y))
+    codes = group_codes(groups, len(y))
     notes: list[str] = []
     result: dict = {}
     boot = bootstrap_metrics(y, p, pred, codes, n_boot, seed) if n_boot > 0 else {}
@@ -295,7 +296,7 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
                     notes.append(f"{name}: CI from {len(draws)} of {n_boot} resamples (others had it undefined)")
             else:
                 notes.append(f"{name}: no CI, undefined in {n_boot - len(draws)} of {n_boot} resamples")
-        result[name] = {"value": _clean(value), "low": _clean(low), "high": _clean(high)}
+        result[name] = {"value": json_float(value), "low": json_float(low), "high": json_float(high)}
     if np.isnan(p).any():
         notes.append("ROC-AUC, PR-AUC, Brier and ECE need probabilities: these predictions are hard labels")
     elif not 0 < y.sum() < len(y):
@@ -324,7 +325,7 @@ def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: i
     {value, low, high, n_images}: 95 % CI from a bootstrap resampling patients."""
     y, pred = np.asarray(y).astype(int).ravel(), np.asarray(pred).astype(int).ravel()
     kinds = np.asarray(kinds, dtype=object).ravel()
-    codes = _group_codes(groups, len(y))
+    codes = group_codes(groups, len(y))
     out = {}
     for kind in sorted({k for k in kinds[y == 1] if k}):
         chosen = (y == 1) & (kinds == kind)
@@ -332,7 +333,7 @@ def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: i
         entry = {"value": float(hit.mean()), "low": None, "high": None, "n_images": int(chosen.sum())}
         if n_boot > 0:
             w = bootstrap_weights(codes[chosen], int(chosen.sum()), n_boot, seed)
-            draws = _ratio(w @ hit, w.sum(axis=1))
+            draws = safe_ratio(w @ hit, w.sum(axis=1))
             low, high = np.quantile(draws[np.isfinite(draws)], [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
             entry.update(low=float(low), high=float(high))
         out[kind] = entry
@@ -384,7 +385,7 @@ def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: in
     out = dict(none, auc_a=float(auc_a), auc_b=float(auc_b), difference=float(diff))
     if n_boot <= 0:
         return out
-    w = bootstrap_weights(_group_codes(groups, len(y)), len(y), n_boot, seed)
+    w = bootstrap_weights(group_codes(groups, len(y)), len(y), n_boot, seed)
     draws = weighted_auc(y, p_a, w) - weighted_auc(y, p_b, w)
     draws = draws[np.isfinite(draws)]
     low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])

@@ -16,7 +16,7 @@ import pandas as pd
 
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
-from xraylib.metrics import CONFIDENCE, ECE_BINS, _clean, _group_codes, _ratio, bootstrap_weights, weighted_auc
+from xraylib.metrics import CONFIDENCE, ECE_BINS, bootstrap_weights, group_codes, json_float, safe_ratio, weighted_auc
 
 THREE_CLASSES = CLASSES["three_class"]
 SUMMARY_METRICS = ("macro_roc_auc", "macro_f1", "balanced_accuracy", "accuracy")
@@ -77,7 +77,7 @@ def weighted_multiclass(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, w: n
     counts = (w @ (truth[:, :, None] * guess[:, None, :]).reshape(len(y), k * k)).reshape(len(w), k, k)
     rows, cols, diag = counts.sum(axis=2), counts.sum(axis=1), np.diagonal(counts, axis1=1, axis2=2)
     total = rows.sum(axis=1)
-    recall, precision, f1 = _ratio(diag, rows), _ratio(diag, cols), _ratio(2 * diag, rows + cols)
+    recall, precision, f1 = safe_ratio(diag, rows), safe_ratio(diag, cols), safe_ratio(2 * diag, rows + cols)
     auc = np.stack([weighted_auc(truth[:, c], probs[:, c], w) for c in range(k)], axis=1)
     confidence = probs.max(axis=1)
     bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
@@ -88,16 +88,16 @@ def weighted_multiclass(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, w: n
         "macro_roc_auc": auc.mean(axis=1),
         "macro_f1": f1.mean(axis=1),
         "balanced_accuracy": recall.mean(axis=1),
-        "accuracy": _ratio(diag.sum(axis=1), total),
-        "brier": _ratio(w @ ((probs - truth) ** 2).sum(axis=1), total),
-        "log_loss": _ratio(w @ -picked, total),
-        "ece": _ratio(np.abs(w @ gaps).sum(axis=1), total),
+        "accuracy": safe_ratio(diag.sum(axis=1), total),
+        "brier": safe_ratio(w @ ((probs - truth) ** 2).sum(axis=1), total),
+        "log_loss": safe_ratio(w @ -picked, total),
+        "ece": safe_ratio(np.abs(w @ gaps).sum(axis=1), total),
         "roc_auc": auc,
         "recall": recall,
         "precision": precision,
         "f1": f1,
         "counts": counts,
-        "row_percent": 100 * _ratio(counts, rows[:, :, None]),
+        "row_percent": 100 * safe_ratio(counts, rows[:, :, None]),
     }
 
 
@@ -119,7 +119,7 @@ def _interval(value: float, draws: np.ndarray, n_boot: int, name: str, notes: li
                 notes.append(f"{name}: CI from {len(finite)} of {n_boot} resamples (others had it undefined)")
         else:
             notes.append(f"{name}: no CI, undefined in {n_boot - len(finite)} of {n_boot} resamples")
-    return {"value": _clean(value), "low": _clean(low), "high": _clean(high)}
+    return {"value": json_float(value), "low": json_float(low), "high": json_float(high)}
 
 
 def evaluate_multiclass(
@@ -131,7 +131,7 @@ def evaluate_multiclass(
     if probs.shape[1] != len(classes):
         raise InputError(f"{probs.shape[1]} probability columns for {len(classes)} classes")
     pred = probs.argmax(axis=1)
-    codes = _group_codes(groups, len(y))
+    codes = group_codes(groups, len(y))
     point = {k: v[0] for k, v in weighted_multiclass(y, probs, pred, np.ones((1, len(y)))).items()}
     if n_boot > 0:
         w = bootstrap_weights(codes, len(y), n_boot, seed)

@@ -48,9 +48,8 @@ def plot_ovr_roc(y, probs, result: dict, title: str | None = None, path: str | o
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize="small")
         macro = result["macro_roc_auc"]
-        note = (
-            f"macro AUC {macro['value']:.3f}{_ci(macro)}; {result['n_images']} images, {result['n_patients']} patients"
-        )
+        macro_auc = "undefined" if macro["value"] is None else f"{macro['value']:.3f}{_ci(macro)}"
+        note = f"macro AUC {macro_auc}; {result['n_images']} images, {result['n_patients']} patients"
         ax.set_title(titled(title, "One-vs-rest ROC curves", note + "\n95 % CI: bootstrap over patients"))
     return save_png(fig, path)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from xraylib import runs
-from xraylib.calibration import Calibration, from_json
+from xraylib.calibration import Calibration
 from xraylib.errors import InputError
 from xraylib.images import IMAGE_SUFFIXES, load_gray
 from xraylib.pipeline import decode_images
@@ -112,7 +112,7 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
         threshold, source = math.nan, "none: three classes, the argmax class is predicted"
     else:
         threshold, source = resolve_threshold(run_dir, threshold, metrics)  # bad values fail before the slow load
-    calibration = from_json(metrics.get("calibration"), run_dir / runs.METRICS)
+    calibration = runs.calibration_of(metrics, run_dir / runs.METRICS)
     model = load_model(path)
     size = _model_size(model, path)
     if cfg is not None and cfg.image_size and int(cfg.image_size) != size:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -41,8 +42,12 @@ PREDICTIONS = "predictions.csv"
 VAL_PREDICTIONS = "val_predictions.csv"
 TIMINGS = "timings.json"
 STATUS = "status.json"
-FINISHED = "finished.json"  # written last by `train`: a run killed before it is completed by the same command
+FINISHED = "finished.json"  # written last by `train` and the training notebook: a run is complete
 FIGURES = "figures"
+# a sweep's report folder, beside its run folders
+LEADERBOARD_CSV, LEADERBOARD_MD, RUNS_CSV = "leaderboard.csv", "leaderboard.md", "runs.csv"
+COMPARISON_CSV, SUMMARY_MD = "comparison.csv", "summary.md"
+MEAN_PREDICTIONS = "mean_predictions"  # a backbone run several times: MEAN_PREDICTIONS/<backbone>.csv
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -90,6 +95,16 @@ def write_config(out: str | os.PathLike, config: dict, started: bool) -> None:
     write_json(path, config)
 
 
+def metrics_header(cfg: RunConfig, threshold: float | None) -> dict:
+    """The head of a run's metrics.json: backbone, preset, seed and the decision threshold chosen on validation
+    (None: three classes, the argmax class is predicted)."""
+    if threshold is None:
+        chosen = {"rule": "argmax", "value": None, "chosen_on": "none: the predicted class is the argmax"}
+    else:
+        chosen = {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"}
+    return {"backbone": cfg.backbone, "preset": cfg.preset, "seed": cfg.seed, "threshold": chosen}
+
+
 def read_metrics(run_dir: str | os.PathLike) -> dict:
     """metrics.json of a finished run."""
     path = Path(run_dir) / METRICS
@@ -104,9 +119,9 @@ def stored_metrics(run_dir: str | os.PathLike) -> dict:
 
 
 def threshold_of(metrics: dict, source: str | os.PathLike) -> float | None:
-    """The decision threshold in a metrics.json object: None when there is no object, NaN when it records an
-    undefined one; `source` names it in errors."""
-    if not metrics:
+    """The decision threshold in a metrics.json object: None when there is no object or the run predicts the argmax
+    class (three classes), NaN when it records an undefined one; `source` names it in errors."""
+    if not metrics or (metrics.get("threshold") or {}).get("rule") == "argmax":
         return None
     try:
         value = float(metrics["threshold"]["value"])
@@ -122,9 +137,14 @@ def read_threshold(run_dir: str | os.PathLike) -> float | None:
     return threshold_of(stored_metrics(run_dir), Path(run_dir) / METRICS)
 
 
+def calibration_of(metrics: dict, source: str | os.PathLike) -> Calibration:
+    """The calibration map in a metrics.json object (the identity when there is none); `source` names it in errors."""
+    return from_json(metrics.get("calibration"), source)
+
+
 def read_calibration(run_dir: str | os.PathLike) -> Calibration:
     """The calibration map stored with a run (the identity when there is none)."""
-    return from_json(stored_metrics(run_dir).get("calibration"), Path(run_dir) / METRICS)
+    return calibration_of(stored_metrics(run_dir), Path(run_dir) / METRICS)
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:
@@ -159,9 +179,9 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
     return (Path(run_dir) / FINISHED).is_file()
 
 
-def mark_finished(run_dir: str | os.PathLike, when: str) -> None:
-    """The last write of a run: finished.json with its UTC time."""
-    write_json(Path(run_dir) / FINISHED, {"finished": when})
+def mark_finished(run_dir: str | os.PathLike) -> None:
+    """The last write of a run: finished.json with the UTC time."""
+    write_json(Path(run_dir) / FINISHED, {"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
 
 def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ from xraylib.errors import InputError
 
 def _fold_plan(fraction: float) -> tuple[int, int]:
     """(n_splits, n_val_folds) whose ratio is closest to `fraction` with few folds."""
-    best = (10, max(1, round(fraction * 10)))
+    best = (10, round(fraction * 10)) if fraction >= 0.1 else (max(2, round(1 / fraction)), 1)
     best_err = abs(best[1] / best[0] - fraction)
     for n in range(2, 41):
         k = round(fraction * n)

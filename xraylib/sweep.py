@@ -12,7 +12,15 @@ from pathlib import Path
 
 from xraylib.errors import InputError
 from xraylib.fileio import stderr_into
-from xraylib.runs import COMPARE_NOTEBOOK, TRAIN_NOTEBOOK, epochs_done, notebook_path, read_status, write_status
+from xraylib.runs import (
+    COMPARE_NOTEBOOK,
+    SUMMARY_MD,
+    TRAIN_NOTEBOOK,
+    epochs_done,
+    notebook_path,
+    read_status,
+    write_status,
+)
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,7 @@ def _follow_epochs(running: set[Path], bar, stop: threading.Event) -> None:
     """Show the current epoch of each running notebook (read from its history.csv) on the progress bar."""
     shown = ""
     while not stop.wait(2.0):
-        text = ", ".join(f"{d.name}: {epochs_done(d)} epoch(s)" for d in sorted(running)) or "starting"
+        text = ", ".join(f"{d.name}: {epochs_done(d)} epoch(s)" for d in sorted(running.copy())) or "starting"
         if text != shown:
             shown = text
             bar.set_postfix_str(text, refresh=True)
@@ -213,8 +221,9 @@ def _sweep_locked(
             stop.set()
     failed = [name for name in failed if name]
     try:
-        print(build_report(out))
-        compare_notebook(out)
+        if not compare_notebook(out):  # its first cell builds the report
+            build_report(out)
+        print((out / SUMMARY_MD).read_text())
     except InputError as exc:  # nothing finished: there is no comparison to make
         print(f"no report: {exc}")
     write_index(out, {run.name: read_status(out / run.name) for run in runs}, f"Sweep report: {out.name}")
@@ -241,15 +250,21 @@ def _finished(bar, run: RunSpec, status: dict) -> str:
     return "" if status["status"] == "done" else run.name
 
 
-def compare_notebook(report_dir: Path) -> None:
-    """Execute the comparison notebook into the report folder (with its HTML); a failure is printed, not raised."""
+def compare_notebook(report_dir: Path) -> bool:
+    """Execute the comparison notebook into the report folder (with its HTML), which builds the report (leaderboard,
+    figures, summary.md) as its first cell; whether it ran to the end. A failure is printed, not raised."""
     import papermill
 
+    from xraylib.leaderboard import finished_runs
     from xraylib.notebook import execute
 
+    if not finished_runs(report_dir):
+        raise InputError(f"{report_dir} holds no finished run")
     output = report_dir / COMPARE_NOTEBOOK.name
     try:
         with output.with_suffix(".log").open("w") as stream, stderr_into(stream):
             execute(COMPARE_NOTEBOOK, output, {"report_dir": str(report_dir)}, cwd=report_dir, log=stream)
     except papermill.PapermillExecutionError as exc:
         print(f"the comparison notebook failed ({exc.ename}: {exc.evalue}); see {output}".splitlines()[0])
+        return False
+    return True

@@ -1,5 +1,5 @@
-"""The three-class task's files: a run's predictions (one probability per class) and metrics.json, and reading,
-scoring and printing any three-class predictions file.
+"""The three-class task (Normal / Bacterial / Viral): a run's predictions and metrics.json, reading, scoring and
+printing any three-class predictions file, and a sweep's three-class leaderboard.
 
 predictions.csv of a three-class run: file, patient, label (normal | bacterial | viral), p_normal, p_bacterial,
 p_viral (calibrated when the run calibrates, then also p_uncalibrated_normal, ...), predicted (the argmax class),
@@ -57,12 +57,9 @@ def predictions_frame(rows: pd.DataFrame, probs: np.ndarray, raw: np.ndarray | N
 def _schema(cfg: RunConfig, result: dict) -> dict:
     """metrics.json of a three-class run around `evaluate_multiclass`'s result of its test set."""
     return {
-        "backbone": cfg.backbone,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
+        **runs.metrics_header(cfg, None),
         "task": "three_class",
         "classes": list(THREE_CLASSES),
-        "threshold": {"rule": "argmax", "value": None, "chosen_on": "none: the predicted class is the argmax"},
         "n_test_images": result["n_images"],
         "n_test_patients": result["n_patients"],
         "test": result,
@@ -265,33 +262,22 @@ def _interval(entry: dict) -> str:
     return "" if entry.get("low") is None else f"{entry['low']:.3f}–{entry['high']:.3f}"
 
 
-def confusion_table(result: dict) -> pd.DataFrame:
-    """The test confusion matrix: `count (row % [95 % CI])` per cell, rows the true class."""
-    confusion, classes = result["test"]["confusion"], result["test"]["classes"]
-    percent = confusion["row_percent"]
-    cells = [
-        [
-            f"{confusion['counts'][i][j]} ({_cell({k: percent[k][i][j] for k in ('value', 'low', 'high')}, 1)} %)"
-            for j in range(len(classes))
-        ]
-        for i in range(len(classes))
-    ]
-    return pd.DataFrame(cells, index=pd.Index(classes, name="true"), columns=pd.Index(classes, name="predicted"))
-
-
 # ---------------------------------------------------------------------------------------------- a sweep's runs
 
 LEADERBOARD_METRICS = SUMMARY_METRICS + tuple(f"roc_auc_{name}" for name in THREE_CLASSES)
 
 
 def _mean_frame(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
-    """One predictions table of several runs on the same test images: their mean class probabilities."""
+    """One predictions table of several runs on the same test images: their mean class probabilities (calibrated
+    and not)."""
     first = frames[0].set_index("file")
     if any(len(f) != len(first) or not f["file"].isin(first.index).all() for f in frames):
         raise InputError(f"the runs of {name} are not on the same test images: rerun them on one dataset")
-    probs = sum(f.set_index("file").loc[first.index, COLUMNS].to_numpy(float) for f in frames) / len(frames)
-    mean = first.assign(**{c: probs[:, i] for i, c in enumerate(COLUMNS)})
-    return mean.assign(predicted=np.asarray(THREE_CLASSES)[probs.argmax(axis=1)]).reset_index()
+    columns = [c for c in COLUMNS + RAW_COLUMNS if c in first.columns]
+    probs = sum(f.set_index("file").loc[first.index, columns].to_numpy(float) for f in frames) / len(frames)
+    mean = first.assign(**{c: probs[:, i] for i, c in enumerate(columns)})
+    predicted = mean[list(COLUMNS)].to_numpy().argmax(axis=1)
+    return mean.assign(predicted=np.asarray(THREE_CLASSES)[predicted]).reset_index()
 
 
 def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
@@ -332,9 +318,9 @@ def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
     from xraylib.fileio import write_text
 
     board = leaderboard(folders)
-    write_csv(report_dir / "leaderboard.csv", board)
+    write_csv(report_dir / runs.LEADERBOARD_CSV, board)
     table = leaderboard_markdown(board)
-    write_text(report_dir / "leaderboard.md", table + "\n")
+    write_text(report_dir / runs.LEADERBOARD_MD, table + "\n")
     best = board.iloc[0]
     summary = "\n".join(
         [
@@ -348,5 +334,5 @@ def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
             "",
         ]
     )
-    write_text(report_dir / "summary.md", summary)
+    write_text(report_dir / runs.SUMMARY_MD, summary)
     return summary

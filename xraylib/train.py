@@ -331,10 +331,7 @@ def run_metrics(
     kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
     by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
     return {
-        "backbone": cfg.backbone,
-        "preset": cfg.preset,
-        "seed": cfg.seed,
-        "threshold": {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"},
+        **runs.metrics_header(cfg, threshold),
         "n_test_images": int(len(y)),
         "n_test_patients": int(len(set(groups))),
         "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
@@ -423,7 +420,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     report.save_run_figures(out, model=model)
     explain.save_localization(out, model=model)
     tracking.log_results(cfg, out)
-    runs.mark_finished(out, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    runs.mark_finished(out)
     return out
 
 
