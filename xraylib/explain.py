@@ -20,6 +20,9 @@ from xraylib.fileio import write_csv
 if TYPE_CHECKING:
     import keras
 
+# Grad-CAM's default batch: the pixels of 16 images of 224 px (125 of 80 px). An eager step holds every layer's
+# output until it ends: EfficientNetV2-M needs about 0.26 GB per 224-px image (83 at once peaked at 22.7 GB).
+BATCH_PIXELS = 16 * 224 * 224
 LOCALIZATION_CSV = "gradcam_in_masks.csv"  # a run's per-image Grad-CAM mass and peak inside the masks
 _POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
 
@@ -54,7 +57,7 @@ def gradcam(
     images: np.ndarray,
     layer: str | None = None,
     target: str = "predicted",
-    batch_size: int = 16,
+    batch_size: int | None = None,
     threshold: float = 0.5,
     classes=None,
 ) -> np.ndarray:
@@ -64,7 +67,9 @@ def gradcam(
     the sigmoid cannot saturate the gradient); target "predicted" explains each image's predicted class (the sign
     flips for images predicted normal at `threshold`), "pneumonia" always explains pneumonia. A three-class
     (softmax) model: the pre-softmax logit of each image's class in `classes` ((N,) codes), by default its
-    predicted (argmax) class.
+    predicted (argmax) class. `batch_size`: images per eager step, by default as many as `BATCH_PIXELS` holds (a
+    deep backbone's per-layer cost in eager mode is paid once per batch: EfficientNetV2-M explains 75 images of
+    80 px in 3.1 s at once, 7.4 s in batches of 16).
     """
     import keras
     import tensorflow as tf
@@ -101,6 +106,7 @@ def gradcam(
         return feats, grads, out
 
     size = images.shape[1:3]
+    batch_size = batch_size or max(1, BATCH_PIXELS // (size[0] * size[1]))
     maps = []
     for start in range(0, len(images), batch_size):
         wanted = None if classes is None else tf.constant(np.asarray(classes)[start : start + batch_size], "int32")

@@ -306,7 +306,11 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
 
 
 def adapt_to_data(
-    model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32
+    model: keras.Model,
+    images: np.ndarray,
+    random_backbone: bool,
+    batch_size: int = 32,
+    features: keras.Model | None = None,
 ) -> np.ndarray | None:
     """Statistics of a model's frozen parts from training images, before training.
 
@@ -314,7 +318,8 @@ def adapt_to_data(
     inputs on one batch of images (instead of its initial 0 and 1, which let activations grow layer after layer);
     then the `pool_norm` layer, if any, standardises the pooled features (`standardise_pooled`). Together they
     turn a frozen backbone, random or ImageNet, into features a linear head learns from (the `demo` preset).
-    Returns the pooled features of `images` when `pool_norm` needed them, else None.
+    Returns the pooled features of `images` when `pool_norm` needed them, else None; `features`: the model's
+    `feature_model` when the caller has one (its traced predict is then reused).
     """
     import keras
 
@@ -330,7 +335,7 @@ def adapt_to_data(
             layer.trainable, layer.momentum = False, momentum
     if "pool_norm" not in {layer.name for layer in model.layers}:
         return None
-    pooled = predict_in_batches(feature_model(model), images, batch_size)
+    pooled = predict_in_batches(features or feature_model(model), images, batch_size)
     standardise_pooled(model.get_layer("pool_norm"), pooled)
     return pooled
 

@@ -210,9 +210,11 @@ def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
     from xraylib.models import adapt_to_data, split_at_features
 
     train_x = prepared.images["train"]
-    pooled = adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
     with model.distribute_strategy.scope():
         features, head = split_at_features(model)
+    random = cfg.weights == "none"
+    pooled = adapt_to_data(model, train_x, random_backbone=random, batch_size=cfg.batch_size, features=features)
+    with model.distribute_strategy.scope():
         compile_model(head, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
     if pooled is None:
         pooled = predict_in_batches(features, train_x, cfg.batch_size)
