@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -286,6 +287,9 @@ def _pooled_index(model: keras.Model) -> int:
     return names.index("pool") if "pool" in names else len(names) - 2
 
 
+_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its split_at_features
+
+
 def feature_model(model: keras.Model) -> keras.Model:
     """The part of `model` from the image to the pooled backbone features, sharing its layers."""
     import keras
@@ -294,15 +298,17 @@ def feature_model(model: keras.Model) -> keras.Model:
 
 
 def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(features, head) sharing `model`'s layers: `feature_model`, and the layers after it.
-    Training the head trains `model`'s head."""
+    """(features, head) sharing `model`'s layers: `feature_model`, and the layers after it. Training the head
+    trains `model`'s head. Built once per model, so that each half's traced predict is reused."""
     import keras
 
-    features = feature_model(model)
-    x = pooled = keras.Input(features.output.shape[1:], name="pooled")
-    for layer in model.layers[_pooled_index(model) + 1 :]:
-        x = layer(x)
-    return features, keras.Model(pooled, x, name="head")
+    if model not in _SPLITS:
+        features = feature_model(model)
+        x = pooled = keras.Input(features.output.shape[1:], name="pooled")
+        for layer in model.layers[_pooled_index(model) + 1 :]:
+            x = layer(x)
+        _SPLITS[model] = features, keras.Model(pooled, x, name="head")
+    return _SPLITS[model]
 
 
 def adapt_to_data(

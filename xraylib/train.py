@@ -288,11 +288,19 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
 
 def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
     """P(pneumonia) per image, (N,), or three classes' probabilities, (N, 3); with `cfg.tta`, averaged with the
-    horizontally flipped image."""
-    from xraylib.models import probability
+    horizontally flipped image. A frozen backbone: its pooled features, then the head (`models.split_at_features`,
+    whose features half has run on the training images already)."""
+    from xraylib.models import probability, split_at_features
+
+    def outputs(x):
+        if cfg.fine_tune != "none":
+            return predict_in_batches(model, x, cfg.batch_size)
+        with model.distribute_strategy.scope():
+            features, head = split_at_features(model)
+        return predict_in_batches(head, predict_in_batches(features, x, cfg.batch_size), cfg.batch_size)
 
     def run(x):
-        out = predict_in_batches(model, x, cfg.batch_size)
+        out = outputs(x)
         return np.asarray(out, dtype="float64") if cfg.task == "three_class" else probability(out)
 
     p = run(images)
