@@ -122,3 +122,25 @@ def test_metrics_table_lists_both_thresholds(report_dir):
     table = report.metrics_table(result)
     assert {"roc_auc", "sensitivity", "specificity"} <= set(table.index)
     assert {"value", "95% CI", "at 0.5"} <= set(table.columns)
+
+
+def test_mean_predictions_average_only_what_every_run_has(tmp_path):
+    folders = [_fake_run(tmp_path, "resnet34", 0.6, seed, name=f"resnet34-seed{seed}") for seed in (0, 1)]
+    frame = pd.read_csv(folders[0] / "predictions.csv")
+    write_csv(folders[0] / "predictions.csv", frame.assign(p_uncalibrated=frame["p_pneumonia"]))
+    mean = leaderboard.mean_predictions(tmp_path)["resnet34"].set_index("file")
+    assert "p_uncalibrated" not in mean.columns, "one run's uncalibrated probabilities are not the mean's"
+    runs = [pd.read_csv(folder / "predictions.csv").set_index("file")["p_pneumonia"] for folder in folders]
+    assert mean["p_pneumonia"].to_numpy() == pytest.approx(((runs[0] + runs[1]) / 2).loc[mean.index].to_numpy())
+
+
+def test_a_comparison_notebook_that_cannot_run_is_printed_not_raised(report_dir, monkeypatch, capsys):
+    import xraylib.notebook
+    from xraylib.sweep import compare_notebook
+
+    def dead_kernel(*args, **kwargs):
+        raise RuntimeError("Kernel died before replying")
+
+    monkeypatch.setattr(xraylib.notebook, "execute", dead_kernel)
+    assert compare_notebook(report_dir) is False, "the sweep then builds the report itself"
+    assert "did not run (RuntimeError: Kernel died before replying)" in capsys.readouterr().out

@@ -122,12 +122,13 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
         p = pd.concat([f.set_index("file")["p_pneumonia"] for f in frames], axis=1, join="inner")
         if len(p) != len(first) or any(len(f) != len(first) for f in frames):
             raise InputError(f"the runs of {backbone} are not on the same test images: rerun them on one dataset")
-        columns = [c for c in ("p_pneumonia", "p_uncalibrated") if c in first.columns]
+        partial = [] if all("p_uncalibrated" in f.columns for f in frames) else ["p_uncalibrated"]  # not averaged
+        columns = [c for c in ("p_pneumonia", "p_uncalibrated") if c in first.columns and c not in partial]
         means = {c: np.mean([f.set_index("file").loc[p.index, c] for f in frames], axis=0) for c in columns}
         threshold = float(group["threshold"].mean())
         predicted = np.where(means["p_pneumonia"] >= threshold, "pneumonia", "normal")
-        frame = first.loc[p.index].assign(**means, predicted=predicted)
-        out[backbone] = frame.reset_index()[frames[0].columns]
+        frame = first.loc[p.index].drop(columns=partial, errors="ignore").assign(**means, predicted=predicted)
+        out[backbone] = frame.reset_index()[[c for c in frames[0].columns if c not in partial]]
     return out
 
 

@@ -267,4 +267,8 @@ def compare_notebook(report_dir: Path) -> bool:
     except papermill.PapermillExecutionError as exc:
         print(f"the comparison notebook failed ({exc.ename}: {exc.evalue}); see {output}".splitlines()[0])
         return False
+    except Exception as exc:  # its kernel died, timed out or did not start: the sweep builds the report itself
+        log = output.with_suffix(".log")
+        print(f"the comparison notebook did not run ({type(exc).__name__}: {exc}); see {log}".splitlines()[0])
+        return False
     return True
