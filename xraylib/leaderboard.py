@@ -25,6 +25,7 @@ from xraylib.runs import (
     RUNS_CSV,
     SUMMARY_MD,
     figure_path,
+    mean_probabilities,
     read_config,
     read_metrics,
     read_status,
@@ -118,17 +119,10 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
         if len(frames) == 1:
             out[backbone] = frames[0]
             continue
-        first = frames[0].set_index("file")
-        p = pd.concat([f.set_index("file")["p_pneumonia"] for f in frames], axis=1, join="inner")
-        if len(p) != len(first) or any(len(f) != len(first) for f in frames):
-            raise InputError(f"the runs of {backbone} are not on the same test images: rerun them on one dataset")
-        partial = [] if all("p_uncalibrated" in f.columns for f in frames) else ["p_uncalibrated"]  # not averaged
-        columns = [c for c in ("p_pneumonia", "p_uncalibrated") if c in first.columns and c not in partial]
-        means = {c: np.mean([f.set_index("file").loc[p.index, c] for f in frames], axis=0) for c in columns}
+        mean = mean_probabilities(frames, ["p_pneumonia", "p_uncalibrated"], backbone)
         threshold = float(group["threshold"].mean())
-        predicted = np.where(means["p_pneumonia"] >= threshold, "pneumonia", "normal")
-        frame = first.loc[p.index].drop(columns=partial, errors="ignore").assign(**means, predicted=predicted)
-        out[backbone] = frame.reset_index()[[c for c in frames[0].columns if c not in partial]]
+        mean["predicted"] = np.where(mean["p_pneumonia"] >= threshold, "pneumonia", "normal")
+        out[backbone] = mean.reset_index()[[c for c in frames[0].columns if c == "file" or c in mean.columns]]
     return out
 
 

@@ -147,6 +147,19 @@ def read_calibration(run_dir: str | os.PathLike) -> Calibration:
     return calibration_of(stored_metrics(run_dir), Path(run_dir) / METRICS)
 
 
+def mean_probabilities(frames: list[pd.DataFrame], columns: list[str], what: str) -> pd.DataFrame:
+    """Several runs' predictions.csv tables of the same test images as one, indexed by file: the first run's rows
+    with each probability column of `columns` that every run has averaged over the runs; one that only some runs
+    have is left out. `what` names the runs in errors."""
+    first = frames[0].set_index("file")
+    if any(len(f) != len(first) or not f["file"].isin(first.index).all() for f in frames):
+        raise InputError(f"the runs of {what} are not on the same test images: rerun them on one dataset")
+    shared = [c for c in columns if all(c in f.columns for f in frames)]
+    mean = first.drop(columns=[c for c in columns if c in first.columns and c not in shared])
+    indexed = [f.set_index("file").loc[first.index] for f in frames]
+    return mean.assign(**{c: sum(f[c] for f in indexed) / len(frames) for c in shared})
+
+
 def read_status(run_dir: str | os.PathLike) -> dict:
     """A sweep run's status.json (`{}` if it never started)."""
     path = Path(run_dir) / STATUS

@@ -270,13 +270,7 @@ LEADERBOARD_METRICS = SUMMARY_METRICS + tuple(f"roc_auc_{name}" for name in THRE
 def _mean_frame(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
     """One predictions table of several runs on the same test images: their mean class probabilities (calibrated
     and not)."""
-    first = frames[0].set_index("file")
-    if any(len(f) != len(first) or not f["file"].isin(first.index).all() for f in frames):
-        raise InputError(f"the runs of {name} are not on the same test images: rerun them on one dataset")
-    columns = [c for c in COLUMNS + RAW_COLUMNS if all(c in f.columns for f in frames)]
-    first = first.drop(columns=[c for c in RAW_COLUMNS if c in first.columns and c not in columns])  # not averaged
-    probs = sum(f.set_index("file").loc[first.index, columns].to_numpy(float) for f in frames) / len(frames)
-    mean = first.assign(**{c: probs[:, i] for i, c in enumerate(columns)})
+    mean = runs.mean_probabilities(frames, COLUMNS + RAW_COLUMNS, name)
     predicted = mean[list(COLUMNS)].to_numpy().argmax(axis=1)
     return mean.assign(predicted=np.asarray(THREE_CLASSES)[predicted]).reset_index()
 
