@@ -144,3 +144,12 @@ def test_a_comparison_notebook_that_cannot_run_is_printed_not_raised(report_dir,
     monkeypatch.setattr(xraylib.notebook, "execute", dead_kernel)
     assert compare_notebook(report_dir) is False, "the sweep then builds the report itself"
     assert "did not run (RuntimeError: Kernel died before replying)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", [b"garbage,\x01\nnot,a,csv\n", b"\x00\xff\xfe"])
+def test_a_corrupt_predictions_file_is_one_error_naming_it(tmp_path, content):
+    for seed in (0, 1):
+        _fake_run(tmp_path, "resnet34", 0.6, seed, name=f"resnet34-seed{seed}")
+    (tmp_path / "resnet34-seed1" / "predictions.csv").write_bytes(content)
+    with pytest.raises(InputError, match=r"resnet34-seed1/predictions\.csv (lacks|is unreadable)"):
+        leaderboard.build_report(tmp_path)

@@ -21,13 +21,13 @@ from xraylib.runs import (
     LEADERBOARD_CSV,
     LEADERBOARD_MD,
     MEAN_PREDICTIONS,
-    PREDICTIONS,
     RUNS_CSV,
     SUMMARY_MD,
     figure_path,
     mean_probabilities,
     read_config,
     read_metrics,
+    read_predictions,
     read_status,
     threshold_of,
 )
@@ -115,7 +115,7 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
     runs, folders = run_table(report_dir), finished_runs(report_dir)
     out = {}
     for backbone, group in runs.groupby("backbone", sort=False):
-        frames = [pd.read_csv(folders[name] / PREDICTIONS) for name in group["run"]]
+        frames = [read_predictions(folders[name]) for name in group["run"]]
         if len(frames) == 1:
             out[backbone] = frames[0]
             continue

@@ -95,7 +95,7 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path, panels=panels)
     if cfg.task == "three_class":
         return three_class.run_figure(name, results, cfg, title, model, run_dir)
-    frame = pd.read_csv(results / runs.PREDICTIONS)
+    frame = runs.read_predictions(results)
     result = runs.read_metrics(results)
     threshold = runs.threshold_of(result, results / runs.METRICS)
     y, p = pneumonia_codes(frame["label"]), frame["p_pneumonia"].to_numpy(float)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from xraylib.calibration import Calibration, from_json
 from xraylib.config import RunConfig, config_from_json
+from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.fileio import read_json, write_json
 
@@ -145,6 +146,25 @@ def calibration_of(metrics: dict, source: str | os.PathLike) -> Calibration:
 def read_calibration(run_dir: str | os.PathLike) -> Calibration:
     """The calibration map stored with a run (the identity when there is none)."""
     return calibration_of(stored_metrics(run_dir), Path(run_dir) / METRICS)
+
+
+# the columns every reader of a predictions.csv needs: the binary task's, or the three-class task's
+PREDICTION_COLUMNS = ({"file", "label", "p_pneumonia"}, {"file", "label"} | {f"p_{c}" for c in CLASSES["three_class"]})
+
+
+def read_predictions(results: str | os.PathLike) -> pd.DataFrame:
+    """predictions.csv of a run (or of an evaluation written to `results`); unreadable, or without either task's
+    columns: a one-line InputError naming it."""
+    path = Path(results) / PREDICTIONS
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # pandas' parser errors are ValueErrors
+        raise InputError(f"{path} is unreadable ({type(exc).__name__}): rerun the run, or remove it") from None
+    if not any(columns <= set(frame.columns) for columns in PREDICTION_COLUMNS):
+        raise InputError(
+            f"{path} lacks a run's columns (file, label and the probabilities): rerun the run, or remove it"
+        )
+    return frame
 
 
 def mean_probabilities(frames: list[pd.DataFrame], columns: list[str], what: str) -> pd.DataFrame:

@@ -208,7 +208,7 @@ def run_figure(name: str, results: Path, cfg: RunConfig, title: str, model=None,
     from xraylib import multiclass_plots, plots
 
     path = runs.figure_path(results, name)
-    frame = pd.read_csv(results / runs.PREDICTIONS)
+    frame = runs.read_predictions(results)
     y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
     if name == "confusion_matrix":
         pred = class_codes(frame["predicted"])
@@ -288,7 +288,7 @@ def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
         if len(group) == 1:
             result = runs.read_metrics(group[0])["test"]
         else:
-            frame = _mean_frame([pd.read_csv(f / runs.PREDICTIONS) for f in group], backbone)
+            frame = _mean_frame([runs.read_predictions(f) for f in group], backbone)
             y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
             result = evaluate_multiclass(y, probs, frame["patient"], n_boot=n_boot)
         row = leaderboard_row(backbone, result)
