@@ -153,3 +153,42 @@ def test_a_corrupt_predictions_file_is_one_error_naming_it(tmp_path, content):
     (tmp_path / "resnet34-seed1" / "predictions.csv").write_bytes(content)
     with pytest.raises(InputError, match=r"resnet34-seed1/predictions\.csv (lacks|is unreadable)"):
         leaderboard.build_report(tmp_path)
+
+
+def _reference(report_dir, path, keep=None):
+    """A predictions file in the study's format on the report's test images (`keep` of them), all labelled
+    pneumonia: hard labels, no probabilities."""
+    frame = pd.read_csv(report_dir / "vgg16" / "predictions.csv").iloc[:keep]
+    real = np.where(frame["label"] == "pneumonia", "Pnemonia", "Normal")
+    pd.DataFrame({"Filename": "test/" + frame["file"], "real": real, "Predictions": "Pnemonia"}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def test_the_report_pairs_each_backbone_with_reference_predictions(report_dir, capsys):
+    from xraylib.cli import main
+
+    study = _reference(report_dir, report_dir.parent / "study.csv")
+    assert main(["report", str(report_dir), "--versus", str(study)]) == 0
+    assert "## Against reference predictions" in capsys.readouterr().out
+    table = pd.read_csv(report_dir / "reference_comparison.csv").set_index("model_a")
+    assert set(table.index) == {"vgg16", "resnet34", "xception"} and set(table["model_b"]) == {"study.csv"}
+    frame = pd.read_csv(report_dir / "vgg16" / "predictions.csv")
+    right = frame["predicted"] == frame["label"]
+    row = table.loc["vgg16"]
+    assert row["n_images"] == len(frame) and row["accuracy_a"] == pytest.approx(right.mean())
+    assert row["accuracy_b"] == pytest.approx((frame["label"] == "pneumonia").mean())
+    assert row["a_right_b_wrong"] == (right & (frame["label"] == "normal")).sum()
+    assert row["accuracy_difference_low"] <= row["accuracy_difference"] <= row["accuracy_difference_high"]
+    assert (table["mcnemar_p_holm"] >= table["mcnemar_p"]).all()
+
+
+def test_a_reference_on_other_images_is_refused_before_the_report_is_written(report_dir, capsys):
+    from xraylib.cli import main
+
+    study = _reference(report_dir, report_dir.parent / "part.csv", keep=50)
+    assert main(["report", str(report_dir), "--versus", str(study)]) == 2
+    err = capsys.readouterr().err
+    assert "part.csv are not on the same test images" in err and len(err.strip().splitlines()) == 1
+    assert not (report_dir / "summary.md").exists()

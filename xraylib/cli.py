@@ -77,7 +77,7 @@ def _probe(a: argparse.Namespace) -> None:
 def _report(a: argparse.Namespace) -> None:
     from xraylib.leaderboard import build_report
 
-    print(build_report(a.report_dir))
+    print(build_report(a.report_dir, references=a.versus or []))
 
 
 def _evaluate(a: argparse.Namespace) -> None:
@@ -87,6 +87,9 @@ def _evaluate(a: argparse.Namespace) -> None:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
     if bool(a.predictions) == bool(a.run):
         raise InputError("evaluate needs --predictions FILE, or --run RUN_DIR with --data DIR (not both)")
+    if a.versus:
+        _versus(a)
+        return
     if a.run:
         if not a.data:
             raise InputError("--run needs --data DIR: the labelled images to score the run on")
@@ -100,6 +103,18 @@ def _evaluate(a: argparse.Namespace) -> None:
         if a.data:
             result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(a.predictions, a.data, a.bootstrap, a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
+
+
+def _versus(a: argparse.Namespace) -> None:
+    from xraylib.evaluate import compare_files, format_comparisons
+
+    if a.run or a.data or a.out:
+        raise InputError("--versus compares --predictions FILE with another file, without --run, --data or --out")
+    results = [compare_files(a.predictions, other, n_boot=a.bootstrap, seed=a.seed) for other in a.versus]
+    if a.json:
+        print(json.dumps(_finite({"comparisons": results}), indent=2, allow_nan=False))
+    else:
+        print(format_comparisons(results))
 
 
 def _finite(obj):
@@ -260,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
         "report", parents=[common], help="rebuild the comparison report from the finished runs of a sweep"
     )
     s.add_argument("report_dir", help="the sweep's report directory")
+    s.add_argument(
+        "--versus",
+        action="append",
+        metavar="FILE.csv",
+        help="also compare each backbone with this predictions file image by image, e.g. the study's "
+        "`VGG19 results.csv` (repeatable)",
+    )
     s.set_defaults(func=_report)
 
     s = verbs.add_parser(
@@ -273,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
         "each image's pneumonia kind (sensitivity for bacterial and viral pneumonia)",
     )
     s.add_argument("--out", help="with --run: where its predictions, metrics and figures go (RUN_DIR/external/NAME)")
+    s.add_argument(
+        "--versus",
+        action="append",
+        metavar="FILE.csv",
+        help="with --predictions: compare it image by image with this predictions file (accuracy difference with "
+        "its CI, McNemar's test, paired ROC-AUC difference); repeatable",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")

@@ -4,7 +4,7 @@ a trained run scored on a labelled dataset it never saw (external validation), a
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,7 @@ from xraylib.metrics import (
     evaluate,
     infer_threshold,
     json_float,
+    paired_comparison,
     study_figures,
 )
 
@@ -258,6 +259,83 @@ def format_report(result: dict) -> str:
         lines.append("notes:")
         lines.extend(f"  - {n}" for n in notes)
     return "\n".join(lines)
+
+
+def _bare_name(file: str) -> str:
+    """The file name at the end of a path (either slash): the key that pairs two predictions files."""
+    return PurePosixPath(str(file).replace("\\", "/")).name
+
+
+def align_predictions(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "", name_b: str = "") -> pd.DataFrame:
+    """Two read_predictions frames image by image, matched on the bare file name: file, patient (A's), y_true,
+    y_pred_a, y_pred_b, p_a, p_b. Other image sets, a name listed twice, or true labels that disagree: a one-line
+    InputError naming both (`name_a`, `name_b`; default: the files read)."""
+    name_a, name_b = name_a or a.attrs.get("source", "A"), name_b or b.attrs.get("source", "B")
+    keyed = [frame.assign(file=frame["file"].map(_bare_name)) for frame in (a, b)]
+    for frame, name, other in ((keyed[0], name_a, name_b), (keyed[1], name_b, name_a)):
+        twice = frame.loc[frame["file"].duplicated(), "file"]
+        if len(twice):
+            raise InputError(f"{name} lists image {twice.iloc[0]!r} more than once: cannot pair it with {other}")
+    both = keyed[0].merge(keyed[1], on="file", suffixes=("_a", "_b"))
+    if len(both) != len(a) or len(both) != len(b):
+        alone = sorted(set(keyed[0]["file"]) ^ set(keyed[1]["file"]))[0]
+        raise InputError(
+            f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} images, {len(both)} "
+            f"shared; {alone!r} is in one only)"
+        )
+    differ = both["y_true_a"] != both["y_true_b"]
+    if differ.any():
+        raise InputError(
+            f"{name_a} and {name_b} disagree on the true label of {int(differ.sum())} image(s) "
+            f"(e.g. {both.loc[differ, 'file'].iloc[0]!r})"
+        )
+    both = both.rename(columns={"patient_a": "patient", "y_true_a": "y_true"})
+    return both[["file", "patient", "y_true", "y_pred_a", "y_pred_b", "p_a", "p_b"]]
+
+
+def compare_files(path_a: str | Path, path_b: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Two predictions files (the study's or ours) image by image: `metrics.paired_comparison` of their hard labels
+    (and of their probabilities, when both have them), with patient-bootstrap CIs; JSON-ready."""
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    a, b = read_predictions(path_a), read_predictions(path_b)
+    both = align_predictions(a, b)
+    check_memory(16 * n_boot * len(both), f"--bootstrap {n_boot} over {len(both)} images", "use fewer resamples")
+    paired = paired_comparison(
+        both["y_true"], both["y_pred_a"], both["y_pred_b"], both["p_a"], both["p_b"], both["patient"], n_boot, seed
+    )
+    return {"a": str(path_a), "format_a": a.attrs["format"], "b": str(path_b), "format_b": b.attrs["format"], **paired}
+
+
+def format_comparisons(results: list[dict]) -> str:
+    """A readable report of compare_files' results, one block per pair."""
+    kinds = {"study": "hard labels", "suite": "probabilities"}
+    blocks = []
+    for r in results:
+        acc, test, auc, boot = r["accuracy"], r["mcnemar"], r["roc_auc"], r["bootstrap"]
+        cis = f"; 95 % CIs: bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}"
+        lines = [
+            f"A: {r['a']} ({kinds[r['format_a']]})",
+            f"B: {r['b']} ({kinds[r['format_b']]})",
+            f"paired images: {r['n_images']} (patients: {r['n_patients']})" + (cis if boot["resamples"] else ""),
+            f"{'accuracy A / B':<28}{acc['accuracy_a']:.4f} / {acc['accuracy_b']:.4f}",
+            f"{'accuracy A - B':<28}{_difference(acc)}",
+            f"{'discordant images':<28}b = {test['b']} (A right, B wrong), c = {test['c']} (A wrong, B right)",
+            f"{'McNemar':<28}p = {test['p_value']:.4g}, statistic {test['statistic']:.4g}, {test['method']}",
+        ]
+        if auc["difference"] is None:
+            lines.append(f"{'ROC-AUC A - B':<28}not computed: it needs probabilities in both files")
+        else:
+            p_value = f", p = {auc['p_value']:.4g}" if auc["p_value"] is not None else ""
+            lines.append(f"{'ROC-AUC A / B':<28}{auc['auc_a']:.4f} / {auc['auc_b']:.4f}")
+            lines.append(f"{'ROC-AUC A - B':<28}{_difference(auc)}{p_value}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _difference(entry: dict) -> str:
+    """A paired difference with its CI, as `_value_with_ci` writes a metric."""
+    return _value_with_ci({"value": entry["difference"], "low": entry["low"], "high": entry["high"]})
 
 
 EXTERNAL_FIGURES = ("confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")

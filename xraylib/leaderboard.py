@@ -13,14 +13,17 @@ from xraylib import compare_plots, three_class
 from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
+from xraylib.evaluate import align_predictions
+from xraylib.evaluate import read_predictions as read_file_predictions
 from xraylib.explain import localization_means
 from xraylib.fileio import write_csv, write_text
-from xraylib.metrics import METRICS, holm, mcnemar, paired_auc_difference
+from xraylib.metrics import METRICS, holm, paired_comparison
 from xraylib.runs import (
     COMPARISON_CSV,
     LEADERBOARD_CSV,
     LEADERBOARD_MD,
     MEAN_PREDICTIONS,
+    REFERENCE_CSV,
     RUNS_CSV,
     SUMMARY_MD,
     figure_path,
@@ -29,6 +32,7 @@ from xraylib.runs import (
     read_metrics,
     read_predictions,
     read_status,
+    report_path,
     threshold_of,
 )
 from xraylib.runs import METRICS as METRICS_JSON
@@ -37,6 +41,11 @@ KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the lead
 ROC_TITLE = "Test ROC curves"
 SPREAD_TITLE = "Test metrics of each run (seeds, folds) per backbone"
 COMPARISON_FIGURES = ("roc_overlay", "metric_bars", "run_spread")
+REFERENCE_NOTE = (
+    "Each backbone (A) against each reference file (B) on the same test images, by file name: accuracy of the "
+    "predicted labels and its difference with a patient-bootstrap 95 % CI, the discordant images (A right and B "
+    "wrong, and the reverse) and McNemar's test (exact when they are fewer than 25)."
+)
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
 
 
@@ -231,49 +240,51 @@ def _cell(row: pd.Series, metric: str) -> str:
 
 
 def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Every pair of backbones on the same test images: McNemar's test and the paired ROC-AUC difference.
+    """Every pair of backbones on the same test images: the accuracy difference, McNemar's test and the paired
+    ROC-AUC difference (`_paired_row`).
 
     Frames as read_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
     also Holm-adjusted over all pairs.
     """
     if len(predictions) < 2:
         raise InputError("comparing needs the predictions of at least two backbones")
-    rows = []
-    for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2):
-        try:
-            both = a.merge(b, on="file", suffixes=("_a", "_b"), validate="one_to_one")
-        except pd.errors.MergeError:
-            raise InputError(f"{name_a} or {name_b} lists an image file more than once") from None
-        if len(both) != len(a) or len(both) != len(b):
-            raise InputError(
-                f"{name_a} and {name_b} are not on the same test images ({len(a)} and {len(b)} rows, "
-                f"{len(both)} shared files)"
-            )
-        if (both["y_true_a"] != both["y_true_b"]).any():
-            raise InputError(f"{name_a} and {name_b} disagree on the true label of some images")
-        y = both["y_true_a"].to_numpy()
-        test = mcnemar(y, both["y_pred_a"], both["y_pred_b"])
-        auc = paired_auc_difference(y, both["p_a"], both["p_b"], both["patient_a"].to_numpy(), n_boot, seed)
-        rows.append(
-            {
-                "model_a": name_a,
-                "model_b": name_b,
-                "n_images": len(both),
-                "a_right_b_wrong": test["b"],
-                "a_wrong_b_right": test["c"],
-                "mcnemar_statistic": test["statistic"],
-                "mcnemar_method": test["method"],
-                "mcnemar_p": test["p_value"],
-                "auc_a": auc["auc_a"],
-                "auc_b": auc["auc_b"],
-                "auc_difference": auc["difference"],
-                "auc_difference_low": auc["low"],
-                "auc_difference_high": auc["high"],
-                "auc_difference_p": auc["p_value"],
-                "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
-            }
-        )
-    table = pd.DataFrame(rows)
+    rows = [
+        {"model_a": name_a, "model_b": name_b, **_paired_row(align_predictions(a, b, name_a, name_b), n_boot, seed)}
+        for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2)
+    ]
+    return _with_holm(pd.DataFrame(rows))
+
+
+def _paired_row(both: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """One flat row of `metrics.paired_comparison` for two models' predictions aligned by `align_predictions`."""
+    r = paired_comparison(
+        both["y_true"], both["y_pred_a"], both["y_pred_b"], both["p_a"], both["p_b"], both["patient"], n_boot, seed
+    )
+    acc, test, auc = r["accuracy"], r["mcnemar"], r["roc_auc"]
+    return {
+        "n_images": r["n_images"],
+        "accuracy_a": acc["accuracy_a"],
+        "accuracy_b": acc["accuracy_b"],
+        "accuracy_difference": acc["difference"],
+        "accuracy_difference_low": acc["low"],
+        "accuracy_difference_high": acc["high"],
+        "a_right_b_wrong": test["b"],
+        "a_wrong_b_right": test["c"],
+        "mcnemar_statistic": test["statistic"],
+        "mcnemar_method": test["method"],
+        "mcnemar_p": test["p_value"],
+        "auc_a": auc["auc_a"],
+        "auc_b": auc["auc_b"],
+        "auc_difference": auc["difference"],
+        "auc_difference_low": auc["low"],
+        "auc_difference_high": auc["high"],
+        "auc_difference_p": auc["p_value"],
+        "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
+    }
+
+
+def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """A table of `_paired_row`s with McNemar's and the AUC difference's p-values Holm-adjusted over its rows."""
     table.insert(table.columns.get_loc("mcnemar_p") + 1, "mcnemar_p_holm", holm(table["mcnemar_p"].tolist()))
     table.insert(
         table.columns.get_loc("auc_difference_p") + 1,
@@ -281,6 +292,23 @@ def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int 
         holm(table["auc_difference_p"].astype(float).tolist()),
     )
     return table
+
+
+def reference_table(report_dir: str | Path, references: list, n_boot: int = 1000) -> pd.DataFrame:
+    """Each backbone of a report (its `mean_predictions`) against each reference predictions file (e.g. the study's
+    `VGG19 results.csv`) image by image: one `_paired_row` per pair, model A the backbone, B the file."""
+    _binary_only(report_dir, "the comparison with reference predictions")
+    files = {Path(path).name: read_file_predictions(report_path(path)) for path in references}
+    rows = [
+        {
+            "model_a": backbone,
+            "model_b": name,
+            **_paired_row(align_predictions(_tidy(frame), other, backbone, name), n_boot),
+        }
+        for backbone, frame in mean_predictions(report_dir).items()
+        for name, other in files.items()
+    ]
+    return _with_holm(pd.DataFrame(rows)) if rows else pd.DataFrame()
 
 
 def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
@@ -303,10 +331,12 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def build_report(report_dir: str | Path) -> str:
-    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. Three-class
-    runs: `three_class.build_report` (leaderboard and summary)."""
+def build_report(report_dir: str | Path, references: list = ()) -> str:
+    """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. With
+    `references` (predictions files such as the study's), also each backbone against each file, in
+    reference_comparison.csv and the summary. Three-class runs: `three_class.build_report` (leaderboard, summary)."""
     report_dir = Path(report_dir)
+    versus = reference_table(report_dir, list(references)) if references else pd.DataFrame()
     if report_task(report_dir) == "three_class":
         return three_class.build_report(report_dir, finished_runs(report_dir))
     board = leaderboard(report_dir)
@@ -323,13 +353,15 @@ def build_report(report_dir: str | Path) -> str:
     if repeated(runs):
         for name, frame in mean_predictions(report_dir).items():
             write_csv(report_dir / MEAN_PREDICTIONS / f"{name}.csv", frame)
-    summary = _summary(report_dir, board, comparison, table)
+    if not versus.empty:
+        write_csv(report_dir / REFERENCE_CSV, versus)
+    summary = _summary(report_dir, board, comparison, table, versus)
     write_text(report_dir / SUMMARY_MD, summary)
     return summary
 
 
-def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, table: str) -> str:
-    """summary.md: what was run, the leaderboard, significant differences and failures."""
+def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, table: str, versus: pd.DataFrame) -> str:
+    """summary.md: what was run, the leaderboard, significant differences, reference predictions and failures."""
     best = board.iloc[0]
     lines = [
         f"# Sweep report: {report_dir.name}",
@@ -351,6 +383,9 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
     ]
     if not comparison.empty:
         lines += ["## Pairwise comparisons", "", comparison.round(4).to_markdown(index=False), ""]
+    if not versus.empty:
+        lines += ["## Against reference predictions", "", REFERENCE_NOTE, "", versus.round(4).to_markdown(index=False)]
+        lines += [""]
     failures = failed_runs(report_dir)
     if failures:
         lines += ["## Failed runs", ""] + [f"- {name}: {error}" for name, error in failures.items()] + [""]

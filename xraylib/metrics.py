@@ -396,6 +396,44 @@ def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: in
     return out
 
 
+def paired_accuracy_difference(y, pred_a, pred_b, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Accuracy(A) - accuracy(B) of hard labels on the same images, with a paired patient-bootstrap 95 % CI."""
+    y, pred_a = _as_arrays(y, pred_a)
+    _, pred_b = _as_arrays(y, pred_b)
+    gain = (pred_a == y).astype(float) - (pred_b == y).astype(float)  # +1: only A right, -1: only B right
+    out = {
+        "accuracy_a": float((pred_a == y).mean()),
+        "accuracy_b": float((pred_b == y).mean()),
+        "difference": float(gain.mean()),
+        "low": None,
+        "high": None,
+    }
+    if n_boot > 0:
+        w = bootstrap_weights(groups, len(y), n_boot, seed)
+        low, high = np.quantile(safe_ratio(w @ gain, w.sum(axis=1)), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+        out.update(low=float(low), high=float(high))
+    return out
+
+
+def paired_comparison(y, pred_a, pred_b, p_a, p_b, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Two classifiers on the same images: the accuracy difference and McNemar's test of their hard labels, and the
+    ROC-AUC difference when both give probabilities (else None); CIs by paired patient bootstrap. JSON-ready."""
+    accuracy = paired_accuracy_difference(y, pred_a, pred_b, groups, n_boot, seed)  # checks the shapes first
+    y = np.asarray(y).astype(np.int64).ravel()
+    return {
+        "n_images": int(len(y)),
+        "n_patients": int(group_codes(groups, len(y)).max()) + 1,
+        "accuracy": accuracy,
+        "mcnemar": mcnemar(y, pred_a, pred_b),
+        "roc_auc": paired_auc_difference(y, p_a, p_b, groups, n_boot, seed),
+        "bootstrap": {
+            "resamples": int(n_boot),
+            "seed": int(seed),
+            "unit": "patient" if groups is not None else "image",
+        },
+    }
+
+
 def holm(p_values: list[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
     p = np.asarray(p_values, dtype=float)

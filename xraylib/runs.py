@@ -48,6 +48,7 @@ FIGURES = "figures"
 # a sweep's report folder, beside its run folders
 LEADERBOARD_CSV, LEADERBOARD_MD, RUNS_CSV = "leaderboard.csv", "leaderboard.md", "runs.csv"
 COMPARISON_CSV, SUMMARY_MD = "comparison.csv", "summary.md"
+REFERENCE_CSV = "reference_comparison.csv"  # each backbone against reference predictions files (report --versus)
 MEAN_PREDICTIONS = "mean_predictions"  # a backbone run several times: MEAN_PREDICTIONS/<backbone>.csv
 
 REPO = Path(__file__).resolve().parents[1]
