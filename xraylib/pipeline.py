@@ -65,13 +65,14 @@ def cache_file(paths: list[str], image_size: int, cache_dir: Path, key: str) -> 
     return cache_dir / f"images-{safe_key}-{image_size}px-{len(paths)}-{h.hexdigest()[:12]}.npy"
 
 
-def _checksum(images: np.ndarray) -> str:
+def cache_checksum(images: np.ndarray) -> str:
+    """A digest of an array's bytes (the sidecar of a cached array)."""
     return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
 
 
-def _read_cache(path: Path, n: int, image_size: int) -> np.ndarray | None:
+def read_cache(path: Path, shape: tuple, dtype=np.uint8) -> np.ndarray | None:
     """The cached array if it is present, of the expected shape and dtype, and matches the checksum written beside
-    it; None otherwise (the images are then decoded again)."""
+    it; None otherwise (the caller then computes it again)."""
     sidecar = path.with_suffix(".blake2b")
     if not path.is_file() or not sidecar.is_file():
         return None
@@ -79,26 +80,26 @@ def _read_cache(path: Path, n: int, image_size: int) -> np.ndarray | None:
         arr = np.load(path, allow_pickle=False)
         expected = sidecar.read_text().strip()
     except (OSError, ValueError, EOFError) as exc:
-        warnings.warn(f"ignoring unreadable image cache {path}: {exc}", stacklevel=3)
+        warnings.warn(f"ignoring unreadable cache {path}: {exc}", stacklevel=3)
         return None
-    if arr.dtype != np.uint8 or arr.shape != (n, image_size, image_size, 1):
-        warnings.warn(f"ignoring image cache {path}: shape {arr.shape} {arr.dtype} is not the expected", stacklevel=3)
+    if arr.dtype != dtype or arr.shape != tuple(shape):
+        warnings.warn(f"ignoring cache {path}: shape {arr.shape} {arr.dtype} is not the expected", stacklevel=3)
         return None
-    if _checksum(arr) != expected:
-        warnings.warn(f"ignoring image cache {path}: its checksum does not match (the file changed)", stacklevel=3)
+    if cache_checksum(arr) != expected:
+        warnings.warn(f"ignoring cache {path}: its checksum does not match (the file changed)", stacklevel=3)
         return None
     return arr
 
 
-def _write_cache(path: Path, images: np.ndarray) -> None:
+def write_cache(path: Path, images: np.ndarray) -> None:
     """Save atomically, the checksum beside it; a cache that cannot be written is a warning, never a failed run."""
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, images, allow_pickle=False)
         with atomic_path(path.with_suffix(".blake2b")) as tmp:
-            tmp.write_text(_checksum(images) + "\n")
+            tmp.write_text(cache_checksum(images) + "\n")
     except OSError as exc:
-        warnings.warn(f"could not write the image cache {path}: {exc}", stacklevel=3)
+        warnings.warn(f"could not write the cache {path}: {exc}", stacklevel=3)
 
 
 def bad_files_message(failures: list[tuple[str, str]], total: int) -> str:
@@ -162,12 +163,12 @@ def cached_images(
     folder = resolve_cache_dir(cache_dir) if key else None  # without a key there is nothing safe to key on
     target = cache_file(paths, image_size, folder, key) if folder is not None else None
     if target is not None:
-        hit = _read_cache(target, len(paths), image_size)
+        hit = read_cache(target, (len(paths), image_size, image_size, 1))
         if hit is not None:
             return hit
     images, _ = decode_images(paths, image_size, on_error="raise")
     if target is not None:
-        _write_cache(target, images)
+        write_cache(target, images)
     return images
 
 
@@ -212,8 +213,8 @@ def tf_batches(
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., None]
-    if images.ndim not in (2, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise InputError(f"images of shape {images.shape}: expected (N, S, S, 1) or features (N, C)")
+    if images.ndim not in (2, 4):
+        raise InputError(f"images of shape {images.shape}: expected (N, S, S, 1) or features (N, C) or (N, H, W, C)")
     if batch_size < 1:
         raise InputError(f"batch size {batch_size}: must be at least 1")
     n = len(images)

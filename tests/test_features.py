@@ -1,0 +1,85 @@
+"""A frozen trunk computed once: the split reproduces the model, and its cached outputs are reused only when the
+weights and the images are the same (the image size is part of both)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xraylib.config import resolve_config
+
+
+@pytest.fixture(scope="module")
+def xception():
+    """Xception at 71 px, random weights, the last 17 layers trained (block 13 and 14, as in the `cpu` recipe)."""
+    from xraylib.models import build_model
+
+    cfg = resolve_config(
+        "xception", "sound", {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false"}
+    )
+    return build_model(cfg)
+
+
+def _images(n: int, size: int = 71, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 1)).astype("float32")
+
+
+def test_split_at_a_block_boundary_reproduces_the_model(xception):
+    from xraylib.features import split_at_trunk
+
+    trunk, top = split_at_trunk(xception)
+    assert trunk.layers[-1].name == "add_10"  # block 13's first trained layer follows the output of block 12
+    assert not any(layer.trainable_weights for layer in trunk.layers)
+    assert top.trainable_weights and len(top.trainable_weights) == len(xception.trainable_weights)
+    x = _images(4)
+    np.testing.assert_allclose(top(trunk(x)), xception(x), rtol=1e-5, atol=1e-6)
+
+
+def test_a_fully_trained_model_has_no_trunk():
+    from xraylib.features import split_at_trunk
+    from xraylib.models import build_model
+
+    cfg = resolve_config("resnet34", "smoke", {"image_size": "32", "fine_tune": "all", "pooled_norm": "false"})
+    assert split_at_trunk(build_model(cfg)) is None
+
+
+def test_trunk_outputs_are_cached_and_keyed(xception, tmp_path, monkeypatch):
+    from xraylib import features
+    from xraylib.features import split_at_trunk, trunk_outputs
+
+    trunk, _ = split_at_trunk(xception)
+    computed = []
+    real = features.predict_in_batches
+
+    def counting(model, images, batch_size):
+        computed.append(len(images))
+        return real(model, images, batch_size)
+
+    monkeypatch.setattr(features, "predict_in_batches", counting)
+    x = _images(5)
+    first = trunk_outputs(trunk, x, 4, tmp_path)
+    again = trunk_outputs(trunk, x, 2, tmp_path)  # another batch size: the same outputs, read back
+    assert computed == [5] and len(list(tmp_path.glob("trunk-*.npy"))) == 1
+    np.testing.assert_array_equal(first, again)
+    trunk_outputs(trunk, _images(5, seed=1), 4, tmp_path)  # other images
+    weight = trunk.layers[-3].weights[0]
+    weight.assign(weight.numpy() * 1.01)  # other weights
+    trunk_outputs(trunk, x, 4, tmp_path)
+    assert computed == [5, 5, 5] and len(list(tmp_path.glob("trunk-*.npy"))) == 3
+    trunk_outputs(trunk, x, 4, None)  # no cache folder: computed, nothing written
+    assert computed == [5, 5, 5, 5] and len(list(tmp_path.glob("trunk-*.npy"))) == 3
+
+
+def test_a_damaged_trunk_cache_is_computed_again(xception, tmp_path):
+    from xraylib.features import split_at_trunk, trunk_outputs
+
+    trunk, _ = split_at_trunk(xception)
+    x = _images(3)
+    first = trunk_outputs(trunk, x, 4, tmp_path)
+    (cached,) = tmp_path.glob("trunk-*.npy")
+    data = bytearray(cached.read_bytes())
+    data[-8:] = b"\x00" * 8
+    cached.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="checksum"):
+        again = trunk_outputs(trunk, x, 4, tmp_path)
+    np.testing.assert_array_equal(first, again)
