@@ -234,19 +234,23 @@ def test_gradcam_mass_in_synthetic_masks(smoke_run):
     assert np.allclose(table["lung_map_in_lungs"], table["lung_area"], atol=0.02)
 
 
-def test_head_on_precomputed_features_trains_as_end_to_end(synth_data, tmp_path):
+@pytest.mark.parametrize("fine_tune, trained_part", [("none", "head"), ("9", "top")])
+def test_precomputed_features_train_as_end_to_end(fine_tune, trained_part, synth_data, tmp_path):
     from xraylib.prepare import prepare_data
     from xraylib.train import build_run_model, fit, predict_probabilities
 
     results = []
     for precompute in ("true", "false"):
-        cfg = resolve_config("resnet34", "smoke", {**SMOKE, "augment": "false", "precompute_features": precompute})
+        settings = {**SMOKE, "augment": "false", "precompute_features": precompute, "fine_tune": fine_tune}
+        if fine_tune != "none":
+            settings["pooled_norm"] = "false"
+        cfg = resolve_config("resnet34", "smoke", settings)
         prepared = prepare_data(synth_data, cfg)
         model = build_run_model(cfg)
         history = fit(model, prepared, cfg, tmp_path / precompute)
         results.append((history, predict_probabilities(model, prepared.images["test"], cfg)))
         trained = json.loads((tmp_path / precompute / "timings.json").read_text())["trained"]
-        assert trained == ("head on precomputed features" if precompute == "true" else "end to end")
+        assert trained == (f"{trained_part} on precomputed features" if precompute == "true" else "end to end")
     (fast, p_fast), (slow, p_slow) = results
     for column in ("loss", "val_loss", "val_auc"):
         pd.testing.assert_series_equal(fast[column], slow[column], rtol=1e-3)

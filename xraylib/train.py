@@ -203,22 +203,42 @@ def _callbacks(cfg: RunConfig, out: Path) -> list:
     return callbacks
 
 
-def head_on_features(model, prepared: PreparedData, cfg: RunConfig):
-    """(head, train features, val features) for a frozen backbone without augmentation: its pooled features are
-    computed once (after `models.adapt_to_data`), and training the head on them trains `model` exactly as
-    end-to-end training would, without running the backbone every epoch."""
-    from xraylib.models import adapt_to_data, split_at_features
+def frozen_split(model, cfg: RunConfig):
+    """(frozen part, trained part) of `model` sharing its layers, or None when every layer trains: the pooled
+    features and the head (`fine_tune=none`), or the trunk below the trained layers and the top
+    (`fine_tune=N`, `features.split_at_trunk`)."""
+    from xraylib.features import split_at_trunk
+    from xraylib.models import split_at_features
+
+    if cfg.fine_tune == "all":
+        return None
+    with model.distribute_strategy.scope():
+        return split_at_features(model) if cfg.fine_tune == "none" else split_at_trunk(model)
+
+
+def train_on_frozen_outputs(model, prepared: PreparedData, cfg: RunConfig):
+    """(trained part, train inputs, val inputs) for a partly frozen model without augmentation: the frozen part's
+    outputs are computed once (after `models.adapt_to_data`; cached on disk, `features.trunk_outputs`), and
+    training the rest on them trains `model` exactly as end-to-end training would, without running the frozen
+    part every epoch."""
+    from xraylib.features import trunk_outputs
+    from xraylib.models import adapt_to_data
 
     train_x = prepared.images["train"]
-    with model.distribute_strategy.scope():
-        features, head = split_at_features(model)
+    frozen, trained = frozen_split(model, cfg)
     random = cfg.weights == "none"
-    pooled = adapt_to_data(model, train_x, random_backbone=random, batch_size=cfg.batch_size, features=features)
+    pooled = adapt_to_data(
+        model,
+        train_x,
+        random_backbone=random,
+        batch_size=cfg.batch_size,
+        features=frozen if cfg.fine_tune == "none" else None,
+    )
     with model.distribute_strategy.scope():
-        compile_model(head, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
+        compile_model(trained, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
     if pooled is None:
-        pooled = predict_in_batches(features, train_x, cfg.batch_size)
-    return head, pooled, predict_in_batches(features, prepared.images["val"], cfg.batch_size)
+        pooled = trunk_outputs(frozen, train_x, cfg.batch_size, cfg.cache_dir)
+    return trained, pooled, trunk_outputs(frozen, prepared.images["val"], cfg.batch_size, cfg.cache_dir)
 
 
 def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callbacks: list | None = None) -> pd.DataFrame:
@@ -248,8 +268,8 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     started = time.perf_counter()
     trained, train_x, val_x = model, prepared.images["train"], prepared.images["val"]
     train_y = prepared.labels["train"]
-    if cfg.precompute_features and cfg.fine_tune == "none" and not cfg.augment:
-        trained, train_x, val_x = head_on_features(model, prepared, cfg)  # the snapshot restores the head's state
+    if cfg.precompute_features and not cfg.augment and frozen_split(model, cfg) is not None:
+        trained, train_x, val_x = train_on_frozen_outputs(model, prepared, cfg)  # the snapshot restores its state
     elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
     checkpoint.restore(trained, out)
@@ -277,7 +297,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     timings = {
         "fit_seconds": round(time.perf_counter() - started, 2),
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
-        "trained": "head on precomputed features" if trained is not model else "end to end",
+        "trained": "end to end" if trained is model else f"{trained.name} on precomputed features",
     }
     write_json(out / runs.TIMINGS, timings)
     save_model(model, out)
@@ -286,18 +306,22 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     return runs.read_history(out)
 
 
-def predict_probabilities(model, images: np.ndarray, cfg: RunConfig) -> np.ndarray:
+def predict_probabilities(model, images: np.ndarray, cfg: RunConfig, cache: bool = False) -> np.ndarray:
     """P(pneumonia) per image, (N,), or three classes' probabilities, (N, 3); with `cfg.tta`, averaged with the
-    horizontally flipped image. A frozen backbone: its pooled features, then the head (`models.split_at_features`,
-    whose features half has run on the training images already)."""
-    from xraylib.models import probability, split_at_features
+    horizontally flipped image. A partly frozen model: the frozen part's outputs, then the rest (`frozen_split`,
+    whose frozen half has run on the training images already); `cache`: those outputs are read from and saved
+    to `cfg.cache_dir` (`features.trunk_outputs`)."""
+    from xraylib.features import trunk_outputs
+    from xraylib.models import probability
+
+    split = frozen_split(model, cfg)
 
     def outputs(x):
-        if cfg.fine_tune != "none":
+        if split is None:
             return predict_in_batches(model, x, cfg.batch_size)
-        with model.distribute_strategy.scope():
-            features, head = split_at_features(model)
-        return predict_in_batches(head, predict_in_batches(features, x, cfg.batch_size), cfg.batch_size)
+        frozen, trained = split
+        computed = trunk_outputs(frozen, x, cfg.batch_size, cfg.cache_dir if cache else None)
+        return predict_in_batches(trained, computed, cfg.batch_size)
 
     def run(x):
         out = outputs(x)
@@ -359,15 +383,15 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     if cfg.task == "three_class":
         from xraylib import three_class
 
-        val_raw, test_raw = (predict_probabilities(model, prepared.images[s], cfg) for s in ("val", "test"))
+        val_raw, test_raw = (predict_probabilities(model, prepared.images[s], cfg, cache=True) for s in ("val", "test"))
         return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     out = Path(out)
-    val_raw = predict_probabilities(model, prepared.images["val"], cfg)
+    val_raw = predict_probabilities(model, prepared.images["val"], cfg, cache=True)
     calibration = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
     val_p = calibration(val_raw)
     threshold = choose_threshold(prepared.labels["val"], val_p, cfg.threshold)
     test_rows = prepared.rows("test")
-    test_raw = predict_probabilities(model, prepared.images["test"], cfg)
+    test_raw = predict_probabilities(model, prepared.images["test"], cfg, cache=True)
     test_p = calibration(test_raw)
     raw = cfg.calibration != "none"
     frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
