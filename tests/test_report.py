@@ -15,9 +15,9 @@ from xraylib.train import predictions_frame, run_metrics
 N_PATIENTS = 60
 
 
-def _fake_run(report_dir, backbone, skill, seed, name=None):
+def _fake_run(report_dir, backbone, skill, seed, name=None, validation=True):
     """A finished run folder (named `name`, else after its backbone) whose probabilities separate the classes with
-    the given skill."""
+    the given skill (on validation, a better one); without `validation`, a metrics.json from before it had them."""
     rng = np.random.default_rng(seed)
     patients = np.repeat([f"kermany-person{i}" for i in range(N_PATIENTS)], 2)
     y = np.repeat(np.random.default_rng(0).integers(0, 2, N_PATIENTS), 2).astype(float)  # same test set for all
@@ -31,11 +31,15 @@ def _fake_run(report_dir, backbone, skill, seed, name=None):
             "path": "",
         }
     )
+    val_y = np.repeat(np.random.default_rng(1).integers(0, 2, N_PATIENTS // 2), 2).astype(float)
+    val_p = np.clip(0.5 + (skill + 0.2) * (val_y - 0.5) + rng.normal(0, 0.25, len(val_y)), 0, 1)
+    val_patients = np.repeat([f"kermany-person{N_PATIENTS + i}" for i in range(N_PATIENTS // 2)], 2)
     cfg = resolve_config(backbone, "demo", {"weights": "none", "seed": seed})
     run = report_dir / (name or backbone)
     write_json(run / "config.json", {"run": cfg.to_json()})
     write_csv(run / "predictions.csv", predictions_frame(rows, p, 0.5))
-    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5, rows["subtype"]))
+    held_out = (val_y, val_p, val_patients) if validation else None
+    write_json(run / "metrics.json", run_metrics(cfg, y, p, patients, 0.5, rows["subtype"], held_out))
     write_json(run / "status.json", {"backbone": backbone, "status": "done", "seconds": 1.0})
     return run
 
@@ -110,6 +114,65 @@ def test_leaderboard_of_once_and_twice_run_backbones(tmp_path):
     vgg = next(line for line in lines if line.startswith("| vgg16"))
     assert "| 2 |" in resnet and " ± " in resnet, "mean ± SD over the two runs"
     assert "| 1 |" in vgg and " ± " not in vgg and "nan" not in vgg, "one run has no SD"
+
+
+def test_leaderboard_and_report_show_validation_beside_test(report_dir, capsys):
+    from xraylib.cli import main
+    from xraylib.runs import VALIDATION_NOTE
+
+    board = leaderboard.leaderboard(report_dir).set_index("backbone")
+    validation = json.loads((report_dir / "vgg16" / "metrics.json").read_text())["validation"]
+    for name in leaderboard.LEADERBOARD_METRICS:
+        entry = validation[name]
+        assert board.loc["vgg16", [f"val_{name}", f"val_{name}_low", f"val_{name}_high"]].tolist() == pytest.approx(
+            [entry["value"], entry["low"], entry["high"]]
+        )
+        assert board.loc["vgg16", f"{name}_drop"] == pytest.approx(board.loc["vgg16", name] - entry["value"])
+    assert main(["report", str(report_dir)]) == 0
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if line.startswith("| backbone"))
+    assert "| roc_auc | val. roc_auc (drop) | pr_auc |" in header
+    for name in ("sensitivity", "specificity", "accuracy"):
+        assert f"| {name} | val. {name} (drop) |" in header
+    drop = board.loc["vgg16", "roc_auc_drop"]
+    assert f"{board.loc['vgg16', 'val_roc_auc']:.3f} [" in printed and f"] ({drop:+.3f}) |" in printed
+    assert VALIDATION_NOTE in printed and "val_specificity" in pd.read_csv(report_dir / "leaderboard.csv")
+
+
+def test_runs_without_validation_metrics_leave_blanks(tmp_path):
+    """Runs made before metrics.json had its validation entry: NaN in the leaderboard, n/a in its table, and no
+    validation columns in leaderboard.md when no run has them."""
+    _fake_run(tmp_path, "vgg16", 0.2, seed=0, validation=False)
+    _fake_run(tmp_path, "resnet34", 0.6, seed=1)
+    board = leaderboard.leaderboard(tmp_path).set_index("backbone")
+    assert np.isnan(board.loc["vgg16", ["val_roc_auc", "val_roc_auc_low", "roc_auc_drop"]].astype(float)).all()
+    assert not np.isnan(board.loc["resnet34", "val_roc_auc"])
+    vgg = next(line for line in leaderboard.leaderboard_markdown(board.reset_index()).splitlines() if "vgg16" in line)
+    assert vgg.count("n/a") == len(leaderboard.VALIDATION_SHOWN)
+    old = json.loads((tmp_path / "vgg16" / "metrics.json").read_text())
+    table = report.validation_table(old)
+    assert table["validation"].isna().all() and table["test"].notna().any()
+    assert "predates them" in table.attrs["title"]
+    (tmp_path / "resnet34" / "metrics.json").unlink()
+    summary = leaderboard.build_report(tmp_path)
+    assert "val. roc_auc" not in summary and "val_roc_auc" in pd.read_csv(tmp_path / "leaderboard.csv")
+
+
+def test_an_unreadable_validation_entry_is_one_error_naming_its_file(tmp_path):
+    run = _fake_run(tmp_path, "vgg16", 0.2, seed=0)
+    metrics = json.loads((run / "metrics.json").read_text())
+    write_json(run / "metrics.json", {**metrics, "validation": "0.99"})
+    with pytest.raises(InputError, match=r"vgg16/metrics\.json: an unreadable validation entry"):
+        leaderboard.build_report(tmp_path)
+
+
+def test_validation_of_a_backbone_run_several_times_is_the_mean_of_its_runs(tmp_path):
+    folders = [_fake_run(tmp_path, "resnet34", 0.6, seed, name=f"resnet34-seed{seed}") for seed in (0, 1)]
+    row = leaderboard.leaderboard(tmp_path, n_boot=20).iloc[0]
+    values = [json.loads((f / "metrics.json").read_text())["validation"] for f in folders]
+    assert row["val_specificity"] == pytest.approx(np.mean([v["specificity"]["value"] for v in values]))
+    assert row["specificity_drop"] == pytest.approx(row["specificity_mean"] - row["val_specificity"])
+    assert np.isnan(row["val_specificity_low"]), "no CI for a mean over runs"
 
 
 def test_report_of_empty_folder_is_a_clear_error(tmp_path):

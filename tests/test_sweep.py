@@ -37,6 +37,8 @@ def test_sweep_runs_the_notebook_and_reports(swept):
     notebook = json.loads((run / "resnet34.ipynb").read_text())
     assert any(c.get("outputs") for c in notebook["cells"]), "the executed notebook holds its outputs"
     assert "papermill" in notebook["metadata"]
+    shown = next(c for c in notebook["cells"] if "validation_table" in "".join(c["source"]))
+    assert "drop (test - validation)" in json.dumps(shown["outputs"]), "the notebook shows validation beside test"
     for name in ("config.json", "history.csv", "model.keras", "predictions.csv", "metrics.json", "resnet34.log"):
         assert (run / name).is_file(), name
     assert (run / "finished.json").is_file(), "the notebook marks its run complete, as `xraylib train` does"

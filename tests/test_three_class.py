@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from xraylib.errors import InputError
-from xraylib.runs import read_threshold
+from xraylib.runs import read_config, read_threshold
 from xraylib.three_class import COLUMNS, RAW_COLUMNS, RUN_FIGURES
 
 CLASSES = ["normal", "bacterial", "viral"]
@@ -121,6 +121,36 @@ def test_report_of_three_class_runs_and_a_mixed_folder(three_class_run, untraine
     shutil.copytree(untrained_run, tmp_path / "binary")
     with pytest.raises(InputError, match="mixes binary and three-class runs"):
         build_report(tmp_path)
+
+
+def test_three_class_validation_beside_test(three_class_run, tmp_path):
+    """The validation entry of a three-class run: its calibrated validation probabilities scored as the test's,
+    each class's share, the drop (test minus validation), in the notebook's table and the leaderboard."""
+    from xraylib import report
+    from xraylib.leaderboard import build_report, leaderboard
+    from xraylib.multiclass import evaluate_multiclass
+
+    result = json.loads((three_class_run / "metrics.json").read_text())
+    entry, test = result["validation"], result["test"]
+    val = pd.read_csv(three_class_run / "val_predictions.csv")
+    codes = val["label"].map(CLASSES.index).to_numpy()
+    cfg = read_config(three_class_run)
+    again = evaluate_multiclass(
+        codes, val[COLUMNS].to_numpy(float), val["patient"], n_boot=cfg.bootstrap, seed=cfg.seed
+    )
+    assert entry["bootstrap"] == again["bootstrap"] and entry["n_images"] == len(val)
+    assert entry["prevalence"] == pytest.approx({c: float(np.mean(val["label"] == c)) for c in CLASSES})
+    for name in ("macro_roc_auc", "macro_f1", "balanced_accuracy", "accuracy", "brier", "log_loss", "ece"):
+        assert entry[name] == pytest.approx(again[name]), name
+        if entry[name]["value"] is not None and test[name]["value"] is not None:
+            assert entry["drop"][name] == pytest.approx(test[name]["value"] - entry[name]["value"]), name
+    table = report.validation_table(result)
+    assert table.loc["accuracy", "drop (test - validation)"] == entry["drop"]["accuracy"]
+    assert table.attrs["title"].startswith(f"at the argmax: validation: {len(val)} images")
+    shutil.copytree(three_class_run, tmp_path / "resnet34", ignore=shutil.ignore_patterns("*.keras", "tensorboard"))
+    summary = build_report(tmp_path)
+    assert "| macro_roc_auc | val. macro_roc_auc (drop) | macro_f1 |" in summary
+    assert leaderboard(tmp_path)["val_accuracy"].iloc[0] == pytest.approx(entry["accuracy"]["value"])
 
 
 def test_evaluate_run_scores_a_three_class_run_on_other_data(three_class_run, synth_data, tmp_path):

@@ -1,6 +1,7 @@
 """Training end to end on the synthetic set: run files, resume after a kill, two-replica mirrored strategy."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,41 @@ def test_calibrated_on_validation_then_thresholded(smoke_run):
     table = report.calibration_table(metrics)
     assert table.loc[("validation", "ece"), "after"] == entry["validation"]["ece"]["after"]
     assert "platt" in table.attrs["title"]
+
+
+def test_validation_beside_test_at_the_same_threshold(smoke_run, tmp_path):
+    """metrics.json's validation entry: the calibrated validation predictions scored at the test's threshold with
+    the run's bootstrap, their images, patients and prevalence, and the drop (test minus validation); the
+    notebook's table and the leaderboard show them."""
+    from xraylib import leaderboard
+    from xraylib.metrics import METRICS, evaluate
+    from xraylib.runs import read_config
+
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    entry, test = metrics["validation"], metrics["at_threshold"]
+    val = pd.read_csv(smoke_run / "val_predictions.csv")
+    y = (val["label"] == "pneumonia").to_numpy(int)
+    assert entry["threshold"] == test["threshold"] == metrics["threshold"]["value"]
+    assert entry["n_images"] == len(val) and entry["n_patients"] == val["patient"].nunique()
+    assert entry["prevalence"] == pytest.approx(y.mean())
+    cfg = read_config(smoke_run)
+    again = evaluate(y, val["p_pneumonia"], val["patient"], test["threshold"], n_boot=cfg.bootstrap, seed=cfg.seed)
+    assert entry["bootstrap"] == again["bootstrap"] == {"resamples": 30, "seed": 42, "unit": "patient"}
+    assert entry["confusion"] == again["confusion"]
+    for name in METRICS:
+        assert entry[name] == pytest.approx(again[name]), name
+        if test[name]["value"] is not None and entry[name]["value"] is not None:
+            assert entry["drop"][name] == pytest.approx(test[name]["value"] - entry[name]["value"]), name
+    table = report.validation_table(metrics)
+    assert table.loc["specificity", "validation"] == entry["specificity"]["value"]
+    assert table.loc["specificity", "test"] == test["specificity"]["value"]
+    assert table.loc["roc_auc", "drop (test - validation)"] == entry["drop"]["roc_auc"]
+    assert f"validation: {len(val)} images" in table.attrs["title"]
+    shutil.copytree(smoke_run, tmp_path / "resnet34", ignore=shutil.ignore_patterns("*.keras", "figures"))
+    board = leaderboard.leaderboard(tmp_path)
+    for name in ("roc_auc", "sensitivity", "specificity", "accuracy"):
+        assert board.loc[0, f"val_{name}"] == pytest.approx(entry[name]["value"])
+        assert f"val. {name} (drop)" in leaderboard.leaderboard_markdown(board).splitlines()[0]
 
 
 def test_finished_run_is_not_overwritten(smoke_run, synth_data):

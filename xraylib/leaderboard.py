@@ -26,14 +26,18 @@ from xraylib.runs import (
     REFERENCE_CSV,
     RUNS_CSV,
     SUMMARY_MD,
+    VALIDATION_NOTE,
     figure_path,
+    has_validation,
     mean_probabilities,
+    mean_validation,
     read_config,
     read_metrics,
     read_predictions,
     read_status,
     report_path,
     threshold_of,
+    validation_columns,
 )
 from xraylib.runs import METRICS as METRICS_JSON
 
@@ -47,6 +51,7 @@ REFERENCE_NOTE = (
     "wrong, and the reverse) and McNemar's test (exact when they are fewer than 25)."
 )
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
+VALIDATION_SHOWN = ("roc_auc", "sensitivity", "specificity", "accuracy")  # leaderboard.md's validation columns
 
 
 def leaderboard_row(name: str, result: dict) -> dict:
@@ -92,6 +97,7 @@ def run_table(report_dir: str | Path) -> pd.DataFrame:
             row["threshold"] = threshold_of(result, run / METRICS_JSON)
         except (KeyError, TypeError):
             raise InputError(f"{run / METRICS_JSON} lacks the run's metrics: rerun the run, or remove it") from None
+        row.update(validation_columns(result, run / METRICS_JSON, LEADERBOARD_METRICS))
         row.update(kind_columns(result.get("sensitivity_by_kind", {})))
         row.update(seed=cfg.seed, fold=cfg.fold if cfg.folds else None, preset=result.get("preset", ""))
         row["weights"] = weights_label(cfg.weights)
@@ -160,6 +166,7 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
             row.update(kind_columns(sensitivity_by_kind(y, pred, kinds, frame["patient"], n_boot)))
         for metric in METRICS:
             row[f"{metric}_mean"], row[f"{metric}_sd"] = group[metric].mean(), group[metric].std(ddof=1)
+        row.update(mean_validation(group, LEADERBOARD_METRICS))
         row.update(runs=len(group), threshold=threshold, preset=group["preset"].iloc[0])
         row.update(weights=group["weights"].iloc[0], seconds=group["seconds"].sum())
         row.update(group.reindex(columns=["gradcam_in_lungs", "lung_area", "gradcam_peak_in_lungs"]).mean())
@@ -189,21 +196,28 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table: value [low, high] per metric, beside the study's figures; on a synthetic
     set with masks, the share of Grad-CAM mass inside the lungs (and the lungs' share of the image) and the share of
     pneumonia images whose Grad-CAM peak lies inside them. A backbone run several times shows the metrics of its
-    mean predictions [CI], then the mean ± SD over its runs, and the number of runs."""
+    mean predictions [CI], then the mean ± SD over its runs, and the number of runs. Beside ROC-AUC, sensitivity,
+    specificity and accuracy, when some run recorded them, the validation metric and its drop (VALIDATION_NOTE; run
+    several times: their means over the runs)."""
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
     runs = "runs" in board
     kinds = all(f"sensitivity_{k}" in board for k in KINDS)
+    validation = VALIDATION_SHOWN if has_validation(board) else ()
+    shown = [(m, v) for m in LEADERBOARD_METRICS for v in (False, True) if not v or m in validation]
     extra = " sensitivity: bacterial / viral |" * kinds + (" Grad-CAM in lungs: mass (area), peak |" if masks else "")
     lines = [
         "| backbone | weights | "
         + "runs | " * runs
-        + " | ".join(LEADERBOARD_METRICS)
+        + " | ".join(f"val. {m} (drop)" if v else m for m, v in shown)
         + " | TN/FP/FN/TP | study acc. / wF1 |"
         + extra,
-        "|---" * (len(LEADERBOARD_METRICS) + 4 + masks + runs + kinds) + "|",
+        "|---" * (len(shown) + 4 + masks + runs + kinds) + "|",
     ]
     for _, row in board.iterrows():
-        cells = [_cell(row, m) + (f" ({_spread(row, m)})" if runs else "") for m in LEADERBOARD_METRICS]
+        cells = [
+            _validation_cell(row, m) if v else _cell(row, m) + (f" ({_spread(row, m)})" if runs else "")
+            for m, v in shown
+        ]
         confusion = "/".join(str(int(row[k])) for k in ("tn", "fp", "fn", "tp"))
         study = BACKBONES[row["backbone"]].study_result if row["backbone"] in BACKBONES else None
         published = f"{study[0]:.4f} / {study[1]:.4f}" if study else ""
@@ -222,6 +236,12 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
             line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}), {peak} |" if measured else " |"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _validation_cell(row: pd.Series, metric: str) -> str:
+    """`value [low, high] (drop)` of a metric on validation, the drop signed (test minus validation)."""
+    drop = row[f"{metric}_drop"]
+    return _cell(row, f"val_{metric}") + ("" if pd.isna(drop) else f" ({drop:+.3f})")
 
 
 def _spread(row: pd.Series, metric: str) -> str:
@@ -376,6 +396,9 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
             "threshold, with the bootstrap CI (test sampling), then the mean ± SD over its runs (training variance).",
             "Pairwise comparisons use the mean predictions.",
         ]
+    if has_validation(board):
+        several = " (a backbone run several times: their means over its runs)" if "runs" in board else ""
+        lines.append(f"{VALIDATION_NOTE}{several}.")
     lines += [
         "",
         table,

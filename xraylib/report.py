@@ -37,6 +37,45 @@ def metrics_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("metric")
 
 
+def validation_table(result: dict) -> pd.DataFrame:
+    """Validation beside test, at the run's threshold (three classes: the argmax): each metric with its 95 % CI on
+    both, and the drop (test minus validation); the title says the images, patients and prevalence of each."""
+    three = result.get("task") == "three_class"
+    test = result["test"] if three else result["at_threshold"]
+    validation = runs.validation_of(result, runs.METRICS)
+    rows = [
+        {
+            "metric": name,
+            "validation": validation.get(name, {}).get("value"),
+            "validation 95% CI": _interval(validation.get(name, {})),
+            "test": entry["value"],
+            "test 95% CI": _interval(entry),
+            "drop (test - validation)": validation.get("drop", {}).get(name),
+        }
+        for name, entry in test.items()
+        if isinstance(entry, dict) and "value" in entry
+    ]
+    table = pd.DataFrame(rows).set_index("metric")
+    if three:
+        share, at = {name: e["n_images"] / test["n_images"] for name, e in test["per_class"].items()}, "argmax"
+    else:
+        share = (test["confusion"]["tp"] + test["confusion"]["fn"]) / test["n_images"]
+        at = f"threshold {runs.threshold_of(result, runs.METRICS):.3f}"
+    if not validation:
+        title = "no validation metrics: this run's metrics.json predates them"
+    else:
+        title = _subset_title("validation", validation, validation["prevalence"])
+    table.attrs["title"] = f"at the {at}: {title}; {_subset_title('test', test, share)}"
+    return table
+
+
+def _subset_title(subset: str, entry: dict, prevalence: float | dict[str, float]) -> str:
+    """`subset: N images, P patients, pneumonia 62 %` (three classes: each class's share)."""
+    shares = prevalence if isinstance(prevalence, dict) else {"pneumonia": prevalence}
+    percent = ", ".join(f"{name} {100 * share:.0f} %" for name, share in shares.items())
+    return f"{subset}: {entry['n_images']} images, {entry['n_patients']} patients, {percent}"
+
+
 def calibration_table(result: dict) -> pd.DataFrame:
     """metrics.json's calibration: Brier score, ECE and log loss before and after it, on validation and test."""
     cal = result.get("calibration") or {}

@@ -7,8 +7,9 @@ A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) hol
 - `history.csv`: one row per epoch (metrics, learning rate, seconds, images/s); `timings.json`: where the time went;
 - `model.keras`: the trained model (safe-mode loadable);
 - `metrics.json`: the test metrics with 95 % CIs at the decision threshold (`at_threshold`) and at 0.5 (`at_0.5`),
-  the threshold itself (`threshold.value`, chosen on validation), the calibration map (`calibration`) and the
-  sensitivity per pneumonia kind (`sensitivity_by_kind`);
+  the threshold itself (`threshold.value`, chosen on validation), the calibration map (`calibration`), the
+  sensitivity per pneumonia kind (`sensitivity_by_kind`) and the validation metrics at the same threshold with
+  their drop to test (`validation`, see `validation_entry`);
 - `predictions.csv`, `val_predictions.csv`: one row per test or validation image (`p_pneumonia` calibrated,
   `p_uncalibrated`, `predicted` at the threshold);
   a three-class run (`task=three_class`, see `xraylib.three_class`) has `p_normal`, `p_bacterial`, `p_viral` and the
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +107,63 @@ def metrics_header(cfg: RunConfig, threshold: float | None) -> dict:
     else:
         chosen = {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"}
     return {"backbone": cfg.backbone, "preset": cfg.preset, "seed": cfg.seed, "threshold": chosen}
+
+
+def validation_entry(validation: dict, test: dict, prevalence: float | dict[str, float]) -> dict:
+    """metrics.json's `validation`: the metrics of the calibrated validation predictions at the test's threshold
+    (each {value, low, high}, as in `test`), the validation prevalence (of pneumonia; three classes: of each class)
+    and `drop`, each metric's test value minus its validation value."""
+    drop = {}
+    for name, entry in test.items():
+        if isinstance(entry, dict) and "value" in entry:
+            values = (entry["value"], validation[name]["value"])
+            drop[name] = None if None in values else values[0] - values[1]
+    return {**validation, "prevalence": prevalence, "drop": drop}
+
+
+def validation_of(metrics: dict, source: str | os.PathLike) -> dict:
+    """The `validation` entry of a metrics.json object (see `validation_entry`); `{}` for a run made before it was
+    written; `source` names the file in errors."""
+    entry = metrics.get("validation")
+    if entry is None:
+        return {}
+    if not isinstance(entry, dict) or not isinstance(entry.get("drop"), dict):
+        raise InputError(f"{source}: an unreadable validation entry: rerun the run, or remove it")
+    return entry
+
+
+VALIDATION_NOTE = (  # what a leaderboard's validation columns are
+    "val. M (drop): the same metric on the validation images at the same threshold (the images the calibration "
+    "and the threshold were fitted on), then the drop, test minus validation"
+)
+
+
+def validation_columns(metrics: dict, source: str | os.PathLike, names: Iterable[str]) -> dict[str, float]:
+    """A run's validation metrics `names` as flat columns: val_M, val_M_low, val_M_high and M_drop (test minus
+    validation); NaN where the run's metrics.json has none."""
+    entry, out = validation_of(metrics, source), {}
+    for name in names:
+        value = entry.get(name) or {}
+        cells = {f"val_{name}": value.get("value"), f"val_{name}_low": value.get("low")}
+        cells.update({f"val_{name}_high": value.get("high"), f"{name}_drop": entry.get("drop", {}).get(name)})
+        out.update({key: math.nan if v is None else float(v) for key, v in cells.items()})
+    return out
+
+
+def has_validation(board: pd.DataFrame) -> bool:
+    """Whether some row of a table of `validation_columns` (a leaderboard) holds a validation metric."""
+    return bool(board.filter(regex="^val_").notna().any().any())
+
+
+def mean_validation(columns: pd.DataFrame, names: Iterable[str]) -> dict[str, float]:
+    """Several runs' `validation_columns` (one row each) as one row: the mean over the runs of each validation
+    metric and of its drop, without a CI (one run: its own, with its CI)."""
+    out = {}
+    for name in names:
+        out[f"val_{name}"], out[f"{name}_drop"] = columns[f"val_{name}"].mean(), columns[f"{name}_drop"].mean()
+        for end in ("_low", "_high"):
+            out[f"val_{name}{end}"] = columns[f"val_{name}{end}"].iloc[0] if len(columns) == 1 else math.nan
+    return out
 
 
 def read_metrics(run_dir: str | os.PathLike) -> dict:

@@ -8,6 +8,7 @@ subtype, path. Its metrics come from `xraylib.multiclass`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,22 @@ def _schema(cfg: RunConfig, result: dict) -> dict:
     }
 
 
-def run_metrics(cfg: RunConfig, y: np.ndarray, probs: np.ndarray, groups: np.ndarray) -> dict:
-    """A three-class run's metrics.json (without its calibration entry)."""
-    return _schema(cfg, evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
+def run_metrics(
+    cfg: RunConfig,
+    y: np.ndarray,
+    probs: np.ndarray,
+    groups: np.ndarray,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict:
+    """A three-class run's metrics.json (without its calibration entry); with the `validation` images' (class
+    codes, calibrated probabilities, patients), their metrics and the drop to test."""
+    result = _schema(cfg, evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
+    if validation is not None:
+        val_y, val_probs, val_groups = validation
+        entry = evaluate_multiclass(val_y, val_probs, val_groups, n_boot=cfg.bootstrap, seed=cfg.seed)
+        prevalence = {name: float(np.mean(val_y == c)) for c, name in enumerate(THREE_CLASSES)}
+        result["validation"] = runs.validation_entry(entry, result["test"], prevalence)
+    return result
 
 
 def evaluate_run(prepared, cfg: RunConfig, out: str | Path, val_raw: np.ndarray, test_raw: np.ndarray) -> dict:
@@ -83,10 +97,12 @@ def evaluate_run(prepared, cfg: RunConfig, out: str | Path, val_raw: np.ndarray,
     raw = cfg.calibration != "none"
     test_rows = prepared.rows("test")
     write_csv(out / runs.PREDICTIONS, predictions_frame(test_rows, test_p, test_raw if raw else None))
-    val_frame = predictions_frame(prepared.rows("val"), calibration(val_raw), val_raw if raw else None)
+    val_p = calibration(val_raw)
+    val_frame = predictions_frame(prepared.rows("val"), val_p, val_raw if raw else None)
     write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     test_y = prepared.labels["test"].astype(int)
-    result = run_metrics(cfg, test_y, test_p, test_rows["patient"].to_numpy())
+    validation = (val_y, val_p, val_frame["patient"].to_numpy())
+    result = run_metrics(cfg, test_y, test_p, test_rows["patient"].to_numpy(), validation)
     result["calibration"] = {
         **calibration.to_json(),
         "fitted_on": "validation",
@@ -277,7 +293,9 @@ def _mean_frame(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
 
 def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
     """One row per backbone of three-class runs (name -> run folder), by macro ROC-AUC: run once, its run's
-    metrics; run several times, the metrics of its runs' mean class probabilities (patient-bootstrap CIs)."""
+    metrics; run several times, the metrics of its runs' mean class probabilities (patient-bootstrap CIs). Beside
+    them, each summary metric on validation and its drop to test (`runs.validation_columns`; several runs: their
+    means)."""
     from xraylib.multiclass import leaderboard_row
 
     by_backbone: dict[str, list[Path]] = {}
@@ -292,20 +310,33 @@ def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
             y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
             result = evaluate_multiclass(y, probs, frame["patient"], n_boot=n_boot)
         row = leaderboard_row(backbone, result)
+        columns = [runs.validation_columns(runs.read_metrics(f), f / runs.METRICS, SUMMARY_METRICS) for f in group]
+        row.update(runs.mean_validation(pd.DataFrame(columns), SUMMARY_METRICS))
         row.update(runs=len(group), preset=runs.read_config(group[0]).preset)
         rows.append(row)
     return pd.DataFrame(rows).sort_values("macro_roc_auc", ascending=False).reset_index(drop=True)
 
 
 def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """The three-class leaderboard as a Markdown table: value [low, high] per metric."""
-    header = "| backbone | runs | " + " | ".join(LEADERBOARD_METRICS) + " |"
-    lines = [header, "|---" * (len(LEADERBOARD_METRICS) + 2) + "|"]
+    """The three-class leaderboard as a Markdown table: value [low, high] per metric; beside each summary metric,
+    when some run recorded it, its value on validation and the drop (test minus validation)."""
+    validation = runs.has_validation(board)
+    shown = [
+        (m, v) for m in LEADERBOARD_METRICS for v in (False, True) if not v or (validation and m in SUMMARY_METRICS)
+    ]
+    header = " | ".join(f"val. {m} (drop)" if v else m for m, v in shown)
+    lines = [f"| backbone | runs | {header} |", "|---" * (len(shown) + 2) + "|"]
     for _, row in board.iterrows():
-        entries = [{"value": row[m], "low": row[f"{m}_low"], "high": row[f"{m}_high"]} for m in LEADERBOARD_METRICS]
-        cells = [_cell({k: None if pd.isna(v) else v for k, v in e.items()}) for e in entries]
+        cells = [_board_cell(row, f"val_{m}", row[f"{m}_drop"]) if v else _board_cell(row, m) for m, v in shown]
         lines.append(f"| {row['backbone']} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _board_cell(row: pd.Series, column: str, drop: float = math.nan) -> str:
+    """A leaderboard cell, `value [low, high]`, then the signed drop when one is given."""
+    entry = {key: row[f"{column}{end}"] for key, end in (("value", ""), ("low", "_low"), ("high", "_high"))}
+    cell = _cell({key: None if pd.isna(value) else value for key, value in entry.items()})
+    return cell if pd.isna(drop) else f"{cell} ({drop:+.3f})"
 
 
 def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
@@ -324,6 +355,8 @@ def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
             f"{len(board)} backbone(s), {int(board['runs'].sum())} finished run(s). Best macro ROC-AUC: "
             f"**{best['backbone']}** {best['macro_roc_auc']:.3f}.",
             "Test metrics of the argmax class; one-vs-rest ROC-AUCs; 95 % CIs by patient bootstrap.",
+            *[f"{runs.VALIDATION_NOTE} (a backbone run several times: their means over its runs)."]
+            * runs.has_validation(board),
             "",
             table,
             "",

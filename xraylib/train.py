@@ -355,16 +355,23 @@ def predictions_frame(
 
 
 def run_metrics(
-    cfg: RunConfig, y: np.ndarray, p: np.ndarray, groups: np.ndarray, threshold: float, subtypes=None
+    cfg: RunConfig,
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    subtypes=None,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
-    images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too."""
+    images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
+    images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test."""
     from xraylib.data import pneumonia_kind
     from xraylib.metrics import evaluate, sensitivity_by_kind
 
     kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
     by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
-    return {
+    result = {
         **runs.metrics_header(cfg, threshold),
         "n_test_images": int(len(y)),
         "n_test_patients": int(len(set(groups))),
@@ -372,6 +379,11 @@ def run_metrics(
         "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
         "sensitivity_by_kind": by_kind,
     }
+    if validation is not None:
+        val_y, val_p, val_groups = validation
+        entry = evaluate(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
+        result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
+    return result
 
 
 def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
@@ -399,7 +411,8 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
     write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
-    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes)
+    validation = (prepared.labels["val"], val_p, val_frame["patient"].to_numpy())
+    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation)
     result["calibration"] = {
         **calibration.to_json(),
         "fitted_on": "validation",
