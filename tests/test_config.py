@@ -112,3 +112,31 @@ def test_three_class_refuses_binary_only_settings(key, value, named):
     assert "\n" not in str(info.value)
     with pytest.raises(InputError, match="setting task='four_class'"):
         resolve_config("resnet34", "smoke", {"task": "four_class"})
+
+
+def test_bfloat16_counts_as_faster_only_on_cpus_with_amx(tmp_path):
+    from xraylib.strategy import bfloat16_is_faster, cpu_flags
+
+    xeon, epyc = tmp_path / "xeon", tmp_path / "epyc"
+    xeon.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    epyc.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma sha_ni\n")
+    assert bfloat16_is_faster(cpu_flags(str(xeon)))
+    assert not bfloat16_is_faster(cpu_flags(str(epyc)))
+    assert cpu_flags(str(tmp_path / "absent")) == set()
+
+
+@pytest.mark.parametrize(
+    "amx, preset, expected", [(True, "sound", "mixed_bfloat16"), (False, "sound", "float32"), (True, "demo", "float32")]
+)
+def test_auto_precision_follows_the_cpu(amx, preset, expected, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from xraylib import strategy
+
+    monkeypatch.setattr(strategy, "bfloat16_is_faster", lambda flags=None: amx)
+    cfg = resolve_config("xception", preset, {"weights": "none"})
+    try:
+        assert strategy.precision_policy(cfg, tf.distribute.get_strategy()) == expected
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
