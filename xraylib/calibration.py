@@ -12,10 +12,22 @@ temperature on the log-probabilities (the logits up to a constant per image), wh
 it is kept only if it raises neither the validation log loss nor the top-label ECE. The run's
 metrics.json stores it under "calibration", and everything that uses the run's model (`xraylib predict`,
 `evaluate --run`, the prediction page, `xraylib export`) applies it.
+
+A calibrated probability is a posterior at the prevalence of the images the map was fitted on (validation). Where
+pneumonia is more or less common, Bayes' rule moves it (Saerens, Latinne & Decaestecker 2002, "Adjusting the
+outputs of a classifier to new a priori probabilities", Neural Computation 14:21-41): the odds are multiplied by
+[P / (1 - P)] / [pi / (1 - pi)], pi the validation prevalence and P the deployment one, i.e. `shift` = the log of
+that ratio is added to the calibrated logit. The run setting `prevalence` gives P, or `estimate` estimates it from
+the unlabelled test predictions by their EM procedure (an estimate outside EM_RANGE is not kept: EM runs to 0 or 1
+when the classifier barely separates the classes); the shift is stored with the map, so every user of the run
+applies the same one. The threshold is then chosen by the run's rule on the corrected validation probabilities: a
+rank rule (youden, sensitivity:X) lands on the old threshold mapped through the same odds change and keeps every
+decision, a fixed number (0.5) applies to the corrected probabilities, the Bayes decision at the new prevalence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import asdict, dataclass
@@ -26,6 +38,11 @@ from xraylib.errors import InputError
 
 METHODS = ("none", "platt", "temperature")
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (float32 sigmoids reach 0 and 1)
+PREVALENCES = "none, estimate or a number in (0, 1)"  # the run setting `prevalence`
+EM_TOLERANCE, EM_ITERATIONS = 1e-6, 1000  # EM stops when the prevalence moves less than this, or after this many
+# An EM estimate outside this range is not kept: EM runs toward 0 or 1 when the classifier barely separates the
+# classes (with uninformative posteriors every iteration moves the prior the same way), not because pneumonia is rare.
+EM_RANGE = (0.01, 0.99)
 
 
 def logit(p) -> np.ndarray:
@@ -50,28 +67,32 @@ def softmax(z) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """q = sigmoid(slope * logit(p) + intercept); the identity when method is "none" or the fit was not kept."""
+    """q = sigmoid(slope * logit(p) + intercept + shift); slope 1 and intercept 0 when method is "none" or the fit
+    was not kept; `shift`: the log odds ratio of a prior-shift correction (`correct_prior`), 0 without one."""
 
     method: str = "none"
     slope: float = 1.0
     intercept: float = 0.0
-    applied: bool = False  # False: the identity (no calibration asked for, or the fit was not kept; see note)
+    applied: bool = False  # False: no fitted map (no calibration asked for, or the fit was not kept; see note)
     note: str = ""
+    shift: float = 0.0
 
     def __call__(self, p) -> np.ndarray:
         """Calibrated probabilities for raw ones: P(pneumonia) (N,), or class probabilities (N, K) (NaN stays NaN)."""
         p = np.asarray(p, dtype=float)
-        if not self.applied:
+        if not self.applied and not self.shift:
             return p
         if p.ndim == 2:
             return softmax(self.slope * np.log(np.clip(p, EPS, 1.0)))
-        return sigmoid(self.slope * logit(p) + self.intercept)
+        z = self.slope * logit(p) + self.intercept if self.applied else logit(p)
+        return sigmoid(z + self.shift)
 
     def raw_threshold(self, threshold: float) -> float:
         """The raw probability whose calibrated value is `threshold` (for code that sees the model's own output)."""
-        if not self.applied or threshold <= 0.0 or threshold >= 1.0:
+        if (not self.applied and not self.shift) or threshold <= 0.0 or threshold >= 1.0:
             return float(threshold)
-        return float(sigmoid((logit(threshold) - self.intercept) / self.slope))
+        z = logit(threshold) - self.shift
+        return float(sigmoid((z - self.intercept) / self.slope if self.applied else z))
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -188,9 +209,97 @@ def from_json(entry: dict | None, source: str | os.PathLike = "metrics.json") ->
             intercept=float(entry["intercept"]),
             applied=bool(entry["applied"]),
             note=str(entry.get("note", "")),
+            shift=float(entry.get("shift", 0.0)),  # runs made before the prior-shift correction have none
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{source}: unreadable calibration entry ({type(exc).__name__}: {exc})") from None
     if cal.method not in METHODS or (cal.applied and not (cal.slope > 0 and math.isfinite(cal.intercept))):
         raise InputError(f"{source}: calibration {cal.method!r} slope {cal.slope} is not a monotone calibration")
+    if not math.isfinite(cal.shift):
+        raise InputError(f"{source}: calibration shift {cal.shift} is not a finite log odds ratio")
     return cal
+
+
+# ---------------------------------------------------------------------------------------------- prior shift
+
+
+def prevalence_rule(setting: str | float) -> str | float:
+    """Parse the run setting `prevalence`: "none", "estimate", or the deployment prevalence P in (0, 1)."""
+    text = str(setting).strip().lower()
+    if text in ("none", "estimate"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value < 1.0:  # NaN too
+        raise InputError(f"setting prevalence={setting!r}: expected {PREVALENCES}")
+    return value
+
+
+def prior_log_odds(from_prevalence: float, to_prevalence: float) -> float:
+    """log([P / (1 - P)] / [pi / (1 - pi)]), pi = `from_prevalence`, P = `to_prevalence`: what Bayes' rule adds to
+    a posterior's logit when the prevalence moves from pi to P."""
+    return float(logit(to_prevalence) - logit(from_prevalence))
+
+
+def shift_prior(p, from_prevalence: float, to_prevalence: float) -> np.ndarray:
+    """Posteriors P(pneumonia | image) at prevalence `from_prevalence` re-weighted by Bayes' rule to `to_prevalence`."""
+    return sigmoid(logit(p) + prior_log_odds(from_prevalence, to_prevalence))
+
+
+def estimate_prevalence(
+    p, train_prevalence: float, tol: float = EM_TOLERANCE, max_iter: int = EM_ITERATIONS
+) -> tuple[float, int]:
+    """(prevalence, iterations): the prevalence of unlabelled images whose posteriors at `train_prevalence` are `p`,
+    by Saerens, Latinne & Decaestecker's EM (2002): prior <- mean of the posteriors re-weighted to the prior, until
+    it moves less than `tol` (or `max_iter` times)."""
+    p = np.asarray(p, dtype=float).ravel()
+    prior = float(train_prevalence)
+    for iteration in range(1, max_iter + 1):
+        updated = float(np.clip(shift_prior(p, train_prevalence, prior).mean(), EPS, 1.0 - EPS))
+        if abs(updated - prior) < tol:
+            return updated, iteration
+        prior = updated
+    return prior, max_iter
+
+
+def correct_prior(
+    fitted: Calibration, setting: str | float, rule: str, val: tuple, test: tuple
+) -> tuple[Calibration, float, dict]:
+    """(map, threshold, metrics.json entry) of a run: `fitted` (on the validation (labels, raw probabilities) `val`)
+    followed by the prior-shift correction that the run setting `prevalence` asks for (`setting`), and the threshold
+    that `rule` chooses on the corrected validation probabilities. The entry ({} for none) holds the validation and
+    target prevalences, EM's iterations (`estimate` reads the unlabelled test probabilities of `test`, (labels, raw
+    probabilities); an estimate outside EM_RANGE is not applied), the threshold before and after, and Brier, ECE
+    and log loss on test before and after."""
+    from xraylib.metrics import choose_threshold
+
+    (val_y, val_raw), (test_y, test_raw) = val, test
+    target = prevalence_rule(setting)
+    before = choose_threshold(val_y, fitted(val_raw), rule)
+    if target == "none":
+        return fitted, before, {}
+    pi = float(np.mean(val_y))
+    if not 0.0 < pi < 1.0:
+        raise InputError(f"setting prevalence={setting}: the validation images hold one class, no prevalence to shift")
+    estimated = target == "estimate"
+    target, iterations = estimate_prevalence(fitted(test_raw), pi) if estimated else (target, 0)
+    kept = EM_RANGE[0] <= target <= EM_RANGE[1] or not estimated
+    shift = Calibration(shift=prior_log_odds(pi, target) if kept else 0.0)  # the correction alone, for its scores
+    corrected = dataclasses.replace(fitted, shift=shift.shift)
+    notes = [] if kept else [f"not kept: EM ran to {target:.3g}, outside {EM_RANGE}: the classes barely separate"]
+    if not fitted.applied:
+        notes.append("the calibration was not kept: the correction starts from the model's own probabilities")
+    entry = {
+        "setting": str(setting),
+        "validation": pi,
+        "target": target,
+        "estimated": estimated,  # by EM on the unlabelled test predictions (their labels are not read)
+        "em_iterations": iterations,
+        "applied": kept,
+        "threshold": {"rule": rule, "before": before, "after": choose_threshold(val_y, corrected(val_raw), rule)},
+        "test": effect(test_y, fitted(test_raw), shift),
+        "note": "; ".join(notes),
+    }
+    return corrected, entry["threshold"]["after"], entry

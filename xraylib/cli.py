@@ -90,6 +90,9 @@ def _evaluate(a: argparse.Namespace) -> None:
     if a.versus:
         _versus(a)
         return
+    if a.thresholds:
+        _thresholds(a)
+        return
     if a.run:
         if not a.data:
             raise InputError("--run needs --data DIR: the labelled images to score the run on")
@@ -103,6 +106,15 @@ def _evaluate(a: argparse.Namespace) -> None:
         if a.data:
             result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(a.predictions, a.data, a.bootstrap, a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_report(result))
+
+
+def _thresholds(a: argparse.Namespace) -> None:
+    from xraylib.evaluate import format_threshold_rules, threshold_rules_of_run
+
+    if not a.run or a.data or a.out:
+        raise InputError("--thresholds goes with --run RUN_DIR alone: the run's own validation and test predictions")
+    result = threshold_rules_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_threshold_rules(result))
 
 
 def _versus(a: argparse.Namespace) -> None:
@@ -302,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --predictions: compare it image by image with this predictions file (accuracy difference with "
         "its CI, McNemar's test, paired ROC-AUC difference); repeatable",
     )
+    s.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="with --run: the rules youden, sensitivity:0.95 and 0.5, each chosen on the run's validation "
+        "predictions, with validation and test sensitivity and specificity",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -358,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        if args.verb in TENSORFLOW_VERBS or getattr(args, "run", None):  # evaluate --run loads a model
+        if args.verb in TENSORFLOW_VERBS or (getattr(args, "run", None) and not args.thresholds):  # loads a model
             _quiet_tensorflow()
     try:
         code = args.func(args)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xraylib.backbones import get_backbone
 from xraylib.calibration import METHODS as CALIBRATIONS
+from xraylib.calibration import prevalence_rule
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.metrics import threshold_rule
@@ -61,6 +62,7 @@ class RunConfig:
     # evaluation
     threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1); three_class: argmax
     calibration: str = "platt"  # platt | temperature | none: fitted on validation; three_class: temperature | none
+    prevalence: str = "none"  # none | P in (0, 1) | estimate: the pneumonia prevalence the probabilities are moved to
     tta: bool = False
     bootstrap: int = 1000
     gradcam_images: int = 16
@@ -203,6 +205,11 @@ def _check(cfg: RunConfig) -> None:
             f"setting pooled_norm=true needs fine_tune=none (got {cfg.fine_tune}): its statistics are fixed before "
             "training, so a backbone that trains makes them stale"
         )
+    if prevalence_rule(cfg.prevalence) != "none" and cfg.calibration == "none":
+        raise InputError(
+            f"setting prevalence={cfg.prevalence} needs calibration=platt or temperature: the correction re-weights "
+            "probabilities calibrated on validation"
+        )
     if cfg.task == "three_class":
         _check_three_class(cfg)
     else:
@@ -226,6 +233,8 @@ def _check_three_class(cfg: RunConfig) -> None:
         )
     if cfg.calibration == "platt":
         raise InputError("setting calibration=platt is binary-only: task=three_class takes temperature or none")
+    if prevalence_rule(cfg.prevalence) != "none":
+        raise InputError(f"setting prevalence={cfg.prevalence} is binary-only: it moves P(pneumonia)")
 
 
 def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:

@@ -23,6 +23,7 @@ from xraylib.metrics import (
     json_float,
     paired_comparison,
     study_figures,
+    threshold_rules,
 )
 
 STUDY_COLUMNS = ("Filename", "real", "Predictions")
@@ -438,3 +439,43 @@ def sensitivity_by_kind_of_file(
         raise InputError(f"{path}: {len(unknown)} image(s) not in the metadata of {data} (first: {unknown.iloc[0]})")
     kinds = [pneumonia_kind(subtypes[f]) for f in frame["file"]]
     return sensitivity_by_kind(frame["y_true"], frame["y_pred"], kinds, frame["patient"], n_boot, seed)
+
+
+def threshold_rules_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
+    """`metrics.threshold_rules` of a finished binary run: each rule chosen on its val_predictions.csv, scored on
+    its predictions.csv with patient-bootstrap CIs."""
+    run_dir = Path(run_dir)
+    runs.binary_run_only(run_dir, "--thresholds")
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    val, test = (read_predictions(run_dir / name) for name in (runs.VAL_PREDICTIONS, runs.PREDICTIONS))
+    rules = threshold_rules(
+        (val["y_true"], val["p"]), (test["y_true"], test["p"]), test["patient"], n_boot=n_boot, seed=seed
+    )
+    return {
+        "run": str(run_dir.resolve()),
+        "n_validation_images": len(val),
+        "n_test_images": len(test),
+        "n_test_patients": int(test["patient"].nunique()),
+        "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient"},
+        "rules": rules,
+    }
+
+
+def format_threshold_rules(result: dict) -> str:
+    """`threshold_rules_of_run`'s result as a table: one row per rule."""
+    boot = result["bootstrap"]
+    lines = [
+        f"run: {result['run']}",
+        f"thresholds chosen on its {result['n_validation_images']} validation images, scored on its "
+        f"{result['n_test_images']} test images ({result['n_test_patients']} patients)",
+        f"95 % CIs: bootstrap over patients, {boot['resamples']} resamples, seed {boot['seed']}",
+        "",
+        f"{'rule':<18}{'threshold':<11}{'val. sens.':<12}{'val. spec.':<12}"
+        + "".join(f"{'test ' + name:<26}" for name in ("sensitivity", "specificity", "accuracy")).rstrip(),
+    ]
+    for row in result["rules"]:
+        val = "".join(f"{'undefined' if v is None else f'{v:.4f}':<12}" for v in row["validation"].values())
+        test = "".join(f"{_value_with_ci(entry):<26}" for entry in row["test"].values())
+        lines.append(f"{row['rule']:<18}{row['threshold']:<11.4f}{val}{test}".rstrip())
+    return "\n".join(lines)

@@ -181,13 +181,16 @@ def _probability(outputs):
 
 
 def _calibrated(p, calibration: Calibration):
-    """`calibration` (`xraylib.calibration`) in Keras ops: sigmoid(slope * logit(p) + intercept)."""
+    """`calibration` (`xraylib.calibration`) in Keras ops: sigmoid(slope * logit(p) + intercept + shift)."""
     from keras import ops
 
-    if not calibration.applied:
+    if not calibration.applied and not calibration.shift:
         return p
     p = ops.clip(p, EPS, 1.0 - EPS)
-    return ops.sigmoid(calibration.slope * (ops.log(p) - ops.log(1.0 - p)) + calibration.intercept)  # no Log1p in ONNX
+    z = ops.log(p) - ops.log(1.0 - p)  # no Log1p in ONNX
+    if calibration.applied:
+        z = calibration.slope * z + calibration.intercept
+    return ops.sigmoid(z + calibration.shift)
 
 
 def serving_model(model: keras.Model, tta: bool = False, calibration: Calibration | None = None) -> keras.Model:

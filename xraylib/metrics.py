@@ -51,6 +51,7 @@ STUDY_TITLES = {
 }
 LABEL_VALUES = {"normal": 0, "pneumonia": 1, "pnemonia": 1, "covid": 1, "covid-19": 1}
 ECE_BINS = 10
+THRESHOLD_RULES = ("youden", "sensitivity:0.95", "0.5")  # the rules `threshold_rules` compares
 CONFIDENCE = 0.95
 
 
@@ -163,6 +164,25 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
     best = tpr - fpr if kind == "youden" else (tpr >= value - 1e-12).astype(float)
     i = int(np.argmax(best))  # the first (highest) threshold reaching the best value
     return float(min(thresholds[i], 1.0))
+
+
+def threshold_rules(val, test, groups=None, rules=THRESHOLD_RULES, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """Each threshold rule chosen on the VALIDATION (labels, probabilities) `val` and applied to the test ones
+    `test`: per rule its threshold, the validation sensitivity and specificity, and the test sensitivity,
+    specificity and accuracy, each {value, low, high} (95 % CI from a bootstrap of the test `groups`)."""
+    out = []
+    for rule in rules:
+        threshold = choose_threshold(*val, rule)
+        on_val, on_test = binary_metrics(*val, threshold), evaluate(*test, groups, threshold, n_boot, seed)
+        out.append(
+            {
+                "rule": rule,
+                "threshold": threshold,
+                "validation": {name: json_float(on_val[name]) for name in ("sensitivity", "specificity")},
+                "test": {name: on_test[name] for name in ("sensitivity", "specificity", "accuracy")},
+            }
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- bootstrap

@@ -387,10 +387,10 @@ def run_metrics(
 
 
 def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
-    """Calibrate on validation, choose the threshold on the calibrated validation probabilities, predict the test
-    set, write predictions.csv, val_predictions.csv and metrics.json (three classes: `three_class.evaluate_run`)."""
-    from xraylib.calibration import effect, fit_calibration
-    from xraylib.metrics import choose_threshold
+    """Calibrate on validation (then correct for the `prevalence` setting), choose the threshold on the calibrated
+    validation probabilities, predict the test set, write predictions.csv, val_predictions.csv and metrics.json
+    (three classes: `three_class.evaluate_run`)."""
+    from xraylib.calibration import correct_prior, effect, fit_calibration
 
     if cfg.task == "three_class":
         from xraylib import three_class
@@ -399,12 +399,12 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
         return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     out = Path(out)
     val_raw = predict_probabilities(model, prepared.images["val"], cfg, cache=True)
-    calibration = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
-    val_p = calibration(val_raw)
-    threshold = choose_threshold(prepared.labels["val"], val_p, cfg.threshold)
+    fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
     test_rows = prepared.rows("test")
     test_raw = predict_probabilities(model, prepared.images["test"], cfg, cache=True)
-    test_p = calibration(test_raw)
+    labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
+    calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
+    val_p, test_p = calibration(val_raw), calibration(test_raw)
     raw = cfg.calibration != "none"
     frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
     write_csv(out / runs.PREDICTIONS, frame)
@@ -417,8 +417,9 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
         **calibration.to_json(),
         "fitted_on": "validation",
         "n_images": len(val_raw),
-        "validation": effect(prepared.labels["val"], val_raw, calibration),
-        "test": effect(prepared.labels["test"], test_raw, calibration),
+        "validation": effect(prepared.labels["val"], val_raw, fitted),
+        "test": effect(prepared.labels["test"], test_raw, fitted),
+        **({"prevalence": prevalence} if prevalence else {}),
     }
     write_json(out / runs.METRICS, result)
     return result
