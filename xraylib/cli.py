@@ -67,10 +67,17 @@ def _sweep(a: argparse.Namespace) -> int:
 
 def _probe(a: argparse.Namespace) -> None:
     from xraylib.config import parse_overrides, resolve_config
-    from xraylib.probe import format_probe, source_probe
+    from xraylib.fileio import output_file, write_csv
+    from xraylib.probe import PROBES, format_probe
 
+    if a.shift not in PROBES:
+        raise InputError(f"--shift {a.shift}: expected {' or '.join(PROBES)}")
+    if a.out:
+        output_file(a.out, reads=[a.data])
     cfg = resolve_config(a.backbone, a.preset, parse_overrides(a.set))
-    result = source_probe(a.data, cfg)
+    result, scores = PROBES[a.shift](a.data, cfg)
+    if a.out:
+        write_csv(a.out, scores)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_probe(result))
 
 
@@ -277,9 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_sweep)
 
     s = verbs.add_parser(
-        "probe", parents=[common], help="can a backbone's frozen features tell the non-Kermany images apart?"
+        "probe",
+        parents=[common],
+        help="can a backbone's frozen features tell the non-Kermany images apart, or the test images?",
     )
     _run_settings(s, "demo", "settings to start from (default demo: frozen, 80 px)")
+    s.add_argument(
+        "--shift",
+        default="source",
+        help="source (default): non-Kermany vs Kermany training images; train-test: training vs test images",
+    )
+    s.add_argument("--out", metavar="FILE.csv", help="write every image's out-of-fold probe score as CSV")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_probe)
 
