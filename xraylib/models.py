@@ -311,39 +311,33 @@ def split_at_features(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return _SPLITS[model]
 
 
-def adapt_to_data(
-    model: keras.Model,
-    images: np.ndarray,
-    random_backbone: bool,
-    batch_size: int = 32,
-    features: keras.Model | None = None,
-) -> np.ndarray | None:
-    """Statistics of a model's frozen parts from training images, before training.
-
-    With a randomly initialised backbone, each frozen BatchNormalization layer gets the mean and variance of its
-    inputs on one batch of images (instead of its initial 0 and 1, which let activations grow layer after layer);
-    then the `pool_norm` layer, if any, standardises the pooled features (`standardise_pooled`). Together they
-    turn a frozen backbone, random or ImageNet, into features a linear head learns from (the `demo` preset).
-    Returns the pooled features of `images` when `pool_norm` needed them, else None; `features`: the model's
-    `feature_model` when the caller has one (its traced predict is then reused).
-    """
+def adapt_batchnorm(model: keras.Model, images: np.ndarray) -> None:
+    """Give each frozen BatchNormalization layer of a randomly initialised backbone the mean and variance of its
+    inputs on one batch of `images` (instead of its initial 0 and 1, which let activations grow layer after layer)."""
     import keras
 
+    frozen_bn = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization) and not x.trainable]
+    if not frozen_bn:
+        return
+    momenta = [layer.momentum for layer in frozen_bn]
+    for layer in frozen_bn:
+        layer.trainable, layer.momentum = True, 0.0  # one training-mode pass sets the moving statistics
+    model(images[:128].astype("float32"), training=True)
+    for layer, momentum in zip(frozen_bn, momenta, strict=True):
+        layer.trainable, layer.momentum = False, momentum
+
+
+def adapt_to_data(model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32) -> None:
+    """Statistics of a model's frozen parts from training images, before training: `adapt_batchnorm` for a
+    randomly initialised backbone, then the `pool_norm` layer, if any, standardises the pooled features
+    (`standardise_pooled`). Together they turn a frozen backbone, random or ImageNet, into features a linear head
+    learns from (the `demo` preset)."""
     from xraylib.pipeline import predict_in_batches
 
-    frozen_bn = [x for x in model.layers if isinstance(x, keras.layers.BatchNormalization) and not x.trainable]
-    if random_backbone and frozen_bn:
-        momenta = [layer.momentum for layer in frozen_bn]
-        for layer in frozen_bn:
-            layer.trainable, layer.momentum = True, 0.0  # one training-mode pass sets the moving statistics
-        model(images[:128].astype("float32"), training=True)
-        for layer, momentum in zip(frozen_bn, momenta, strict=True):
-            layer.trainable, layer.momentum = False, momentum
-    if "pool_norm" not in {layer.name for layer in model.layers}:
-        return None
-    pooled = predict_in_batches(features or feature_model(model), images, batch_size)
-    standardise_pooled(model.get_layer("pool_norm"), pooled)
-    return pooled
+    if random_backbone:
+        adapt_batchnorm(model, images)
+    if "pool_norm" in {layer.name for layer in model.layers}:
+        standardise_pooled(model.get_layer("pool_norm"), predict_in_batches(feature_model(model), images, batch_size))
 
 
 def standardise_pooled(layer: keras.layers.Normalization, pooled: np.ndarray) -> None:

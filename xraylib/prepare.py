@@ -16,9 +16,10 @@ from xraylib.splits import assign_subsets, limit_subsets
 
 @dataclass
 class PreparedData:
-    """The index with its subsets, and the decoded images and labels of each subset."""
+    """The index with its subsets, the decoded images of all its rows, and the images and labels of each subset."""
 
     index: pd.DataFrame
+    all_images: np.ndarray | None = None  # every row's image, in the index's order (whatever the split)
     images: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # class codes: positions in CLASSES[task]
     fingerprint: str = ""
@@ -76,6 +77,7 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
     prepared = PreparedData(index=index, fingerprint=fingerprint(index), task=cfg.task, left_out=left_out)
     images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
+    prepared.all_images = images
     for subset in ("train", "val", "test"):
         chosen = (index["subset"] == subset).to_numpy()
         prepared.images[subset] = images[chosen]

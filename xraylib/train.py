@@ -216,29 +216,36 @@ def frozen_split(model, cfg: RunConfig):
         return split_at_features(model) if cfg.fine_tune == "none" else split_at_trunk(model)
 
 
+def frozen_outputs(model, prepared: PreparedData, cfg: RunConfig) -> dict[str, np.ndarray] | None:
+    """Each subset's outputs of the frozen part (`frozen_split`), computed over every image of the index at once
+    and cached on disk (`features.trunk_outputs`), so that a run with another seed, split or fold reuses them;
+    None when every layer trains."""
+    from xraylib.features import trunk_outputs
+
+    split = frozen_split(model, cfg)
+    if split is None:
+        return None
+    every = trunk_outputs(split[0], prepared.all_images, cfg.batch_size, cfg.cache_dir)
+    subsets = prepared.index["subset"].to_numpy()
+    return {subset: every[subsets == subset] for subset in ("train", "val", "test")}
+
+
 def train_on_frozen_outputs(model, prepared: PreparedData, cfg: RunConfig):
     """(trained part, train inputs, val inputs) for a partly frozen model without augmentation: the frozen part's
-    outputs are computed once (after `models.adapt_to_data`; cached on disk, `features.trunk_outputs`), and
-    training the rest on them trains `model` exactly as end-to-end training would, without running the frozen
-    part every epoch."""
-    from xraylib.features import trunk_outputs
-    from xraylib.models import adapt_to_data
+    outputs are computed once (`frozen_outputs`, after a random backbone's `models.adapt_batchnorm`, and then
+    standardising the pooled features if the head asks), and training the rest on them trains `model` exactly as
+    end-to-end training would, without running the frozen part every epoch."""
+    from xraylib.models import adapt_batchnorm, standardise_pooled
 
-    train_x = prepared.images["train"]
-    frozen, trained = frozen_split(model, cfg)
-    random = cfg.weights == "none"
-    pooled = adapt_to_data(
-        model,
-        train_x,
-        random_backbone=random,
-        batch_size=cfg.batch_size,
-        features=frozen if cfg.fine_tune == "none" else None,
-    )
+    if cfg.weights == "none":
+        adapt_batchnorm(model, prepared.images["train"])
+    outputs = frozen_outputs(model, prepared, cfg)
+    if "pool_norm" in {layer.name for layer in model.layers}:
+        standardise_pooled(model.get_layer("pool_norm"), outputs["train"])
+    trained = frozen_split(model, cfg)[1]
     with model.distribute_strategy.scope():
         compile_model(trained, cfg, optimizer=model.optimizer)  # one optimizer: model.keras saves its trained state
-    if pooled is None:
-        pooled = trunk_outputs(frozen, train_x, cfg.batch_size, cfg.cache_dir)
-    return trained, pooled, trunk_outputs(frozen, prepared.images["val"], cfg.batch_size, cfg.cache_dir)
+    return trained, outputs["train"], outputs["val"]
 
 
 def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callbacks: list | None = None) -> pd.DataFrame:
@@ -306,28 +313,26 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     return runs.read_history(out)
 
 
-def predict_probabilities(model, images: np.ndarray, cfg: RunConfig, cache: bool = False) -> np.ndarray:
+def predict_probabilities(model, images: np.ndarray, cfg: RunConfig, computed: np.ndarray | None = None) -> np.ndarray:
     """P(pneumonia) per image, (N,), or three classes' probabilities, (N, 3); with `cfg.tta`, averaged with the
     horizontally flipped image. A partly frozen model: the frozen part's outputs, then the rest (`frozen_split`,
-    whose frozen half has run on the training images already); `cache`: those outputs are read from and saved
-    to `cfg.cache_dir` (`features.trunk_outputs`)."""
-    from xraylib.features import trunk_outputs
+    whose frozen half has run on the training images already); `computed`: those outputs of `images`, when the
+    caller has them (`frozen_outputs`)."""
     from xraylib.models import probability
 
     split = frozen_split(model, cfg)
 
-    def outputs(x):
+    def run(x, computed=None):
         if split is None:
-            return predict_in_batches(model, x, cfg.batch_size)
-        frozen, trained = split
-        computed = trunk_outputs(frozen, x, cfg.batch_size, cfg.cache_dir if cache else None)
-        return predict_in_batches(trained, computed, cfg.batch_size)
-
-    def run(x):
-        out = outputs(x)
+            out = predict_in_batches(model, x, cfg.batch_size)
+        else:
+            frozen, trained = split
+            if computed is None:
+                computed = predict_in_batches(frozen, x, cfg.batch_size)
+            out = predict_in_batches(trained, computed, cfg.batch_size)
         return np.asarray(out, dtype="float64") if cfg.task == "three_class" else probability(out)
 
-    p = run(images)
+    p = run(images, computed)
     if cfg.tta:
         p = (p + run(images[:, :, ::-1, :])) / 2.0
     return p
@@ -395,13 +400,17 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
     if cfg.task == "three_class":
         from xraylib import three_class
 
-        val_raw, test_raw = (predict_probabilities(model, prepared.images[s], cfg, cache=True) for s in ("val", "test"))
+        computed = frozen_outputs(model, prepared, cfg) or {}
+        val_raw, test_raw = (
+            predict_probabilities(model, prepared.images[s], cfg, computed.get(s)) for s in ("val", "test")
+        )
         return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     out = Path(out)
-    val_raw = predict_probabilities(model, prepared.images["val"], cfg, cache=True)
+    computed = frozen_outputs(model, prepared, cfg) or {}
+    val_raw = predict_probabilities(model, prepared.images["val"], cfg, computed.get("val"))
     fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
     test_rows = prepared.rows("test")
-    test_raw = predict_probabilities(model, prepared.images["test"], cfg, cache=True)
+    test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
     labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
     calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
     val_p, test_p = calibration(val_raw), calibration(test_raw)
