@@ -20,6 +20,7 @@ import numpy as np
 from xraylib.pipeline import cache_checksum, predict_in_batches, read_cache, resolve_cache_dir, write_cache
 
 _SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (trunk, top)
+CHUNK = 512  # images per predict call: the outputs go into one array, not a list of batches and its concatenation
 
 
 def _first_trained(model) -> int | None:
@@ -67,14 +68,15 @@ def trunk_key(trunk, images: np.ndarray) -> str:
 def trunk_outputs(trunk, images: np.ndarray, batch_size: int, cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """The trunk's outputs for `images`, read from the cache folder when an equal trunk computed them before (see
     `trunk_key`), else computed and saved there; `cache_dir=None`: computed, never saved."""
-    folder = resolve_cache_dir(cache_dir)
-    if folder is None:
-        return predict_in_batches(trunk, images, batch_size)
     shape = (len(images), *trunk.output.shape[1:])
-    path = folder / f"trunk-{trunk_key(trunk, images)}.npy"
-    hit = read_cache(path, shape, np.dtype(trunk.output.dtype))
+    folder = resolve_cache_dir(cache_dir)
+    path = folder / f"trunk-{trunk_key(trunk, images)}.npy" if folder is not None else None
+    hit = read_cache(path, shape, np.dtype("float32")) if path is not None else None
     if hit is not None:
         return hit
-    outputs = predict_in_batches(trunk, images, batch_size)
-    write_cache(path, outputs)
+    outputs = np.empty(shape, dtype="float32")
+    for start in range(0, len(images), CHUNK):
+        outputs[start : start + CHUNK] = predict_in_batches(trunk, images[start : start + CHUNK], batch_size)
+    if path is not None:
+        write_cache(path, outputs)
     return outputs
