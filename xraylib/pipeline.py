@@ -71,13 +71,13 @@ def cache_checksum(images: np.ndarray) -> str:
 
 
 def read_cache(path: Path, shape: tuple, dtype=np.uint8) -> np.ndarray | None:
-    """The cached array if it is present, of the expected shape and dtype, and matches the checksum written beside
-    it; None otherwise (the caller then computes it again)."""
+    """The cached array, memory-mapped read-only, if it is present, of the expected shape and dtype, and matches
+    the checksum written beside it; None otherwise (the caller then computes it again)."""
     sidecar = path.with_suffix(".blake2b")
     if not path.is_file() or not sidecar.is_file():
         return None
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
         expected = sidecar.read_text().strip()
     except (OSError, ValueError, EOFError) as exc:
         warnings.warn(f"ignoring unreadable cache {path}: {exc}", stacklevel=3)
