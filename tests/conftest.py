@@ -1,4 +1,5 @@
-"""Shared fixtures: the real sample data beside the repository and a small synthetic dataset."""
+"""Shared fixtures: the real data and Xception's ImageNet weights beside the repository, and a small synthetic
+dataset."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from xraylib.backbones import BACKBONES
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XRAYLIB_CACHE", "none")
 os.environ["XRAYLIB_WEIGHTS_DIR"] = ""  # tests choose their weights themselves
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = SHARED / "coronahack-224"
+XCEPTION = SHARED.parent / "weights" / BACKBONES["xception"].weights_file
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +25,22 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"needs the shared data folder {SHARED}, which this clone does not have")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """`../shared/data/coronahack-224`, the real radiographs as 224 px copies; skip when it is absent."""
+    if not REAL.is_dir():
+        pytest.skip(f"needs the real images in {REAL}, which this clone does not have")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def xception_weights() -> Path:
+    """Keras' ImageNet weights of Xception in `../shared/weights`; skip when they are absent."""
+    if not XCEPTION.is_file():
+        pytest.skip(f"needs the ImageNet weights {XCEPTION}, which this clone does not have")
+    return XCEPTION
 
 
 @pytest.fixture(scope="session")

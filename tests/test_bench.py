@@ -58,3 +58,30 @@ def test_bench_predict_measures_both_rates(tmp_path):
     text = format_bench_predict(result)
     for fragment in ("6 images at 32 px", "cold decode", "the model alone", "when the cores are the limit"):
         assert fragment in text
+
+
+def test_bench_train_measures_the_trunk_the_top_and_the_whole_model(capsys):
+    import json
+    import math
+
+    import keras
+
+    from xraylib.bench import format_bench_train
+    from xraylib.cli import main
+
+    settings = ["image_size=32", "fine_tune=17", "batch_size=4", "augment=false"]
+    args = ["bench", "train", "--backbone", "resnet34", "--precision", "float32,bfloat16", "--batches", "1", "--json"]
+    assert main(args + [x for s in settings for x in ("--set", s)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cpu"] and isinstance(result["amx_bf16"], bool) and result["notes"] == []
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert set(result["precisions"]) == {"float32", "mixed_bfloat16"}
+    for figures in result["precisions"].values():
+        assert figures["trunk_output"].startswith("conv5_block1_out")  # a block boundary below the top 17 layers
+        for what in ("trunk", "top_train", "end_to_end_train"):
+            rate = figures[f"{what}_images_per_s"]
+            assert math.isfinite(rate) and rate > 0, what
+    text = format_bench_train(result)
+    for fragment in ("resnet34 at 32 px, fine_tune=17", result["cpu"], "mixed_bfloat16", "top / end to end"):
+        assert fragment in text
+    assert main(["bench", "train", "--precision", "float16"]) == 2

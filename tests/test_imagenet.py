@@ -17,17 +17,8 @@ from xraylib.models import build_model, constructor, feature_model, resolve_weig
 from xraylib.prepare import prepare_data
 from xraylib.train import build_run_model, evaluate_run, fit
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-XCEPTION = SHARED / "weights" / BACKBONES["xception"].weights_file
-SAMPLES = SHARED / "data" / "samples" / "coronahack-test"
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "samples" / "coronahack-test"
 APPLICATIONS = [name for name, bb in BACKBONES.items() if bb.application]
-
-
-@pytest.fixture(scope="module")
-def xception_weights() -> Path:
-    if not XCEPTION.is_file():
-        pytest.skip(f"needs the ImageNet weights {XCEPTION}, which this clone does not have")
-    return XCEPTION
 
 
 def radiographs(size: int) -> np.ndarray:

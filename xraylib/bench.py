@@ -1,5 +1,6 @@
-"""Benchmarks that print figures: the input pipeline against model-only training (`xraylib bench pipeline`), and
-decode + prediction of arbitrary images (`xraylib bench predict`)."""
+"""Benchmarks that print figures: the input pipeline against model-only training (`xraylib bench pipeline`), a
+recipe's training on a frozen trunk's outputs against end-to-end training (`xraylib bench train`), and decode +
+prediction of arbitrary images (`xraylib bench predict`)."""
 
 from __future__ import annotations
 
@@ -199,6 +200,154 @@ def format_bench(result: dict) -> str:
         f"{result.get('load_average_end')} on {result['cpu_cores']} cores",
     ]
     lines += [f"  note: {n}" for n in result.get("notes", [])]
+    return "\n".join(lines)
+
+
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
+
+
+def _random_targets(model, n: int) -> np.ndarray:
+    """Random labels shaped as `model`'s head wants them: 0/1 for one output unit, one-hot for several."""
+    units = int(model.output.shape[-1])
+    codes = np.random.default_rng(0).integers(0, max(units, 2), n)
+    return codes[:, None].astype(np.float32) if units == 1 else np.eye(units, dtype=np.float32)[codes]
+
+
+def _training_rate(model, x: np.ndarray, y: np.ndarray, batch_size: int, prefix: str) -> dict:
+    """`prefix`_first_step_seconds (graph building, excluded from the rate), then the images/s and CPU ms per image
+    of one pass over `x` in model.fit."""
+    ds = tf_batches(x, y, batch_size, shuffle=True, seed=0)
+    first, _ = _timed_fit(model, ds, 1)
+    wall, cpu = _timed_fit(model, ds, len(x) // batch_size)
+    return {
+        f"{prefix}_first_step_seconds": round(first, 1),
+        f"{prefix}_images_per_s": round(len(x) / wall, 2),
+        f"{prefix}_cpu_ms_per_image": round(1000 * cpu / len(x), 1),
+    }
+
+
+def _bench_policy(cfg, images: np.ndarray) -> dict:
+    """bench_train's figures under the current dtype policy."""
+    from xraylib.models import build_model
+    from xraylib.pipeline import predict_in_batches
+    from xraylib.train import compile_model, frozen_split
+
+    bs = cfg.batch_size
+    model = build_model(cfg)
+    labels = _random_targets(model, len(images))
+    result: dict = {}
+    split = frozen_split(model, cfg)
+    if split is not None:
+        trunk, top = split
+        predict_in_batches(trunk, images[:bs], bs)  # warm-up: traces the trunk's predict
+        t0, c0 = time.perf_counter(), time.process_time()
+        outputs = predict_in_batches(trunk, images, bs)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        result.update(
+            trunk_output=f"{trunk.layers[-1].name} {tuple(trunk.output.shape[1:])}",
+            trunk_images_per_s=round(len(images) / wall, 2),
+            trunk_cpu_ms_per_image=round(1000 * cpu / len(images), 1),
+        )
+        compile_model(top, cfg)
+        result.update(_training_rate(top, outputs, labels, bs, "top_train"))
+    compile_model(model, cfg)
+    result.update(_training_rate(model, images, labels, bs, "end_to_end_train"))
+    if split is not None:
+        cached, whole = result["top_train_images_per_s"], result["end_to_end_train_images_per_s"]
+        result["top_vs_end_to_end"] = round(cached / whole, 1)
+    return result
+
+
+def bench_train(
+    backbone: str = "xception",
+    preset: str = "sound",
+    settings: dict | None = None,
+    precisions: tuple[str, ...] = ("float32",),
+    batches: int = 3,
+) -> dict:
+    """A recipe's training throughput, per precision (`PRECISIONS`): the frozen trunk's forward pass (what a run
+    pays once, `features.trunk_outputs`), training the layers above it on the trunk's outputs (what each epoch
+    pays), and training the whole model end to end, every batch through the trunk (the model-only limit the
+    cache replaces). Each over `batches` batches of random images (the speed does not depend on what they show)
+    after a warm-up batch; `settings` override the preset (weights: none unless given)."""
+    import keras
+
+    from xraylib.config import resolve_config
+    from xraylib.strategy import cpu_flags, cpu_name
+
+    unknown = [p for p in precisions if p not in PRECISIONS]
+    if unknown or not precisions:
+        raise InputError(f"--precision {','.join(precisions)}: expected one or more of {', '.join(PRECISIONS)}")
+    if batches < 1:
+        raise InputError(f"--batches {batches}: must be at least 1")
+    cfg = resolve_config(backbone, preset, {"weights": "none", **(settings or {})})
+    size, bs = cfg.image_size, cfg.batch_size
+    images = np.random.default_rng(0).integers(0, 256, (bs * batches, size, size, 1), dtype=np.uint8)
+    result: dict = {
+        "backbone": cfg.backbone,
+        "image_size": size,
+        "fine_tune": cfg.fine_tune,
+        "augment": cfg.augment,
+        "weights": cfg.weights,
+        "batch_size": bs,
+        "batches": batches,
+        "cpu": cpu_name(),
+        "amx_bf16": "amx_bf16" in cpu_flags(),
+        "cpu_cores": os.cpu_count(),
+        "load_average_start": round(os.getloadavg()[0], 2),
+        "precisions": {},
+        "notes": [],
+    }
+    if cfg.fine_tune == "all":
+        result["notes"].append("fine_tune=all: every layer trains, there is no frozen trunk to compute once")
+    elif cfg.augment or not cfg.precompute_features:
+        result["notes"].append(
+            "a run of this recipe trains end to end: the trunk's outputs are computed once only with "
+            "augment=false and precompute_features=true"
+        )
+    saved = keras.mixed_precision.global_policy().name
+    try:
+        for name in precisions:
+            keras.backend.clear_session()  # frees the previous model and restarts layer names (and the policy)
+            keras.mixed_precision.set_global_policy(PRECISIONS[name])
+            keras.utils.set_random_seed(cfg.seed)
+            result["precisions"][PRECISIONS[name]] = _bench_policy(cfg, images)
+    finally:
+        keras.mixed_precision.set_global_policy(saved)
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def format_bench_train(result: dict) -> str:
+    """A printable table of bench_train's figures, one column per precision."""
+    policies = list(result["precisions"])
+
+    def row(label: str, key: str, unit: str = "images/s") -> str:
+        values = [result["precisions"][p].get(key) for p in policies]
+        cells = ["not measured" if v is None else f"{v:,.1f} {unit}".rstrip() for v in values]
+        return f"  {label:<44}" + "".join(f"{c:>20}" for c in cells)
+
+    amx = "with" if result["amx_bf16"] else "without"
+    first = result["precisions"][policies[0]]
+    lines = [
+        f"training benchmark: {result['backbone']} at {result['image_size']} px, fine_tune={result['fine_tune']}, "
+        f"augment={result['augment']}, weights={result['weights']}, batch {result['batch_size']}, "
+        f"{result['batches']} timed batches after a warm-up",
+        f"  CPU: {result['cpu']} ({amx} amx_bf16), {result['cpu_cores']} cores; load average (1 min) "
+        f"{result['load_average_start']} at start, {result['load_average_end']} at end",
+        f"  trunk output: {first.get('trunk_output', 'none (every layer trains)')}",
+        f"  {'':<44}" + "".join(f"{p:>20}" for p in policies),
+        row("trunk forward pass (once per run)", "trunk_images_per_s"),
+        row("top trained on the trunk's outputs (epoch)", "top_train_images_per_s"),
+        row("whole model trained end to end (no cache)", "end_to_end_train_images_per_s"),
+        row("top / end to end", "top_vs_end_to_end", "x"),
+        row("CPU per image: trunk", "trunk_cpu_ms_per_image", "ms"),
+        row("CPU per image: top training", "top_train_cpu_ms_per_image", "ms"),
+        row("CPU per image: end-to-end training", "end_to_end_train_cpu_ms_per_image", "ms"),
+        row("first step (graph building): top", "top_train_first_step_seconds", "s"),
+        row("first step (graph building): end to end", "end_to_end_train_first_step_seconds", "s"),
+    ]
+    lines += [f"  note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 
 

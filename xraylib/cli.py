@@ -220,6 +220,15 @@ def _run_settings(parser: argparse.ArgumentParser, preset: str, preset_help: str
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=SETTINGS_HELP)
 
 
+def _bench_train(a: argparse.Namespace) -> None:
+    from xraylib.bench import bench_train, format_bench_train
+    from xraylib.config import parse_overrides
+
+    precisions = tuple(a.precision.split(","))
+    result = bench_train(a.backbone, a.preset, parse_overrides(a.set), precisions, batches=a.batches)
+    print(json.dumps(result, indent=2) if a.json else format_bench_train(result))
+
+
 def _bench_predict(a: argparse.Namespace) -> None:
     from xraylib.bench import bench_predict, format_bench_predict
 
@@ -377,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=0, help="use at most this many images (0 = all)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_bench_pipeline)
+    s = bench.add_parser(
+        "train",
+        parents=[common],
+        help="a recipe's training throughput: the frozen trunk once, the top on its outputs, the whole model",
+    )
+    s.add_argument("--backbone", default="xception", help="backbone name (default xception)")
+    s.add_argument("--preset", default="sound", help=PRESET_HELP)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"{SETTINGS_HELP}; weights=none unless set")
+    s.add_argument("--precision", default="float32", help="float32 (default), bfloat16, or both: float32,bfloat16")
+    s.add_argument("--batches", type=int, default=3, help="timed batches of each figure, after a warm-up (default 3)")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_bench_train)
     s = bench.add_parser("predict", parents=[common], help="decode + prediction throughput of xraylib predict")
     s.add_argument("model", help="model.keras written by `xraylib train`")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")

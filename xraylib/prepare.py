@@ -25,6 +25,7 @@ class PreparedData:
     fingerprint: str = ""
     task: str = "binary"
     left_out: int = 0  # pneumonia images of neither kind (ARDS), left out of the three-class task
+    dropped: int = 0  # images listed in the metadata but absent from the folder, dropped from the index
 
     def rows(self, subset: str) -> pd.DataFrame:
         """The index rows of one subset (train, val or test), in the order of its images."""
@@ -54,6 +55,9 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")
+    dropped = int(index.attrs["dropped"])
+    if dropped:
+        print(f"left out {dropped} image(s) listed in the metadata of {data} but absent from it")
     kept = class_names(index, cfg.task) != ""
     left_out = int((~kept).sum())
     if left_out:
@@ -75,7 +79,9 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
             raise InputError(f"the {subset} subset of {data} holds no {missing} image: every class is needed")
     need = len(index) * cfg.image_size**2
     check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
-    prepared = PreparedData(index=index, fingerprint=fingerprint(index), task=cfg.task, left_out=left_out)
+    prepared = PreparedData(
+        index=index, fingerprint=fingerprint(index), task=cfg.task, left_out=left_out, dropped=dropped
+    )
     images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
     prepared.all_images = images
     for subset in ("train", "val", "test"):

@@ -2,8 +2,9 @@
 
 A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) holds:
 
-- `config.json`: the resolved settings (`run`), the data folder and its fingerprint (`data`), the images,
-  patients and classes of each subset (`subsets`) and the library versions (`versions`);
+- `config.json`: the resolved settings (`run`), the data folder, its fingerprint and the count of images its
+  metadata lists but it lacks, dropped (`data`), the images, patients and classes of each subset (`subsets`) and
+  the library versions (`versions`);
 - `history.csv`: one row per epoch (metrics, learning rate, seconds, images/s); `timings.json`: where the time went;
 - `model.keras`: the trained model (safe-mode loadable);
 - `metrics.json`: the test metrics with 95 % CIs at the decision threshold (`at_threshold`) and at 0.5 (`at_0.5`),

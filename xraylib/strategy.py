@@ -35,16 +35,29 @@ def _tpu_address() -> str:
     return os.environ.get("TPU_NAME") or os.environ.get("COLAB_TPU_ADDR") or ""
 
 
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo)."""
+def _cpuinfo(field: str, path: str) -> str:
+    """The first value of `field` in /proc/cpuinfo ("" where there is none)."""
     try:
         with open(path) as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return ""
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo)."""
+    return set(_cpuinfo("flags", path).split())
+
+
+def cpu_name(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name as Linux (and `lscpu`) gives it, else what Python's platform module knows."""
+    import platform
+
+    return _cpuinfo("model name", path) or platform.processor() or "unknown CPU"
 
 
 def bfloat16_is_faster(flags: set[str] | None = None) -> bool:

@@ -438,7 +438,11 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
     """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
     config = {
         "run": cfg.to_json(),
-        "data": {"dir": str(Path(data).resolve()), "fingerprint": prepared.fingerprint},
+        "data": {
+            "dir": str(Path(data).resolve()),
+            "fingerprint": prepared.fingerprint,
+            "missing_dropped": prepared.dropped,  # listed in the metadata, absent from the folder
+        },
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
     }
