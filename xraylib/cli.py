@@ -8,6 +8,7 @@ import math
 import os
 import sys
 
+from xraylib.adapt import MIN_IMAGES
 from xraylib.errors import InputError
 
 
@@ -94,16 +95,21 @@ def _evaluate(a: argparse.Namespace) -> None:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
     if bool(a.predictions) == bool(a.run):
         raise InputError("evaluate needs --predictions FILE, or --run RUN_DIR with --data DIR (not both)")
+    if a.adapt and not a.run:
+        raise InputError("--adapt goes with --run RUN_DIR: it aligns the run's model to the images it scores")
     if a.versus:
         _versus(a)
         return
     if a.thresholds:
         _thresholds(a)
         return
+    if a.run and a.adapt and not a.data:
+        _adapted(a)
+        return
     if a.run:
         if not a.data:
             raise InputError("--run needs --data DIR: the labelled images to score the run on")
-        result = evaluate_on(a.run, a.data, a.out, n_boot=a.bootstrap, seed=a.seed)
+        result = evaluate_on(a.run, a.data, a.out, n_boot=a.bootstrap, seed=a.seed, adapt=a.adapt)
     else:
         if a.out:
             raise InputError("--out goes with --run RUN_DIR (a predictions file is scored as it is)")
@@ -118,10 +124,17 @@ def _evaluate(a: argparse.Namespace) -> None:
 def _thresholds(a: argparse.Namespace) -> None:
     from xraylib.evaluate import format_threshold_rules, threshold_rules_of_run
 
-    if not a.run or a.data or a.out:
+    if not a.run or a.data or a.out or a.adapt:
         raise InputError("--thresholds goes with --run RUN_DIR alone: the run's own validation and test predictions")
     result = threshold_rules_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_threshold_rules(result))
+
+
+def _adapted(a: argparse.Namespace) -> None:
+    from xraylib.evaluate import evaluate_adapted, format_adapted
+
+    result = evaluate_adapted(a.run, a.out)
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_adapted(result))
 
 
 def _versus(a: argparse.Namespace) -> None:
@@ -155,8 +168,12 @@ def _predict(a: argparse.Namespace) -> int:
         output_file(a.out, reads=[a.model, *a.inputs], owner=os.path.dirname(os.path.abspath(a.model)))
     if a.gradcam:
         output_dir(a.gradcam, "--gradcam")
-    table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold)
+    table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold, adapt=a.adapt)
     print(format_predictions(table))
+    if a.adapt:
+        from xraylib.adapt import format_entry
+
+        print("\n".join(format_entry(table.attrs["adaptation"])))
     unreadable = int((table["error"] != "").sum())
     if unreadable:  # the rows are kept; the status says not every image was predicted (2 stays bad input)
         print(f"xraylib: {unreadable} of {len(table)} images could not be read (see the error column)", file=sys.stderr)
@@ -344,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --run: the rules youden, sensitivity:0.95 and 0.5, each chosen on the run's validation "
         "predictions, with validation and test sensitivity and specificity",
     )
+    s.add_argument(
+        "--adapt",
+        action="store_true",
+        help="with --run: first align the run's trained BatchNormalization layers to the images scored, without "
+        "their labels (fine_tune=N runs): those of --data, or without --data the run's own test images (written "
+        "to RUN_DIR/adapted, beside the run's unadapted files)",
+    )
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -355,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the predictions as CSV")
     s.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM PNG per image into DIR")
     s.add_argument("--threshold", type=float, help="decision threshold (default: the run's own)")
+    s.add_argument(
+        "--adapt",
+        action="store_true",
+        help="first align the model's trained BatchNormalization layers to the images given, a new site's, without "
+        f"labels (fine_tune=N runs; at least {MIN_IMAGES} images)",
+    )
     s.set_defaults(func=_predict)
 
     s = verbs.add_parser("app", parents=[common], help="a prediction page in the browser for a finished run (Gradio)")

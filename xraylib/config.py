@@ -17,6 +17,7 @@ from xraylib.metrics import threshold_rule
 from xraylib.models import resolve_weights
 
 PRESETS = ("study", "sound", "cpu", "demo", "smoke")
+ADAPTATIONS = ("none", "batchnorm")  # the setting `adapt` (xraylib.adapt)
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 TRACKERS = ("none", "mlflow")
 MLFLOW_MISSING = "tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'"
@@ -63,6 +64,7 @@ class RunConfig:
     threshold: str = "youden"  # youden | sensitivity:0.95 | a fixed number in (0, 1); three_class: argmax
     calibration: str = "platt"  # platt | temperature | none: fitted on validation; three_class: temperature | none
     prevalence: str = "none"  # none | P in (0, 1) | estimate: the pneumonia prevalence the probabilities are moved to
+    adapt: str = "none"  # none | batchnorm: the trained layers aligned to the test images, label-free (xraylib.adapt)
     tta: bool = False
     bootstrap: int = 1000
     gradcam_images: int = 16
@@ -136,6 +138,7 @@ CHOICES = {
     "monitor": ("val_auc", "val_loss", "val_accuracy"),
     "tracker": TRACKERS,
     "calibration": CALIBRATIONS,
+    "adapt": ADAPTATIONS,
 }
 
 
@@ -171,6 +174,18 @@ def _coerce(key: str, value, kind: str):
     except ValueError:
         raise InputError(f"setting {key}={value!r}: expected {kind.split(' ')[0]}") from None
     return text
+
+
+def adapt_refusal(fine_tune: str) -> str:
+    """Why a run with this `fine_tune` setting has no BatchNormalization layer to adapt ("" when it may have)."""
+    if fine_tune == "none":
+        return "fine_tune=none trains no BatchNormalization layer after the frozen features: nothing to adapt"
+    if fine_tune == "all":
+        return (
+            "fine_tune=all trains the whole backbone: aligning every BatchNormalization layer of it is too costly "
+            "on a CPU; adapt=batchnorm needs fine_tune=N"
+        )
+    return ""
 
 
 def _check(cfg: RunConfig) -> None:
@@ -214,6 +229,8 @@ def _check(cfg: RunConfig) -> None:
             f"setting prevalence={cfg.prevalence} needs calibration=platt or temperature: the correction re-weights "
             "probabilities calibrated on validation"
         )
+    if cfg.adapt != "none" and adapt_refusal(cfg.fine_tune):
+        raise InputError(f"setting adapt={cfg.adapt}: {adapt_refusal(cfg.fine_tune)}")
     if cfg.task == "three_class":
         _check_three_class(cfg)
     else:
@@ -239,6 +256,10 @@ def _check_three_class(cfg: RunConfig) -> None:
         raise InputError("setting calibration=platt is binary-only: task=three_class takes temperature or none")
     if prevalence_rule(cfg.prevalence) != "none":
         raise InputError(f"setting prevalence={cfg.prevalence} is binary-only: it moves P(pneumonia)")
+    if cfg.adapt != "none":
+        raise InputError(
+            f"setting adapt={cfg.adapt} is binary-only: it reports P(pneumonia)'s prevalence before and after"
+        )
 
 
 def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:

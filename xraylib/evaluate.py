@@ -1,8 +1,10 @@
 """Evaluating predictions: reading predictions files (the study's or ours), their metrics with CIs and report, and
-a trained run scored on a labelled dataset it never saw (external validation), at the run's own threshold."""
+a trained run scored on a labelled dataset it never saw (external validation), at the run's own threshold, or on
+its own test set again with its model adapted to the test images first (`xraylib.adapt`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path, PurePosixPath
 
@@ -193,7 +195,8 @@ def evaluate_file(
     return result
 
 
-def _value_with_ci(entry: dict, digits: int = 4) -> str:
+def value_with_ci(entry: dict, digits: int = 4) -> str:
+    """A metric's {value, low, high} as `value [low, high]` (`undefined` when it has no value)."""
     if entry["value"] is None:
         return "undefined"
     text = f"{entry['value']:.{digits}f}"
@@ -234,7 +237,7 @@ def format_report(result: dict) -> str:
     lines.append("")
     lines.append(f"{'metric':<28}" + "".join(f"{title:<28}" for _, title in columns).rstrip())
     for name in METRICS:
-        cells = "".join(f"{_value_with_ci(result[key][name]):<28}" for key, _ in columns)
+        cells = "".join(f"{value_with_ci(result[key][name]):<28}" for key, _ in columns)
         lines.append(f"{TITLES[name]:<28}{cells}".rstrip())
     cells = "".join(f"{'{tn}/{fp}/{fn}/{tp}'.format(**result[key]['confusion']):<28}" for key, _ in columns)
     lines.append(f"{'TN/FP/FN/TP':<28}{cells}".rstrip())
@@ -253,7 +256,11 @@ def format_report(result: dict) -> str:
         lines.append("")
         lines.append("sensitivity by pneumonia kind (of the predicted labels above):")
         for kind, entry in by_kind.items():
-            lines.append(f"  {kind:<24}{_value_with_ci(entry)}  ({entry['n_images']} images)")
+            lines.append(f"  {kind:<24}{value_with_ci(entry)}  ({entry['n_images']} images)")
+    if "adaptation" in result:
+        from xraylib.adapt import format_entry
+
+        lines += ["", *format_entry(result["adaptation"])]
     notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
     if notes:
         lines.append("")
@@ -335,10 +342,11 @@ def format_comparisons(results: list[dict]) -> str:
 
 
 def _difference(entry: dict) -> str:
-    """A paired difference with its CI, as `_value_with_ci` writes a metric."""
-    return _value_with_ci({"value": entry["difference"], "low": entry["low"], "high": entry["high"]})
+    """A paired difference with its CI, as `value_with_ci` writes a metric."""
+    return value_with_ci({"value": entry["difference"], "low": entry["low"], "high": entry["high"]})
 
 
+ADAPTED_METRICS = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "accuracy", "ece")  # format_adapted
 EXTERNAL_FIGURES = ("confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 
 
@@ -353,12 +361,14 @@ def evaluate_on(
     out: str | os.PathLike | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    adapt: bool = False,
 ) -> dict:
     """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, or NORMAL/ and
     PNEUMONIA/ folders; every split) with the run's model, label them at the run's validation-chosen threshold, and
     write predictions.csv, metrics.json (a run's schema, with CIs by patient bootstrap) and the figures into `out`.
     Returns `evaluate_file`'s result for them. A three-class run: `three_class.score_run` (the argmax class).
-    An unreadable image stops it with its name: no partial metrics."""
+    An unreadable image stops it with its name: no partial metrics. `adapt`: the model is first aligned to the
+    images of `data`, unlabelled (`adapt.adapt_predictor`; binary runs), and metrics.json says so (`adaptation`)."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
     from xraylib.report import run_figure
@@ -370,6 +380,8 @@ def evaluate_on(
             raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    if adapt:
+        runs.binary_run_only(run_dir, "--adapt")
     index = build_index(data, missing="drop")
     if index.empty:
         raise InputError(f"--data {data}: no image found")
@@ -382,7 +394,7 @@ def evaluate_on(
         from xraylib import three_class
 
         index = three_class.labelled(index, data)
-    table = predict_files(predictor, list(index["path"]))
+    table = predict_files(predictor, list(index["path"]), adapt=adapt)
     bad = table[table["error"] != ""]
     if len(bad):
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
@@ -398,6 +410,8 @@ def evaluate_on(
     result = evaluate_file(predictions, n_boot, seed, threshold=(predictor.threshold, source))
     result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
     result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(predictions, data, n_boot, seed, index)
+    if adapt:
+        result["adaptation"] = table.attrs["adaptation"]
     write_json(out / runs.METRICS, _run_schema(result, cfg, predictor.threshold))
     for name in EXTERNAL_FIGURES:
         run_figure(name, run_dir, model=predictor.model, results=out)
@@ -416,7 +430,56 @@ def _run_schema(result: dict, cfg, threshold: float) -> dict:
         "at_threshold": result["at_threshold"],
         "at_0.5": result["at_0.5"],
         "sensitivity_by_kind": result["sensitivity_by_kind"],
+        **({"adaptation": result["adaptation"]} if "adaptation" in result else {}),
     }
+
+
+def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """A finished binary run's own test set scored again with its model adapted to the test images (the run
+    setting adapt=batchnorm), from model.keras and the data folder in config.json, without training: writes
+    predictions.csv, val_predictions.csv (unadapted, as the run's) and metrics.json (with `adaptation`) into `out`
+    (default RUN_DIR/adapted), and the run's adapt_source.npz. Returns the metrics."""
+    from xraylib.config import adapt_refusal
+    from xraylib.fileio import read_json
+    from xraylib.models import load_model
+    from xraylib.prepare import prepare_data
+    from xraylib.strategy import distribution_strategy, precision_policy
+    from xraylib.train import evaluate_run
+
+    run_dir = Path(run_dir)
+    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
+        if not (run_dir / name).is_file():
+            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+    runs.binary_run_only(run_dir, "--adapt")
+    cfg = dataclasses.replace(runs.read_config(run_dir), adapt="batchnorm")
+    if adapt_refusal(cfg.fine_tune):
+        raise InputError(f"--adapt: {adapt_refusal(cfg.fine_tune)}")
+    data = read_json(run_dir / runs.CONFIG).get("data") or {}
+    if not Path(str(data.get("dir", ""))).is_dir():
+        raise InputError(f"--adapt: the run's data folder {data.get('dir')!r} (config.json) is not there")
+    out = output_dir(out or run_dir / runs.ADAPTED, "--out")
+    if out.resolve() == run_dir.resolve():
+        raise InputError(f"--out {out}: must not be the run folder (its own predictions stay unadapted)")
+    prepared = prepare_data(data["dir"], cfg)
+    if prepared.fingerprint != data.get("fingerprint"):
+        raise InputError(f"--adapt: the data in {data['dir']} changed since the run was trained (fingerprint)")
+    precision_policy(cfg, distribution_strategy(cfg.strategy))  # as the run computed (and cached) its trunk
+    result = evaluate_run(load_model(run_dir / runs.MODEL), prepared, cfg, out, source_dir=run_dir)
+    return {**result, "out": str(out)}
+
+
+def format_adapted(result: dict) -> str:
+    """`evaluate_adapted`'s metrics as a table: each headline test metric unadapted and adapted, with its CI."""
+    from xraylib.adapt import format_entry
+
+    entry = result["adaptation"]
+    unadapted = entry["unadapted"]
+    rows = {TITLES[name]: (unadapted["at_threshold"][name], result["at_threshold"][name]) for name in ADAPTED_METRICS}
+    rows = {title: [value_with_ci(e) for e in pair] for title, pair in rows.items()}
+    rows["threshold"] = [f"{t:.4f}" for t in (unadapted["threshold"], result["threshold"]["value"])]
+    lines = [*format_entry(entry), "", f"{'test metric':<28}{'unadapted':<28}adapted"]
+    lines += [f"{title:<28}{a:<28}{b}" for title, (a, b) in rows.items()]
+    return "\n".join([*lines, "", f"predictions and metrics.json written to {result['out']}"])
 
 
 def sensitivity_by_kind_of_file(
@@ -476,6 +539,6 @@ def format_threshold_rules(result: dict) -> str:
     ]
     for row in result["rules"]:
         val = "".join(f"{'undefined' if v is None else f'{v:.4f}':<12}" for v in row["validation"].values())
-        test = "".join(f"{_value_with_ci(entry):<26}" for entry in row["test"].values())
+        test = "".join(f"{value_with_ci(entry):<26}" for entry in row["test"].values())
         lines.append(f"{row['rule']:<18}{row['threshold']:<11.4f}{val}{test}".rstrip())
     return "\n".join(lines)

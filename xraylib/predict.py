@@ -27,7 +27,7 @@ import pandas as pd
 
 from xraylib import runs
 from xraylib.calibration import Calibration
-from xraylib.errors import InputError
+from xraylib.errors import InputError, check_memory
 from xraylib.images import IMAGE_SUFFIXES, load_gray
 from xraylib.pipeline import decode_images
 
@@ -163,6 +163,42 @@ def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = B
     return predictor.calibration(raw)
 
 
+def adapt_predictor(predictor: Predictor, paths: list, batch_size: int) -> dict:
+    """Align the predictor's model (in place) to the readable images among `paths`, a new site's unlabelled images,
+    with its run's adapt_source.npz. Returns what was done, with EM prevalence estimates before and after for a
+    binary run whose metrics.json has a validation prevalence."""
+    from xraylib.adapt import MIN_IMAGES, align, prevalence_estimates, require_batchnorm
+    from xraylib.pipeline import predict_in_batches
+    from xraylib.train import frozen_split, predict_probabilities
+
+    run_dir, cfg = predictor.path.parent, predictor.config
+    if cfg is None:
+        raise InputError(f"--adapt: {run_dir} has no {runs.CONFIG}: the model's run folder is needed")
+    split = frozen_split(predictor.model, cfg)
+    frozen = require_batchnorm(split, cfg, "--adapt")[0]
+    stored = runs.read_adapt_source(run_dir)
+    if stored is None:
+        raise InputError(
+            f"--adapt: {run_dir} has no {runs.ADAPT_SOURCE}: `xraylib evaluate --run {run_dir} --adapt` computes it "
+            "from the run's training images"
+        )
+    images, errors = decode_images(list(paths), predictor.image_size, on_error="collect")
+    images = images[[not e for e in errors]]
+    if len(images) < MIN_IMAGES:
+        raise InputError(f"--adapt needs at least {MIN_IMAGES} readable images of the new site, got {len(images)}")
+    size = int(np.prod(frozen.output.shape[1:]))
+    check_memory(4 * size * len(images), f"--adapt over {len(images)} images", "give fewer images")
+    cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    outputs = predict_in_batches(frozen, images, batch_size)
+    before = predict_probabilities(predictor.model, images, cfg, outputs)
+    entry = {**align(split, cfg, outputs, stored[0]), "n_source_images": stored[1]}
+    validation = runs.validation_of(runs.stored_metrics(run_dir), run_dir / runs.METRICS).get("prevalence")
+    if isinstance(validation, float):
+        after = predict_probabilities(predictor.model, images, cfg, outputs)
+        entry["prevalence"] = prevalence_estimates(predictor.calibration, validation, before, after)
+    return entry
+
+
 def gradcam_names(paths: list[Path]) -> list[str]:
     """A unique PNG name per input: `<stem>.png`, else `<parent>_<stem>.png`, else a numbered `<stem>-<k>.png`."""
     stems = [p.stem for p in paths]
@@ -203,9 +239,12 @@ def predict_files(
     gradcam_dir: str | os.PathLike | None = None,
     threshold: float | None = None,
     batch_size: int = BATCH_SIZE,
+    adapt: bool = False,
 ) -> pd.DataFrame:
     """One row per image (path, p_pneumonia, predicted, error [, gradcam]); a bad file gets its error, the rest is
-    predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given."""
+    predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given.
+    `adapt`: the model is first aligned to the readable images (`adapt.adapt_predictor`; what was done in
+    `table.attrs["adaptation"]`)."""
     from xraylib.fileio import write_csv
 
     if isinstance(model, Predictor):
@@ -218,6 +257,7 @@ def predict_files(
     if gradcam_dir is not None and predictor.three_class:
         raise InputError(f"--gradcam: not drawn for three-class runs ({predictor.path.parent}); see its figures/")
     paths = find_images(inputs)
+    adaptation = adapt_predictor(predictor, paths, batch_size) if adapt else None
     p_all = np.full((len(paths), 3) if predictor.three_class else len(paths), np.nan)
     errors = [""] * len(paths)
     pngs = [""] * len(paths)
@@ -263,6 +303,7 @@ def predict_files(
         seconds=seconds,
         out=str(out) if out else "",
         gradcam_dir=str(gradcam_dir) if gradcam_dir else "",
+        adaptation=adaptation,
     )
     if out:
         write_csv(out, table)

@@ -15,6 +15,9 @@ A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) hol
   `p_uncalibrated`, `predicted` at the threshold);
   a three-class run (`task=three_class`, see `xraylib.three_class`) has `p_normal`, `p_bacterial`, `p_viral` and the
   argmax class instead, and its metrics.json holds the three-class metrics under `test`;
+- `adapt_source.npz` (`fine_tune=N` runs): the training images' per-channel input moments of each BatchNormalization
+  layer after the frozen part, which `xraylib.adapt` aligns to a new site's images; `adapted/`: the run's test set
+  scored again with that adaptation (`xraylib evaluate --run RUN_DIR --adapt`);
 - `figures/*.png`, `gradcam_in_masks.csv`, `tensorboard/`, `mlflow.json` (tracker=mlflow);
 - in a sweep: `status.json` (running, done, failed or interrupted, with seconds and error), `RUN.ipynb`, `RUN.html`
   and `RUN.log` (the executed notebook, its page, its kernel's log);
@@ -27,16 +30,18 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from xraylib.calibration import Calibration, from_json
 from xraylib.config import RunConfig, config_from_json
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
-from xraylib.fileio import read_json, write_json
+from xraylib.fileio import atomic_path, read_json, write_json
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -48,6 +53,8 @@ TIMINGS = "timings.json"
 STATUS = "status.json"
 FINISHED = "finished.json"  # written last by `train` and the training notebook: a run is complete
 FIGURES = "figures"
+ADAPT_SOURCE = "adapt_source.npz"  # the source moments of `xraylib.adapt`
+ADAPTED = "adapted"  # `evaluate --run RUN_DIR --adapt` writes here by default
 # a sweep's report folder, beside its run folders
 LEADERBOARD_CSV, LEADERBOARD_MD, RUNS_CSV = "leaderboard.csv", "leaderboard.md", "runs.csv"
 COMPARISON_CSV, SUMMARY_MD = "comparison.csv", "summary.md"
@@ -239,6 +246,34 @@ def mean_probabilities(frames: list[pd.DataFrame], columns: list[str], what: str
     mean = first.drop(columns=[c for c in columns if c in first.columns and c not in shared])
     indexed = [f.set_index("file").loc[first.index] for f in frames]
     return mean.assign(**{c: sum(f[c] for f in indexed) / len(frames) for c in shared})
+
+
+def write_adapt_source(run_dir: str | os.PathLike, moments: dict, n_images: int) -> Path:
+    """Write adapt_source.npz: each BatchNormalization layer's per-channel (mean, variance) of its inputs on the
+    run's `n_images` training images (`adapt.source_moments`), in the layers' order."""
+    arrays = {"layers": np.array(list(moments)), "n_images": np.array(n_images)}
+    for name, (mean, variance) in moments.items():
+        arrays[f"mean.{name}"], arrays[f"variance.{name}"] = mean, variance
+    path = Path(run_dir) / ADAPT_SOURCE
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def read_adapt_source(run_dir: str | os.PathLike) -> tuple[dict, int] | None:
+    """adapt_source.npz of a run as (moments by layer name, training images), None when the run has none."""
+    path = Path(run_dir) / ADAPT_SOURCE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            moments = {str(n): (npz[f"mean.{n}"], npz[f"variance.{n}"]) for n in npz["layers"]}
+            return moments, int(npz["n_images"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"{path} is unreadable ({type(exc).__name__}): remove it and run `xraylib evaluate --run "
+            f"{run_dir} --adapt` to write it again"
+        ) from None
 
 
 def read_status(run_dir: str | os.PathLike) -> dict:

@@ -173,6 +173,10 @@ def build_run_model(cfg: RunConfig):
     with strategy.scope():
         model = build_model(cfg)
         compile_model(model, cfg)
+    if cfg.adapt != "none":  # before training: a model whose trained layers hold no BatchNormalization (VGG)
+        from xraylib.adapt import require_batchnorm
+
+        require_batchnorm(frozen_split(model, cfg), cfg, f"setting adapt={cfg.adapt}")
     return model
 
 
@@ -391,26 +395,34 @@ def run_metrics(
     return result
 
 
-def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path) -> dict:
+def evaluate_run(
+    model, prepared: PreparedData, cfg: RunConfig, out: str | Path, source_dir: str | Path | None = None
+) -> dict:
     """Calibrate on validation (then correct for the `prevalence` setting), choose the threshold on the calibrated
-    validation probabilities, predict the test set, write predictions.csv, val_predictions.csv and metrics.json
-    (three classes: `three_class.evaluate_run`)."""
+    validation probabilities, predict the test set (with `adapt=batchnorm` by the model aligned to the test images
+    first, `xraylib.adapt`, and left so), write predictions.csv, val_predictions.csv and metrics.json (three
+    classes: `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
+    their inputs' moments on the training images written to `source_dir` (default `out`): adapt_source.npz."""
+    from xraylib import adapt
     from xraylib.calibration import correct_prior, effect, fit_calibration
 
+    out = Path(out)
+    computed = frozen_outputs(model, prepared, cfg) or {}
+    source = adapt.source_moments(frozen_split(model, cfg), cfg, computed.get("train"), source_dir or out)
     if cfg.task == "three_class":
         from xraylib import three_class
 
-        computed = frozen_outputs(model, prepared, cfg) or {}
         val_raw, test_raw = (
             predict_probabilities(model, prepared.images[s], cfg, computed.get(s)) for s in ("val", "test")
         )
         return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
-    out = Path(out)
-    computed = frozen_outputs(model, prepared, cfg) or {}
     val_raw = predict_probabilities(model, prepared.images["val"], cfg, computed.get("val"))
     fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
     test_rows = prepared.rows("test")
-    test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
+    test_raw = unadapted = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
+    if cfg.adapt != "none":  # the test images are the new site; validation is the training site's, left as it is
+        applied = adapt.align(frozen_split(model, cfg), cfg, computed.get("test"), source)
+        test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
     labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
     calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
     val_p, test_p = calibration(val_raw), calibration(test_raw)
@@ -430,6 +442,8 @@ def evaluate_run(model, prepared: PreparedData, cfg: RunConfig, out: str | Path)
         "test": effect(prepared.labels["test"], test_raw, fitted),
         **({"prevalence": prevalence} if prevalence else {}),
     }
+    if cfg.adapt != "none":
+        result["adaptation"] = adapt.run_entry(applied, fitted, cfg, *labelled, unadapted, groups)
     write_json(out / runs.METRICS, result)
     return result
 
