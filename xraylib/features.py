@@ -53,12 +53,13 @@ def split_at_trunk(model):
 
 
 def trunk_key(trunk, images: np.ndarray) -> str:
-    """A digest of the trunk's weights (moving statistics included), its output layer, the images and the dtype
-    policy: equal keys give equal outputs."""
+    """A digest of the trunk's weights (moving statistics included), its depth and output shape, the images and the
+    dtype policy: equal keys give equal outputs (layer names are not used: Keras numbers them anew per model)."""
     import keras
 
     h = hashlib.blake2b(digest_size=16)
-    h.update(f"{trunk.layers[-1].name}|{keras.mixed_precision.global_policy().name}|{images.shape}|".encode())
+    policy = keras.mixed_precision.global_policy().name
+    h.update(f"{len(trunk.layers)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
     for weight in trunk.weights:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
     h.update(cache_checksum(images).encode())
