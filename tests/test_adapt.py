@@ -36,7 +36,8 @@ def test_aligned_layers_give_the_target_the_source_moments():
     """A per-channel affine shift injected at the trunk's output: after alignment every BatchNormalization layer
     gives the target the per-channel mean and variance the original layer gave the source; a target equal to the
     source leaves the statistics as they were."""
-    from xraylib.train import build_run_model, frozen_split
+    from xraylib.inference import frozen_split
+    from xraylib.train import build_run_model
 
     cfg = resolve_config("resnet34", "smoke", SETTINGS)
     split = frozen_split(build_run_model(cfg), cfg)
@@ -92,7 +93,8 @@ def shifted_data(synth_data, tmp_path_factory):
 def shifted_run(shifted_data, tmp_path_factory):
     """A finished run on the shifted set, unadapted (the run's files without its figures)."""
     from xraylib.prepare import prepare_data
-    from xraylib.train import build_run_model, evaluate_run, fit, write_config
+    from xraylib.run_evaluation import evaluate_run
+    from xraylib.train import build_run_model, fit, write_config
 
     cfg = resolve_config("resnet34", "smoke", TRAINED)
     out = tmp_path_factory.mktemp("runs") / "resnet34"

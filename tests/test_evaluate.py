@@ -13,8 +13,8 @@ import pytest
 from xraylib.cli import main
 from xraylib.data import build_index
 from xraylib.errors import InputError
-from xraylib.evaluate import EXTERNAL_FIGURES, evaluate_on
 from xraylib.predict import load_predictor, predict_files
+from xraylib.run_evaluation import EXTERNAL_FIGURES, evaluate_on
 
 
 def labelled_folders(images: list[Path], labels: list[str], root: Path) -> Path:

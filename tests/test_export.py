@@ -102,7 +102,7 @@ def test_predicts_like_keras_on_real_radiographs(fmt, exports, predictor, shared
 
 def test_the_export_returns_the_runs_calibrated_probability(exports, predictor):
     """The check images' exported P(pneumonia) is the calibrated one, not the model's raw output."""
-    from xraylib.train import predict_probabilities
+    from xraylib.inference import predict_probabilities
 
     assert predictor.calibration == CALIBRATION
     images = check_images(SIZE)

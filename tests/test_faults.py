@@ -163,7 +163,7 @@ def _run_folder(root: Path) -> Path:
 
     from xraylib.config import resolve_config
     from xraylib.fileio import write_csv, write_json
-    from xraylib.train import predictions_frame, run_metrics
+    from xraylib.run_evaluation import predictions_frame, run_metrics
 
     run = root / "resnet34"
     y = np.array([0.0, 1.0] * 10)

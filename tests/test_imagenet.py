@@ -15,7 +15,8 @@ from xraylib.images import load_gray
 from xraylib.layers import preprocess_input
 from xraylib.models import build_model, constructor, feature_model, resolve_weights
 from xraylib.prepare import prepare_data
-from xraylib.train import build_run_model, evaluate_run, fit
+from xraylib.run_evaluation import evaluate_run
+from xraylib.train import build_run_model, fit
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "samples" / "coronahack-test"
 APPLICATIONS = [name for name, bb in BACKBONES.items() if bb.application]

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from xraylib import evaluate as E
 from xraylib import metrics as M
+from xraylib import prediction_files as E
 from xraylib.errors import InputError
 from xraylib.leaderboard import compare
 

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from xraylib import metrics as M
 from xraylib.cli import main
 from xraylib.errors import InputError
-from xraylib.evaluate import align_predictions, compare_files, read_predictions
+from xraylib.prediction_files import align_predictions, compare_files, read_predictions
 
 LABEL = {0: "Normal", 1: "Pnemonia"}  # the study's spelling
 

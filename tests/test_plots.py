@@ -14,8 +14,8 @@ from xraylib import compare_plots, data_plots, gradcam_plots, plot_style
 from xraylib import metrics as M
 from xraylib import plots as P
 from xraylib.errors import InputError
-from xraylib.evaluate import read_predictions
 from xraylib.leaderboard import leaderboard_row
+from xraylib.prediction_files import read_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,7 @@ from xraylib import leaderboard, report
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
-from xraylib.train import predictions_frame, run_metrics
+from xraylib.run_evaluation import predictions_frame, run_metrics
 
 N_PATIENTS = 60
 

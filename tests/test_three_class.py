@@ -56,7 +56,7 @@ def test_run_writes_three_class_predictions_metrics_and_figures(three_class_run,
 
 def test_evaluate_reads_a_three_class_predictions_file(three_class_run, capsys):
     from xraylib.cli import main
-    from xraylib.evaluate import evaluate_file
+    from xraylib.prediction_files import evaluate_file
 
     path = three_class_run / "predictions.csv"
     result = evaluate_file(path, n_boot=50)
@@ -74,7 +74,7 @@ def test_evaluate_reads_a_three_class_predictions_file(three_class_run, capsys):
 
 
 def test_a_broken_three_class_file_is_refused_in_one_line(three_class_run, tmp_path):
-    from xraylib.evaluate import evaluate_file
+    from xraylib.prediction_files import evaluate_file
 
     frame = pd.read_csv(three_class_run / "predictions.csv")
     frame.loc[3, "p_viral"] = 0.9  # the row no longer sums to 1
@@ -154,7 +154,7 @@ def test_three_class_validation_beside_test(three_class_run, tmp_path):
 
 
 def test_evaluate_run_scores_a_three_class_run_on_other_data(three_class_run, synth_data, tmp_path):
-    from xraylib.evaluate import evaluate_on
+    from xraylib.run_evaluation import evaluate_on
 
     result = evaluate_on(three_class_run, synth_data, tmp_path / "external", n_boot=20)
     assert result["format"] == "three_class" and result["left_out"] >= 0

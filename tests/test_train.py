@@ -272,8 +272,9 @@ def test_gradcam_mass_in_synthetic_masks(smoke_run):
 
 @pytest.mark.parametrize("fine_tune, trained_part", [("none", "head"), ("9", "top")])
 def test_precomputed_features_train_as_end_to_end(fine_tune, trained_part, synth_data, tmp_path):
+    from xraylib.inference import predict_probabilities
     from xraylib.prepare import prepare_data
-    from xraylib.train import build_run_model, fit, predict_probabilities
+    from xraylib.train import build_run_model, fit
 
     results = []
     for precompute in ("true", "false"):
@@ -296,8 +297,9 @@ def test_precomputed_features_train_as_end_to_end(fine_tune, trained_part, synth
 def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
     import keras
 
+    from xraylib.inference import predict_probabilities
     from xraylib.prepare import prepare_data
-    from xraylib.train import build_run_model, fit, predict_probabilities
+    from xraylib.train import build_run_model, fit
 
     cfg = resolve_config("resnet34", "smoke", {**SMOKE, "augment": "false", "epochs": "3"})
     prepared = prepare_data(synth_data, cfg)

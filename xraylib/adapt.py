@@ -15,8 +15,8 @@ statistics, which need not be the training images' own, so replacing them would 
 Instead each layer is aligned (`align_layer`): on the target images it does what it did to the source (training)
 images, channel by channel, to the first two moments. The source moments are computed once, when the run is
 evaluated, and saved as the run's adapt_source.npz (`runs.write_adapt_source`). Who applies it: the run setting
-`adapt=batchnorm` (`train.evaluate_run`, to the test images), `evaluate.evaluate_adapted` (a finished run's test set
-again), `evaluate.evaluate_on` and `predict.adapt_predictor` (another site's images).
+`adapt=batchnorm` (`run_evaluation.evaluate_run`, to the test images), `run_evaluation.evaluate_adapted` (a
+finished run's test set again), `run_evaluation.evaluate_on` and `predict.adapt_predictor` (another site's images).
 
 What it cannot do: only each channel's mean and variance are matched, and a target whose share of pneumonia differs
 from the training images' has other moments for that reason too; the alignment then pulls it toward the training
@@ -48,7 +48,7 @@ Moments = dict[str, tuple[np.ndarray, np.ndarray]]  # layer name -> per-channel 
 
 def trained_batchnorm(split: tuple | None, cfg: RunConfig) -> tuple[keras.Model | None, list, str]:
     """(frozen part, the BatchNormalization layers after it in topological order, "") of a `fine_tune=N` model
-    whose `train.frozen_split` is `split`, or (None, [], why there is nothing to adapt)."""
+    whose `inference.frozen_split` is `split`, or (None, [], why there is nothing to adapt)."""
     import keras
 
     why = adapt_refusal(cfg.fine_tune)
@@ -122,7 +122,7 @@ def source_moments(split: tuple | None, cfg: RunConfig, train_outputs: np.ndarra
 
 
 def align(split: tuple | None, cfg: RunConfig, target_outputs: np.ndarray | None, source: Moments | None) -> dict:
-    """Align every BatchNormalization layer after the frozen part of a model (`split`: its `train.frozen_split`) to
+    """Align every BatchNormalization layer after the frozen part of a model (`split`: its `inference.frozen_split`) to
     the target images whose frozen outputs are `target_outputs`, in topological order (each on the target's inputs
     through the layers already aligned); `source`: the training images' moments (`source_moments`). Returns what
     was done."""

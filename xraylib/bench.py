@@ -228,9 +228,10 @@ def _training_rate(model, x: np.ndarray, y: np.ndarray, batch_size: int, prefix:
 
 def _bench_policy(cfg, images: np.ndarray) -> dict:
     """bench_train's figures under the current dtype policy."""
+    from xraylib.inference import frozen_split
     from xraylib.models import build_model
     from xraylib.pipeline import predict_in_batches
-    from xraylib.train import compile_model, frozen_split
+    from xraylib.train import compile_model
 
     bs = cfg.batch_size
     model = build_model(cfg)

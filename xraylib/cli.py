@@ -89,7 +89,8 @@ def _report(a: argparse.Namespace) -> None:
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    from xraylib.evaluate import evaluate_file, evaluate_on, format_report, sensitivity_by_kind_of_file
+    from xraylib.prediction_files import evaluate_file, format_report, sensitivity_by_kind_of_file
+    from xraylib.run_evaluation import evaluate_on
 
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
@@ -122,7 +123,7 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _thresholds(a: argparse.Namespace) -> None:
-    from xraylib.evaluate import format_threshold_rules, threshold_rules_of_run
+    from xraylib.run_evaluation import format_threshold_rules, threshold_rules_of_run
 
     if not a.run or a.data or a.out or a.adapt:
         raise InputError("--thresholds goes with --run RUN_DIR alone: the run's own validation and test predictions")
@@ -131,14 +132,14 @@ def _thresholds(a: argparse.Namespace) -> None:
 
 
 def _adapted(a: argparse.Namespace) -> None:
-    from xraylib.evaluate import evaluate_adapted, format_adapted
+    from xraylib.run_evaluation import evaluate_adapted, format_adapted
 
     result = evaluate_adapted(a.run, a.out)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_adapted(result))
 
 
 def _versus(a: argparse.Namespace) -> None:
-    from xraylib.evaluate import compare_files, format_comparisons
+    from xraylib.prediction_files import compare_files, format_comparisons
 
     if a.run or a.data or a.out:
         raise InputError("--versus compares --predictions FILE with another file, without --run, --data or --out")

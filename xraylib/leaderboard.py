@@ -13,11 +13,11 @@ from xraylib import compare_plots, three_class
 from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
-from xraylib.evaluate import align_predictions
-from xraylib.evaluate import read_predictions as read_file_predictions
 from xraylib.explain import localization_means
 from xraylib.fileio import write_csv, write_text
 from xraylib.metrics import METRICS, holm, paired_comparison
+from xraylib.prediction_files import align_predictions
+from xraylib.prediction_files import read_predictions as read_file_predictions
 from xraylib.runs import (
     COMPARISON_CSV,
     LEADERBOARD_CSV,

@@ -154,7 +154,7 @@ def predict_images(predictor: Predictor, images: np.ndarray, batch_size: int = B
     """(N,) calibrated P(pneumonia), or (N, 3) class probabilities of a three-class run, for uint8 or float
     (N, S, S, 1) images in [0, 255], batched (TTA if the run used it)."""
     from xraylib.config import RunConfig
-    from xraylib.train import predict_probabilities
+    from xraylib.inference import predict_probabilities
 
     if len(images) == 0:
         return np.zeros((0, 3) if predictor.three_class else 0)
@@ -168,8 +168,8 @@ def adapt_predictor(predictor: Predictor, paths: list, batch_size: int) -> dict:
     with its run's adapt_source.npz. Returns what was done, with EM prevalence estimates before and after for a
     binary run whose metrics.json has a validation prevalence."""
     from xraylib.adapt import MIN_IMAGES, align, prevalence_estimates, require_batchnorm
+    from xraylib.inference import frozen_split, predict_probabilities
     from xraylib.pipeline import predict_in_batches
-    from xraylib.train import frozen_split, predict_probabilities
 
     run_dir, cfg = predictor.path.parent, predictor.config
     if cfg is None:

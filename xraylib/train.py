@@ -17,8 +17,10 @@ from xraylib.config import RunConfig
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.fileio import exclusive, output_dir, write_csv, write_json
-from xraylib.pipeline import batch_sizes, predict_in_batches, replicas_of, tf_batches
+from xraylib.inference import frozen_outputs, frozen_split
+from xraylib.pipeline import batch_sizes, replicas_of, tf_batches
 from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
+from xraylib.run_evaluation import evaluate_run
 from xraylib.strategy import distribution_strategy, precision_policy
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
@@ -207,33 +209,6 @@ def _callbacks(cfg: RunConfig, out: Path) -> list:
     return callbacks
 
 
-def frozen_split(model, cfg: RunConfig):
-    """(frozen part, trained part) of `model` sharing its layers, or None when every layer trains: the pooled
-    features and the head (`fine_tune=none`), or the trunk below the trained layers and the top
-    (`fine_tune=N`, `features.split_at_trunk`)."""
-    from xraylib.features import split_at_trunk
-    from xraylib.models import split_at_features
-
-    if cfg.fine_tune == "all":
-        return None
-    with model.distribute_strategy.scope():
-        return split_at_features(model) if cfg.fine_tune == "none" else split_at_trunk(model)
-
-
-def frozen_outputs(model, prepared: PreparedData, cfg: RunConfig) -> dict[str, np.ndarray] | None:
-    """Each subset's outputs of the frozen part (`frozen_split`), computed over every image of the index at once
-    and cached on disk (`features.trunk_outputs`), so that a run with another seed, split or fold reuses them;
-    None when every layer trains."""
-    from xraylib.features import trunk_outputs
-
-    split = frozen_split(model, cfg)
-    if split is None:
-        return None
-    every = trunk_outputs(split[0], prepared.all_images, cfg.batch_size, cfg.cache_dir)
-    subsets = prepared.index["subset"].to_numpy()
-    return {subset: every[subsets == subset] for subset in ("train", "val", "test")}
-
-
 def train_on_frozen_outputs(model, prepared: PreparedData, cfg: RunConfig):
     """(trained part, train inputs, val inputs) for a partly frozen model without augmentation: the frozen part's
     outputs are computed once (`frozen_outputs`, after a random backbone's `models.adapt_batchnorm`, and then
@@ -315,137 +290,6 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     checkpoint.discard(out)
     best.unlink(missing_ok=True)
     return runs.read_history(out)
-
-
-def predict_probabilities(model, images: np.ndarray, cfg: RunConfig, computed: np.ndarray | None = None) -> np.ndarray:
-    """P(pneumonia) per image, (N,), or three classes' probabilities, (N, 3); with `cfg.tta`, averaged with the
-    horizontally flipped image. A partly frozen model: the frozen part's outputs, then the rest (`frozen_split`,
-    whose frozen half has run on the training images already); `computed`: those outputs of `images`, when the
-    caller has them (`frozen_outputs`)."""
-    from xraylib.models import probability
-
-    split = frozen_split(model, cfg)
-
-    def run(x, computed=None):
-        if split is None:
-            out = predict_in_batches(model, x, cfg.batch_size)
-        else:
-            frozen, trained = split
-            if computed is None:
-                computed = predict_in_batches(frozen, x, cfg.batch_size)
-            out = predict_in_batches(trained, computed, cfg.batch_size)
-        return np.asarray(out, dtype="float64") if cfg.task == "three_class" else probability(out)
-
-    p = run(images, computed)
-    if cfg.tta:
-        p = (p + run(images[:, :, ::-1, :])) / 2.0
-    return p
-
-
-def predictions_frame(
-    rows: pd.DataFrame, p: np.ndarray, threshold: float, raw: np.ndarray | None = None
-) -> pd.DataFrame:
-    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, subtype, path; with `raw`, the
-    model's uncalibrated probabilities too (p_uncalibrated)."""
-    frame = pd.DataFrame(
-        {
-            "file": rows["file"],
-            "patient": rows["patient"],
-            "label": rows["label"],
-            "p_pneumonia": p.astype(float),
-            "predicted": np.where(p >= threshold, "pneumonia", "normal"),
-            "subtype": rows["subtype"],
-            "path": rows["path"],
-        }
-    )
-    if raw is not None:
-        frame["p_uncalibrated"] = raw.astype(float)
-    return frame
-
-
-def run_metrics(
-    cfg: RunConfig,
-    y: np.ndarray,
-    p: np.ndarray,
-    groups: np.ndarray,
-    threshold: float,
-    subtypes=None,
-    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-) -> dict:
-    """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
-    images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
-    images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test."""
-    from xraylib.data import pneumonia_kind
-    from xraylib.metrics import evaluate, sensitivity_by_kind
-
-    kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
-    by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
-    result = {
-        **runs.metrics_header(cfg, threshold),
-        "n_test_images": int(len(y)),
-        "n_test_patients": int(len(set(groups))),
-        "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
-        "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
-        "sensitivity_by_kind": by_kind,
-    }
-    if validation is not None:
-        val_y, val_p, val_groups = validation
-        entry = evaluate(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
-        result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
-    return result
-
-
-def evaluate_run(
-    model, prepared: PreparedData, cfg: RunConfig, out: str | Path, source_dir: str | Path | None = None
-) -> dict:
-    """Calibrate on validation (then correct for the `prevalence` setting), choose the threshold on the calibrated
-    validation probabilities, predict the test set (with `adapt=batchnorm` by the model aligned to the test images
-    first, `xraylib.adapt`, and left so), write predictions.csv, val_predictions.csv and metrics.json (three
-    classes: `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
-    their inputs' moments on the training images written to `source_dir` (default `out`): adapt_source.npz."""
-    from xraylib import adapt
-    from xraylib.calibration import correct_prior, effect, fit_calibration
-
-    out = Path(out)
-    computed = frozen_outputs(model, prepared, cfg) or {}
-    source = adapt.source_moments(frozen_split(model, cfg), cfg, computed.get("train"), source_dir or out)
-    if cfg.task == "three_class":
-        from xraylib import three_class
-
-        val_raw, test_raw = (
-            predict_probabilities(model, prepared.images[s], cfg, computed.get(s)) for s in ("val", "test")
-        )
-        return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
-    val_raw = predict_probabilities(model, prepared.images["val"], cfg, computed.get("val"))
-    fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
-    test_rows = prepared.rows("test")
-    test_raw = unadapted = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
-    if cfg.adapt != "none":  # the test images are the new site; validation is the training site's, left as it is
-        applied = adapt.align(frozen_split(model, cfg), cfg, computed.get("test"), source)
-        test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
-    labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
-    calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
-    val_p, test_p = calibration(val_raw), calibration(test_raw)
-    raw = cfg.calibration != "none"
-    frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
-    write_csv(out / runs.PREDICTIONS, frame)
-    val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
-    write_csv(out / runs.VAL_PREDICTIONS, val_frame)
-    groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
-    validation = (prepared.labels["val"], val_p, val_frame["patient"].to_numpy())
-    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation)
-    result["calibration"] = {
-        **calibration.to_json(),
-        "fitted_on": "validation",
-        "n_images": len(val_raw),
-        "validation": effect(prepared.labels["val"], val_raw, fitted),
-        "test": effect(prepared.labels["test"], test_raw, fitted),
-        **({"prevalence": prevalence} if prevalence else {}),
-    }
-    if cfg.adapt != "none":
-        result["adaptation"] = adapt.run_entry(applied, fitted, cfg, *labelled, unadapted, groups)
-    write_json(out / runs.METRICS, result)
-    return result
 
 
 def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:

@@ -1,0 +1,309 @@
+"""A run's evaluation: its test set scored at the threshold chosen on validation into the run's files, a finished
+run scored on a labelled dataset it never saw (external validation) or on its own test set again with its model
+adapted to the test images (`xraylib.adapt`), and its threshold rules compared."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from xraylib import runs
+from xraylib.config import RunConfig
+from xraylib.errors import InputError, check_memory
+from xraylib.fileio import output_dir, write_csv, write_json
+from xraylib.inference import frozen_outputs, frozen_split, predict_probabilities
+from xraylib.metrics import TITLES, threshold_rules
+from xraylib.prediction_files import (
+    evaluate_file,
+    read_predictions,
+    sensitivity_by_kind_of_file,
+    value_with_ci,
+)
+
+if TYPE_CHECKING:
+    from xraylib.prepare import PreparedData
+
+
+def predictions_frame(
+    rows: pd.DataFrame, p: np.ndarray, threshold: float, raw: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The predictions.csv table: file, patient, label, p_pneumonia, predicted, subtype, path; with `raw`, the
+    model's uncalibrated probabilities too (p_uncalibrated)."""
+    frame = pd.DataFrame(
+        {
+            "file": rows["file"],
+            "patient": rows["patient"],
+            "label": rows["label"],
+            "p_pneumonia": p.astype(float),
+            "predicted": np.where(p >= threshold, "pneumonia", "normal"),
+            "subtype": rows["subtype"],
+            "path": rows["path"],
+        }
+    )
+    if raw is not None:
+        frame["p_uncalibrated"] = raw.astype(float)
+    return frame
+
+
+def run_metrics(
+    cfg: RunConfig,
+    y: np.ndarray,
+    p: np.ndarray,
+    groups: np.ndarray,
+    threshold: float,
+    subtypes=None,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict:
+    """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
+    images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
+    images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test."""
+    from xraylib.data import pneumonia_kind
+    from xraylib.metrics import evaluate, sensitivity_by_kind
+
+    kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
+    by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
+    result = {
+        **runs.metrics_header(cfg, threshold),
+        "n_test_images": int(len(y)),
+        "n_test_patients": int(len(set(groups))),
+        "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "sensitivity_by_kind": by_kind,
+    }
+    if validation is not None:
+        val_y, val_p, val_groups = validation
+        entry = evaluate(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
+        result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
+    return result
+
+
+def evaluate_run(
+    model, prepared: PreparedData, cfg: RunConfig, out: str | Path, source_dir: str | Path | None = None
+) -> dict:
+    """Calibrate on validation (then correct for the `prevalence` setting), choose the threshold on the calibrated
+    validation probabilities, predict the test set (with `adapt=batchnorm` by the model aligned to the test images
+    first, `xraylib.adapt`, and left so), write predictions.csv, val_predictions.csv and metrics.json (three
+    classes: `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
+    their inputs' moments on the training images written to `source_dir` (default `out`): adapt_source.npz."""
+    from xraylib import adapt
+    from xraylib.calibration import correct_prior, effect, fit_calibration
+
+    out = Path(out)
+    computed = frozen_outputs(model, prepared, cfg) or {}
+    source = adapt.source_moments(frozen_split(model, cfg), cfg, computed.get("train"), source_dir or out)
+    if cfg.task == "three_class":
+        from xraylib import three_class
+
+        val_raw, test_raw = (
+            predict_probabilities(model, prepared.images[s], cfg, computed.get(s)) for s in ("val", "test")
+        )
+        return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
+    val_raw = predict_probabilities(model, prepared.images["val"], cfg, computed.get("val"))
+    fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
+    test_rows = prepared.rows("test")
+    test_raw = unadapted = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
+    if cfg.adapt != "none":  # the test images are the new site; validation is the training site's, left as it is
+        applied = adapt.align(frozen_split(model, cfg), cfg, computed.get("test"), source)
+        test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
+    labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
+    calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
+    val_p, test_p = calibration(val_raw), calibration(test_raw)
+    raw = cfg.calibration != "none"
+    frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
+    write_csv(out / runs.PREDICTIONS, frame)
+    val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
+    write_csv(out / runs.VAL_PREDICTIONS, val_frame)
+    groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
+    validation = (prepared.labels["val"], val_p, val_frame["patient"].to_numpy())
+    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation)
+    result["calibration"] = {
+        **calibration.to_json(),
+        "fitted_on": "validation",
+        "n_images": len(val_raw),
+        "validation": effect(prepared.labels["val"], val_raw, fitted),
+        "test": effect(prepared.labels["test"], test_raw, fitted),
+        **({"prevalence": prevalence} if prevalence else {}),
+    }
+    if cfg.adapt != "none":
+        result["adaptation"] = adapt.run_entry(applied, fitted, cfg, *labelled, unadapted, groups)
+    write_json(out / runs.METRICS, result)
+    return result
+
+
+ADAPTED_METRICS = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "accuracy", "ece")  # format_adapted
+EXTERNAL_FIGURES = ("confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+
+
+def external_folder(run_dir: Path, data: Path) -> Path:
+    """Where `evaluate --run` writes by default: RUN_DIR/external/<the dataset folder's name>."""
+    return run_dir / "external" / data.resolve().name
+
+
+def evaluate_on(
+    run_dir: str | os.PathLike,
+    data: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    adapt: bool = False,
+) -> dict:
+    """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, or NORMAL/ and
+    PNEUMONIA/ folders; every split) with the run's model, label them at the run's validation-chosen threshold, and
+    write predictions.csv, metrics.json (a run's schema, with CIs by patient bootstrap) and the figures into `out`.
+    Returns `evaluate_file`'s result for them. A three-class run: `three_class.score_run` (the argmax class).
+    An unreadable image stops it with its name: no partial metrics. `adapt`: the model is first aligned to the
+    images of `data`, unlabelled (`adapt.adapt_predictor`; binary runs), and metrics.json says so (`adaptation`)."""
+    from xraylib.data import build_index
+    from xraylib.predict import load_predictor, predict_files
+    from xraylib.report import run_figure
+
+    run_dir, data = Path(run_dir), Path(data)
+    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
+        if not (run_dir / name).is_file():
+            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    if adapt:
+        runs.binary_run_only(run_dir, "--adapt")
+    index = build_index(data, missing="drop")
+    if index.empty:
+        raise InputError(f"--data {data}: no image found")
+    out = output_dir(out or external_folder(run_dir, data), "--out")
+    if out.resolve() in (run_dir.resolve(), data.resolve()) or data.resolve() in out.resolve().parents:
+        raise InputError(f"--out {out}: must not be the run folder or lie in the dataset")
+    check_memory(16 * n_boot * len(index), f"--bootstrap {n_boot} over {len(index)} images", "use fewer resamples")
+    cfg, predictor = runs.read_config(run_dir), load_predictor(run_dir / runs.MODEL)
+    if predictor.three_class:
+        from xraylib import three_class
+
+        index = three_class.labelled(index, data)
+    table = predict_files(predictor, list(index["path"]), adapt=adapt)
+    bad = table[table["error"] != ""]
+    if len(bad):
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputError(f"{bad['path'].iloc[0]}: {bad['error'].iloc[0]}{more}; remove it from {data} to evaluate")
+    if predictor.three_class:
+        result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
+        for name in three_class.RUN_FIGURES[1:]:  # all but the training curves
+            run_figure(name, run_dir, model=predictor.model, results=out)
+        return result
+    frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
+    predictions = write_csv(out / runs.PREDICTIONS, frame)
+    source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"
+    result = evaluate_file(predictions, n_boot, seed, threshold=(predictor.threshold, source))
+    result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
+    result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(predictions, data, n_boot, seed, index)
+    if adapt:
+        result["adaptation"] = table.attrs["adaptation"]
+    write_json(out / runs.METRICS, _run_schema(result, cfg, predictor.threshold))
+    for name in EXTERNAL_FIGURES:
+        run_figure(name, run_dir, model=predictor.model, results=out)
+    return result
+
+
+def _run_schema(result: dict, cfg, threshold: float) -> dict:
+    """metrics.json in the layout a run writes (so report and figures read it), with where the images came from."""
+    return {
+        **runs.metrics_header(cfg, threshold),
+        "run": result["run"],
+        "data": result["data"],
+        "layout": result["layout"],
+        "n_test_images": result["n_images"],
+        "n_test_patients": result["n_patients"],
+        "at_threshold": result["at_threshold"],
+        "at_0.5": result["at_0.5"],
+        "sensitivity_by_kind": result["sensitivity_by_kind"],
+        **({"adaptation": result["adaptation"]} if "adaptation" in result else {}),
+    }
+
+
+def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> dict:
+    """A finished binary run's own test set scored again with its model adapted to the test images (the run
+    setting adapt=batchnorm), from model.keras and the data folder in config.json, without training: writes
+    predictions.csv, val_predictions.csv (unadapted, as the run's) and metrics.json (with `adaptation`) into `out`
+    (default RUN_DIR/adapted), and the run's adapt_source.npz. Returns the metrics."""
+    from xraylib.config import adapt_refusal
+    from xraylib.fileio import read_json
+    from xraylib.models import load_model
+    from xraylib.prepare import prepare_data
+    from xraylib.strategy import distribution_strategy, precision_policy
+
+    run_dir = Path(run_dir)
+    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
+        if not (run_dir / name).is_file():
+            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+    runs.binary_run_only(run_dir, "--adapt")
+    cfg = dataclasses.replace(runs.read_config(run_dir), adapt="batchnorm")
+    if adapt_refusal(cfg.fine_tune):
+        raise InputError(f"--adapt: {adapt_refusal(cfg.fine_tune)}")
+    data = read_json(run_dir / runs.CONFIG).get("data") or {}
+    if not Path(str(data.get("dir", ""))).is_dir():
+        raise InputError(f"--adapt: the run's data folder {data.get('dir')!r} (config.json) is not there")
+    out = output_dir(out or run_dir / runs.ADAPTED, "--out")
+    if out.resolve() == run_dir.resolve():
+        raise InputError(f"--out {out}: must not be the run folder (its own predictions stay unadapted)")
+    prepared = prepare_data(data["dir"], cfg)
+    if prepared.fingerprint != data.get("fingerprint"):
+        raise InputError(f"--adapt: the data in {data['dir']} changed since the run was trained (fingerprint)")
+    precision_policy(cfg, distribution_strategy(cfg.strategy))  # as the run computed (and cached) its trunk
+    result = evaluate_run(load_model(run_dir / runs.MODEL), prepared, cfg, out, source_dir=run_dir)
+    return {**result, "out": str(out)}
+
+
+def format_adapted(result: dict) -> str:
+    """`evaluate_adapted`'s metrics as a table: each headline test metric unadapted and adapted, with its CI."""
+    from xraylib.adapt import format_entry
+
+    entry = result["adaptation"]
+    unadapted = entry["unadapted"]
+    rows = {TITLES[name]: (unadapted["at_threshold"][name], result["at_threshold"][name]) for name in ADAPTED_METRICS}
+    rows = {title: [value_with_ci(e) for e in pair] for title, pair in rows.items()}
+    rows["threshold"] = [f"{t:.4f}" for t in (unadapted["threshold"], result["threshold"]["value"])]
+    lines = [*format_entry(entry), "", f"{'test metric':<28}{'unadapted':<28}adapted"]
+    lines += [f"{title:<28}{a:<28}{b}" for title, (a, b) in rows.items()]
+    return "\n".join([*lines, "", f"predictions and metrics.json written to {result['out']}"])
+
+
+def threshold_rules_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
+    """`metrics.threshold_rules` of a finished binary run: each rule chosen on its val_predictions.csv, scored on
+    its predictions.csv with patient-bootstrap CIs."""
+    run_dir = Path(run_dir)
+    runs.binary_run_only(run_dir, "--thresholds")
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    val, test = (read_predictions(run_dir / name) for name in (runs.VAL_PREDICTIONS, runs.PREDICTIONS))
+    rules = threshold_rules(
+        (val["y_true"], val["p"]), (test["y_true"], test["p"]), test["patient"], n_boot=n_boot, seed=seed
+    )
+    return {
+        "run": str(run_dir.resolve()),
+        "n_validation_images": len(val),
+        "n_test_images": len(test),
+        "n_test_patients": int(test["patient"].nunique()),
+        "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient"},
+        "rules": rules,
+    }
+
+
+def format_threshold_rules(result: dict) -> str:
+    """`threshold_rules_of_run`'s result as a table: one row per rule."""
+    boot = result["bootstrap"]
+    lines = [
+        f"run: {result['run']}",
+        f"thresholds chosen on its {result['n_validation_images']} validation images, scored on its "
+        f"{result['n_test_images']} test images ({result['n_test_patients']} patients)",
+        f"95 % CIs: bootstrap over patients, {boot['resamples']} resamples, seed {boot['seed']}",
+        "",
+        f"{'rule':<18}{'threshold':<11}{'val. sens.':<12}{'val. spec.':<12}"
+        + "".join(f"{'test ' + name:<26}" for name in ("sensitivity", "specificity", "accuracy")).rstrip(),
+    ]
+    for row in result["rules"]:
+        val = "".join(f"{'undefined' if v is None else f'{v:.4f}':<12}" for v in row["validation"].values())
+        test = "".join(f"{value_with_ci(entry):<26}" for entry in row["test"].values())
+        lines.append(f"{row['rule']:<18}{row['threshold']:<11.4f}{val}{test}".rstrip())
+    return "\n".join(lines)
