@@ -68,3 +68,22 @@ def untrained_run(tmp_path_factory) -> Path:
     (out / "config.json").write_text(json.dumps({"run": cfg.to_json()}))
     (out / "metrics.json").write_text(json.dumps({"threshold": {"value": 0.4}}))
     return out
+
+
+@pytest.fixture(scope="module")
+def shifted_data(synth_data, tmp_path_factory) -> Path:
+    """A copy of the synthetic set whose test images are brighter (x 1.25 + 20 grey levels) than its training images:
+    a new site."""
+    import shutil
+
+    from PIL import Image
+
+    from xraylib.data import build_index
+
+    copy = shutil.copytree(synth_data, tmp_path_factory.mktemp("shifted") / "coronahack")
+    index = build_index(copy)
+    for path in index.loc[index["split"] == "test", "path"]:
+        with Image.open(path) as image:
+            brighter = image.point(lambda v: min(255, int(v * 1.25 + 20)))
+        brighter.save(path, quality=90)
+    return copy

@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from xraylib import adapt, runs
 from xraylib.cli import main
@@ -75,18 +74,6 @@ def test_source_moments_file_round_trips_and_a_broken_one_is_one_line(tmp_path):
     with pytest.raises(InputError, match="adapt_source.npz is unreadable"):
         runs.read_adapt_source(tmp_path)
     assert runs.read_adapt_source(tmp_path / "elsewhere") is None
-
-
-@pytest.fixture(scope="module")
-def shifted_data(synth_data, tmp_path_factory):
-    """A copy of the synthetic set whose test images are brighter (x 1.25 + 20 grey levels): a new site."""
-    copy = shutil.copytree(synth_data, tmp_path_factory.mktemp("shifted") / "coronahack")
-    index = build_index(copy)
-    for path in index.loc[index["split"] == "test", "path"]:
-        with Image.open(path) as image:
-            brighter = image.point(lambda v: min(255, int(v * 1.25 + 20)))
-        brighter.save(path, quality=90)
-    return copy
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 from xraylib.cli import main
 from xraylib.config import resolve_config
@@ -32,18 +30,6 @@ def test_probe_cli_prints_the_auc_with_its_interval(synth_data, capsys):
     settings = [f"--set={k}={v}" for k, v in SMALL.items()]
     assert main(["probe", "--data", str(synth_data), "--backbone", "resnet34", *settings]) == 0
     assert "ROC-AUC (Kermany vs other)" in capsys.readouterr().out
-
-
-@pytest.fixture(scope="module")
-def shifted_data(synth_data, tmp_path_factory):
-    """A copy of the synthetic set whose test images are brighter (x 1.25 + 20 grey levels) than its training images."""
-    copy = shutil.copytree(synth_data, tmp_path_factory.mktemp("shifted") / "coronahack")
-    index = build_index(copy)
-    for path in index.loc[index["split"] == "test", "path"]:
-        with Image.open(path) as image:
-            brighter = image.point(lambda v: min(255, int(v * 1.25 + 20)))
-        brighter.save(path, quality=90)
-    return copy
 
 
 def test_shift_probe_finds_brighter_test_images_and_writes_every_images_score(shifted_data, tmp_path, capsys):
