@@ -1,4 +1,5 @@
-# The two commands: `make demo` (the main job) and `make test`. Both create and reuse .venv.
+# The two commands: `make demo` (the main job) and `make test`; `make docs` builds the documentation. All create
+# and reuse .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ WEIGHTS_DIR ?=
 # Runs at once: one per core (on Ray when above 1); `make demo JOBS=1` runs them one after another without Ray.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: demo test browser lint format clean lock
+.PHONY: demo test docs browser lint format clean lock
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest
+
+# The documentation site (docs/, mkdocs.yml) into site/, in strict mode: a broken link or a page left out fails.
+# NO_MKDOCS_2_WARNING silences Material's end-of-life notice (it is about the theme, not the docs).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # Debian's Chromium and its driver, for the prediction page's browser tests: installed when chromedriver is missing
 # and make runs as root (CI); otherwise those tests skip, naming the packages.

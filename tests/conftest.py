@@ -87,3 +87,19 @@ def shifted_data(synth_data, tmp_path_factory) -> Path:
             brighter = image.point(lambda v: min(255, int(v * 1.25 + 20)))
         brighter.save(path, quality=90)
     return copy
+
+
+@pytest.fixture
+def trunk_passes(monkeypatch) -> list[int]:
+    """The number of images of each forward pass `xraylib.features` computes (a pass read from its cache is none)."""
+    from xraylib import features
+
+    computed: list[int] = []
+    real = features.predict_in_batches
+
+    def counting(model, images, batch_size):
+        computed.append(len(images))
+        return real(model, images, batch_size)
+
+    monkeypatch.setattr(features, "predict_in_batches", counting)
+    return computed

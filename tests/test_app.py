@@ -204,12 +204,35 @@ def test_cli_refuses_what_is_not_a_finished_run(run_dir, tmp_path, capsys):
 
 
 def test_notebook_cell_is_skipped_by_the_sweep():
+    from xraylib.runs import TRAIN_NOTEBOOK as notebook
     from xraylib.sweep import notebook_parameters
 
-    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "train_backbone.ipynb"
     cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
     parameters = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
     assert "show_app = False" in "".join(parameters["source"])
     assert "show_app" not in notebook_parameters(Path("d"), "resnet34", "demo", {}, Path("r"))
     app_cells = ["".join(c["source"]) for c in cells if "launch_app" in "".join(c["source"])]
     assert len(app_cells) == 1 and app_cells[0].startswith("if show_app:")
+
+
+def test_one_upload_of_a_good_jpeg_an_empty_file_and_a_tiff_predicts_the_jpeg_and_names_the_others(
+    run_dir, files, tmp_path
+):
+    import gradio as gr
+    from gradio.data_classes import FileData, ListFiles
+
+    from xraylib.app import build_app
+
+    (tmp_path / "empty.jpeg").write_bytes(b"")
+    Image.new("L", (40, 40), 90).save(tmp_path / "scan.tiff")
+    uploads = [files["synthetic"], tmp_path / "empty.jpeg", tmp_path / "scan.tiff"]
+    page = build_app(run_dir)
+    upload = next(block for block in page.blocks.values() if isinstance(block, gr.File))
+    paths = upload.preprocess(ListFiles(root=[FileData(path=str(p)) for p in uploads]))  # Gradio's own check
+    on_upload = next(fn.fn for fn in page.fns.values() if fn.fn is not None and fn.fn.__name__ == "on_upload")
+    table, figures, status = on_upload(paths)
+    assert list(table["file"]) == [p.name for p in uploads]
+    assert 0 <= float(table.loc[0, "P(pneumonia)"]) <= 1 and len(figures) == 1
+    assert status.startswith("1 of 3 images predicted")
+    assert "empty.jpeg could not be read: the file is empty" in status
+    assert "scan.tiff could not be read: TIFF is not a supported format" in status

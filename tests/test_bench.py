@@ -85,3 +85,26 @@ def test_bench_train_measures_the_trunk_the_top_and_the_whole_model(capsys):
     for fragment in ("resnet34 at 32 px, fine_tune=17", result["cpu"], "mixed_bfloat16", "top / end to end"):
         assert fragment in text
     assert main(["bench", "train", "--precision", "float16"]) == 2
+
+
+def test_bench_pipeline_refuses_an_image_size_that_cannot_fit_in_memory_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    from xraylib.cli import main
+
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / label).mkdir()
+        for i in range(8):
+            Image.new("L", (16, 16), 100).save(tmp_path / label / f"{label}-{i}.jpeg")
+    assert main(["bench", "pipeline", "--data", str(tmp_path), "--image-size", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "image_size=100000" in err and "memory" in err and len(err.splitlines()) == 1
+
+
+def test_bench_predict_refuses_fewer_than_one_repeat(tmp_path, capsys):
+    from xraylib.cli import main
+
+    for repeats in ("0", "-1"):
+        assert main(["bench", "predict", str(tmp_path / "model.keras"), str(tmp_path), "--repeats", repeats]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--repeats {repeats}: must be at least 1" in err and len(err.splitlines()) == 1

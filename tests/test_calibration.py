@@ -128,3 +128,34 @@ def test_temperature_on_class_probabilities_keeps_the_argmax_and_lowers_the_log_
     assert scores["ece"]["after"] <= scores["ece"]["before"]
     with pytest.raises(InputError, match="temperature or none"):
         fit_calibration(y, probs, "platt")
+
+
+def test_cross_fitted_scores_methods_on_held_out_patients(tmp_path, capsys):
+    """`evaluate --run R --calibrations`: each method fitted on four folds of validation patients and scored on the
+    fifth; an overconfident model's held-out log loss and ECE fall with either fit; the test set is never read (the
+    run here has none)."""
+    import pandas as pd
+
+    from xraylib.calibration import cross_fitted
+    from xraylib.cli import main
+    from xraylib.run_evaluation import format_calibrations
+
+    y, p, _ = _overconfident(n=600)
+    patients = np.arange(600) // 2
+    scores = cross_fitted(y, p, patients, repeats=2)
+    assert set(scores) == {"none", "platt", "temperature"}
+    assert max(scores["platt"]["log_loss"], scores["temperature"]["log_loss"]) < scores["none"]["log_loss"] - 0.05
+    assert scores["platt"]["ece"] < scores["none"]["ece"] / 2
+    assert scores["none"]["ece"] == pytest.approx(expected_calibration_error(y, p), abs=0.02)  # ~ the whole set's
+    frame = pd.DataFrame({"file": [f"{i}.jpeg" for i in range(600)], "patient": patients})
+    frame = frame.assign(label=np.where(y == 1, "pneumonia", "normal"), p_pneumonia=p, p_uncalibrated=p)
+    frame.to_csv(tmp_path / "val_predictions.csv", index=False)
+    assert main(["evaluate", "--run", str(tmp_path), "--calibrations", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_validation_patients"] == 300 and result["used"] == "none"
+    assert result["held_out"]["platt"]["ece"] < result["held_out"]["none"]["ece"]
+    assert format_calibrations(result).splitlines()[-2].startswith("platt   ")
+    assert main(["evaluate", "--run", str(tmp_path), "--calibrations", "--data", str(tmp_path)]) == 2
+    frame.drop(columns="p_uncalibrated").to_csv(tmp_path / "val_predictions.csv", index=False)
+    assert main(["evaluate", "--run", str(tmp_path), "--calibrations"]) == 2
+    assert "p_uncalibrated" in capsys.readouterr().err

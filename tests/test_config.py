@@ -64,6 +64,8 @@ def test_overrides_are_typed():
         (["fine_tune=half"], "fine_tune"),
         (["fine_tune=all"], "pooled_norm"),
         (["noequals"], "noequals"),
+        (["fold=-1"], "fold"),
+        (["fold=2"], "fold"),
     ],
 )
 def test_bad_overrides_name_the_setting(items, named):
@@ -89,6 +91,24 @@ def test_config_roundtrip(tmp_path):
     cfg = resolve_config("vgg16", "smoke", {"seed": "7"})
     write_json(tmp_path / "config.json", {"run": cfg.to_json()})
     assert read_config(tmp_path) == cfg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("image_size", "abc"), ("weights", 5), ("epochs", 2.5), ("augment", "maybe"), ("seed", None), ("head", "x")],
+)
+def test_a_run_folders_config_is_validated_as_set_values_are(tmp_path, key, value):
+    run = {**resolve_config("vgg16", "smoke").to_json(), key: value}
+    write_json(tmp_path / "config.json", {"run": run})
+    with pytest.raises(InputError, match=f"config.json: setting {key}=") as info:
+        read_config(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_run_trained_with_a_weights_file_or_mlflow_elsewhere_is_still_read(tmp_path):
+    run = {**resolve_config("vgg16", "smoke").to_json(), "weights": "/elsewhere/w.h5", "tracker": "mlflow"}
+    write_json(tmp_path / "config.json", {"run": run})
+    assert read_config(tmp_path).weights == "/elsewhere/w.h5"
 
 
 def test_three_class_task_replaces_the_binary_defaults():
@@ -140,3 +160,23 @@ def test_auto_precision_follows_the_cpu(amx, preset, expected, monkeypatch):
         assert strategy.precision_policy(cfg, tf.distribute.get_strategy()) == expected
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_path_settings_are_absolute_against_the_working_directory(tmp_path, monkeypatch):
+    from xraylib.backbones import BACKBONES
+    from xraylib.config import caller_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / BACKBONES["xception"].weights_file).write_bytes(b"x")
+    monkeypatch.setenv("XRAYLIB_WEIGHTS_DIR", "w")
+    cfg = resolve_config("xception", "smoke", {"weights": "imagenet", "cache_dir": "c"})
+    assert (cfg.weights_dir, cfg.cache_dir) == (str(tmp_path / "w"), str(tmp_path / "c"))
+    assert cfg.weights == str(tmp_path / "w" / BACKBONES["xception"].weights_file)
+    monkeypatch.setenv("XRAYLIB_CACHE", "none")
+    given = caller_paths({"weights": "w/start.keras", "epochs": "2"})
+    expected = {"weights": str(tmp_path / "w" / "start.keras"), "weights_dir": str(tmp_path / "w"), "cache_dir": "none"}
+    assert given == {"epochs": "2", **expected}, "a word stays a word; the environment's folders come along"
+    monkeypatch.setenv("XRAYLIB_WEIGHTS_DIR", "nowhere")
+    with pytest.raises(InputError, match=r"^\$XRAYLIB_WEIGHTS_DIR='/.*/nowhere': not a folder$"):
+        resolve_config("xception", "smoke")

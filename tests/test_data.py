@@ -211,6 +211,86 @@ def test_no_dataset_found(tmp_path):
         build_index(tmp_path / "absent")
 
 
+# --------------------------------------------------------------------------------------------- external sets
+EXTERNAL = {"NORMAL": ["IM-0001-0001.jpeg", "scan-a.png"], "PNEUMONIA": ["person1_virus_6.jpeg", "scan-b.png"]}
+
+
+@pytest.mark.parametrize("inner", ["chest_xray/test", "test", ""])
+def test_a_test_set_without_its_train_folder(tmp_path, inner):
+    for folder, names in EXTERNAL.items():
+        for name in names:
+            _image(tmp_path / inner / folder / name)
+    index = build_index(tmp_path)
+    assert index.attrs["layout"] == "folders" and (index["split"] == "test").all()
+    assert index.attrs["dataset_root"] == str((tmp_path / inner).absolute())
+    by_file = index.set_index("file")
+    assert by_file["label"].to_dict() == {
+        "IM-0001-0001.jpeg": "normal",
+        "scan-a.png": "normal",
+        "person1_virus_6.jpeg": "pneumonia",
+        "scan-b.png": "pneumonia",
+    }
+    # Kermany names carry their patient; the others (which patient_key would merge as panels a/b of one figure)
+    # are each their own patient, and the index says so
+    assert by_file.loc["person1_virus_6.jpeg", "patient"] == "kermany-person1"
+    assert index["patient"].nunique() == 4
+    assert index.attrs["patients"].startswith("2 of 4 images have no patient id") and "own patient" in summarize(index)
+
+
+def _flat(root: Path, lines: list[str], csv: str = "labels.csv") -> Path:
+    """A flat folder of images with a labels CSV (`lines` with its header); every file the CSV names exists."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / csv).write_text("\n".join(lines) + "\n")
+    for line in lines[1:]:
+        _image(root / line.split(",")[0].strip())
+    return root
+
+
+def test_a_flat_folder_with_a_csv_of_file_names_and_labels(tmp_path):
+    root = _flat(tmp_path / "flat", ["File,Label", "a.png,normal", "sub/b.png,PNEUMONIA", "c.png,0", "d.png,1"])
+    index = build_index(root)
+    assert index.attrs["layout"] == "csv" and index.attrs["dataset_root"] == str(root.absolute())
+    assert list(index["label"]) == ["normal", "pneumonia", "normal", "pneumonia"]
+    assert list(index["path"]) == [str((root / n).absolute()) for n in ("a.png", "sub/b.png", "c.png", "d.png")]
+    assert index["patient"].nunique() == 4 and "4 of 4 images have no patient id" in index.attrs["patients"]
+    assert build_index(root / "labels.csv")["path"].equals(index["path"]), "the CSV itself may be given"
+
+
+def test_a_csv_patient_column_groups_images(tmp_path):
+    lines = ["filename,class,patient_id", "a.png,normal,p1", "b.png,normal,p1", "c.png,pneumonia,"]
+    index = build_index(_flat(tmp_path / "flat", lines))
+    assert index["patient"].tolist()[:2] == ["id-p1", "id-p1"] and index["patient"].nunique() == 2
+    assert "1 of 3 images have no patient id (an empty patient cell" in index.attrs["patients"]
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (
+            ["name,diagnosis", "a.png,normal"],
+            "needs columns file/filename/image and label/class (any case); its columns: name, diagnosis",
+        ),
+        (["file,label", "a.png,covid"], "labels.csv line 2: unknown label 'covid'"),
+        (["file,label", "../a.png,normal"], "escapes the image folder"),
+        (["file,label", "a.png,normal", "a.png,pneumonia"], "'a.png' listed more than once (lines 2, 3)"),
+    ],
+)
+def test_a_bad_labels_csv_is_one_line_naming_it(tmp_path, lines, message):
+    root = tmp_path / "flat"
+    root.mkdir()
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as info:
+        build_index(root)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_two_csv_files_are_ambiguous(tmp_path):
+    root = _flat(tmp_path / "flat", ["file,label", "a.png,normal"])
+    (root / "other.csv").write_text("x\n")
+    with pytest.raises(InputError, match="2 CSV files .*give the one of labels"):
+        build_index(root)
+
+
 # --------------------------------------------------------------------------------------------- bad input
 def test_missing_column_is_named(tmp_path):
     root = _coronahack(tmp_path / "ds", rows=ROWS[:2])
@@ -355,3 +435,23 @@ def test_impossible_fold_counts_are_one_line_errors(synth_data):
     index = build_index(synth_data)
     with pytest.raises(InputError, match=r"folds=100000: needs 2 to \d+"):
         assign_subsets(index, folds=100000)
+
+
+@pytest.mark.parametrize("folder", ["chest_xray/test/NORMAL", "NORMAL"])
+def test_a_file_name_that_is_not_utf8_is_one_error_naming_it(tmp_path, folder, capsys):
+    import os
+
+    from xraylib.cli import main
+
+    root = _kermany(tmp_path / "k") if folder.startswith("chest") else tmp_path / "k"
+    if not folder.startswith("chest"):
+        _image(root / "PNEUMONIA" / "person1_bacteria_1.jpeg")
+    _image(Path(os.fsdecode(os.fsencode(root / folder) + b"/IM-\xff-0001.jpeg")))
+    with pytest.raises(InputError, match=r"IM-\\xff-0001\.jpeg: the file name is not valid UTF-8"):
+        build_index(root)
+    out = tmp_path / "index.csv"
+    for extra in ([], ["--out", str(out)]):
+        assert main(["data", "index", str(root), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "IM-\\xff-0001.jpeg" in err and len(err.splitlines()) == 1
+    assert not out.exists()

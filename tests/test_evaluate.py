@@ -63,6 +63,46 @@ def test_cli_scores_a_coronahack_layout_into_the_run_folder(untrained_run, synth
     assert "run threshold 0.4000" in printed
 
 
+def test_external_sets_as_they_come_test_folders_without_train_and_a_flat_csv(
+    untrained_run, synth_data, tmp_path, capsys
+):
+    index = build_index(synth_data).groupby("label").head(4)
+    images, labels = [Path(p) for p in index["path"]], list(index["label"])
+    kermany = labelled_folders(images, labels, tmp_path / "kaggle" / "chest_xray" / "test").parents[1]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, image in enumerate(images):  # anonymised names: no patient in them
+        shutil.copy(image, flat / f"scan{i}.jpeg")
+    codes = {"normal": 0, "pneumonia": 1}  # the CSV's labels as 0/1
+    (flat / "labels.csv").write_text(
+        "\n".join(["file,label"] + [f"scan{i}.jpeg,{codes[y]}" for i, y in enumerate(labels)])
+    )
+    scored = {}
+    for name, data, layout, patients, note in (
+        ("kermany", kermany, "folders", 5, "every image has a patient id"),  # the Kermany names of the synthetic set
+        ("flat", flat, "csv", 8, "8 of 8 images have no patient id (no patient column, no Kermany file name): each"),
+    ):
+        argv = ["evaluate", "--run", str(untrained_run), "--data", str(data), "--bootstrap", "20"]
+        assert main([*argv, "--out", str(tmp_path / f"out-{name}")]) == 0
+        printed = capsys.readouterr().out
+        assert f"({layout} layout)" in printed and "images: 8 (pneumonia 4, normal 4)" in printed
+        assert f"patients: {patients}" in printed and f"patient ids: {note}" in printed
+        stored = json.loads((tmp_path / f"out-{name}" / "metrics.json").read_text())
+        assert stored["layout"] == layout and stored["patients"].startswith(note)
+        assert stored["n_test_patients"] == patients
+        scored[name] = pd.read_csv(tmp_path / f"out-{name}" / "predictions.csv")
+    by_path = scored["kermany"].set_index(scored["kermany"]["file"])
+    expected = by_path.loc[[image.name for image in images]]
+    assert list(scored["flat"]["label"]) == list(expected["label"])
+    assert np.allclose(scored["flat"]["p_pneumonia"], expected["p_pneumonia"], atol=1e-6), "the same images"
+    with open(flat / "labels.csv", "a") as labels_csv:  # an image the labels list but the folder lacks
+        labels_csv.write("\nghost.jpeg,1")
+    assert main([*argv[:4], str(flat), "--out", str(tmp_path / "out-ghost")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 image(s) its labels list are missing" in err and "ghost.jpeg" in err
+    assert not (tmp_path / "out-ghost").exists()
+
+
 def test_an_unreadable_image_is_one_line_naming_it(untrained_run, synth_data, tmp_path):
     index = build_index(synth_data).groupby("label").head(3)
     data = labelled_folders([Path(p) for p in index["path"]], list(index["label"]), tmp_path / "folders")

@@ -48,19 +48,11 @@ def test_a_fully_trained_model_has_no_trunk():
     assert split_at_trunk(build_model(cfg)) is None
 
 
-def test_trunk_outputs_are_cached_and_keyed(xception, tmp_path, monkeypatch):
-    from xraylib import features
+def test_trunk_outputs_are_cached_and_keyed(xception, tmp_path, trunk_passes):
     from xraylib.features import split_at_trunk, trunk_outputs
 
     trunk, _ = split_at_trunk(xception)
-    computed = []
-    real = features.predict_in_batches
-
-    def counting(model, images, batch_size):
-        computed.append(len(images))
-        return real(model, images, batch_size)
-
-    monkeypatch.setattr(features, "predict_in_batches", counting)
+    computed = trunk_passes
     x = _images(5)
     first = trunk_outputs(trunk, x, 4, tmp_path)
     again = trunk_outputs(trunk, x, 2, tmp_path)  # another batch size: the same outputs, read back

@@ -13,7 +13,7 @@ from xraylib.backbones import BACKBONES
 from xraylib.config import resolve_config
 from xraylib.images import load_gray
 from xraylib.layers import preprocess_input
-from xraylib.models import build_model, constructor, feature_model, resolve_weights
+from xraylib.models import build_model, constructor, feature_model
 from xraylib.prepare import prepare_data
 from xraylib.run_evaluation import evaluate_run
 from xraylib.train import build_run_model, fit
@@ -65,17 +65,6 @@ def test_front_matches_keras_applications_with_imagenet_xception(xception_weight
     )
     assert np.abs(ours).max() > 0.1, "ImageNet features of a radiograph are not all zero"
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-
-
-def test_weights_dir_gives_each_backbone_its_own_file(tmp_path, monkeypatch):
-    (tmp_path / BACKBONES["vgg16"].weights_file).write_bytes(b"x")
-    monkeypatch.setattr("xraylib.models.reachable", lambda *a, **k: False)  # offline, and no Keras cache
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    assert resolve_weights("vgg16", "imagenet", str(tmp_path)) == str(tmp_path / BACKBONES["vgg16"].weights_file)
-    assert resolve_weights("vgg16", "auto", str(tmp_path)).endswith("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
-    assert resolve_weights("vgg19", "auto", str(tmp_path)) == "none", "no file, no cache, offline: random weights"
-    assert resolve_weights("vgg19", "imagenet", str(tmp_path)) == "imagenet", "imagenet stays asked for"
-    assert resolve_weights("resnet34", "auto", str(tmp_path)) == "none"
 
 
 def _demo_run(data: Path, weights: str, out: Path) -> tuple[pd.DataFrame, dict]:

@@ -34,7 +34,7 @@ def gray() -> np.ndarray:
 
 
 def test_suffixes():
-    assert IMAGE_SUFFIXES == (".jpeg", ".jpg", ".png")
+    assert IMAGE_SUFFIXES == (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
 
 
 def test_gray_png_exact(tmp_path, gray):
@@ -256,3 +256,35 @@ def test_a_jpeg_whose_header_claims_more_rows_than_its_scan_holds_is_refused(tmp
         load_gray(path, 32)
     (tmp_path / "fine.jpeg").write_bytes(buffer.getvalue())
     assert load_gray(tmp_path / "fine.jpeg", 32).shape == (32, 32)
+
+
+def _noise_over_grey(rows: int, **save) -> bytes:
+    """A JPEG of noise whose bottom `rows` are exactly grey 128 (a padded radiograph can be), as decoded."""
+    import io
+
+    pixels = np.random.default_rng(1).integers(0, 255, (96, 80), dtype=np.uint8)
+    pixels[-rows:] = 128
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert(save.pop("mode", "L")).save(buffer, "JPEG", quality=95, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("save", [{}, {"mode": "RGB"}, {"mode": "RGB", "subsampling": 0}, {"restart_marker_blocks": 3}])
+@pytest.mark.parametrize("size", [None, 32])
+def test_a_valid_jpeg_whose_bottom_rows_are_grey_128_is_read(tmp_path, size, save):
+    path = tmp_path / "padded.jpeg"
+    path.write_bytes(_noise_over_grey(32, **save))
+    gray = load_gray(path, size)
+    assert (load_gray(path)[-16:] == 128).all(), "the test needs the bottom rows exactly 128"
+    assert gray.shape == ((96, 80) if size is None else (32, 32))
+
+
+@pytest.mark.parametrize("save", [{}, {"mode": "RGB"}, {"mode": "RGB", "restart_marker_blocks": 3}])
+@pytest.mark.parametrize("size", [None, 32])
+def test_a_jpeg_cut_short_and_closed_with_an_end_marker_is_refused(tmp_path, size, save):
+    data = _noise_over_grey(8, **save)
+    path = tmp_path / "cut.jpeg"
+    path.write_bytes(data[: len(data) * 2 // 3] + b"\xff\xd9")  # the decoder only warns: premature end of data
+    assert "ends before the image's declared size" in _bad(path, size)
+    path.write_bytes(data[:-3] + b"\xff\xd9")  # only the last block or two missing
+    assert "ends before the image's declared size" in _bad(path, size)

@@ -331,6 +331,26 @@ def test_paired_auc_difference():
     assert same["difference"] == 0 and same["p_value"] == 1.0
 
 
+def test_one_ci_rule_everywhere_no_ci_from_too_few_defined_resamples():
+    few = {"value": 0.5, "low": None, "high": None}
+    assert M.bootstrap_interval(0.5, np.r_[np.full(40, np.nan), np.arange(10.0)], 50, "x") == {
+        **few,
+        "notes": ["x: no CI, undefined in 40 of 50 resamples"],
+    }
+    notes: list[str] = []
+    partial = M.bootstrap_interval(0.5, np.r_[np.nan, np.linspace(0, 1, 19)], 20, "x", notes)
+    assert partial["low"] == pytest.approx(0.025) and "notes" not in partial
+    assert notes == ["x: CI from 19 of 20 resamples (others had it undefined)"]
+    assert M.bootstrap_interval(0.5, np.ones(5), 5, "x")["notes"] == ["x: no CI from 5 resamples (10 needed)"]
+    # sensitivity by kind and the paired AUC difference follow the same rule
+    y = np.r_[0, 0, np.ones(28, int)]
+    by_kind = M.sensitivity_by_kind(y, y, np.where(y == 1, "viral", ""), n_boot=5)["viral"]
+    assert by_kind["low"] is None and by_kind["notes"] and by_kind["n_images"] == 28
+    p = np.linspace(0, 1, 30)
+    auc = M.paired_auc_difference(y, p, p[::-1], n_boot=200)  # resamples without a normal image have no AUC
+    assert auc["low"] is not None and "CI from" in auc["notes"][0] and auc["p_value"] is not None
+
+
 def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
     y, p, _ = synthetic(150, 13)
     rng = np.random.default_rng(1)

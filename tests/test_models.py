@@ -15,7 +15,8 @@ from xraylib.backbones import BACKBONES
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.explain import gradcam, last_conv_layer
-from xraylib.models import build_model, check_imagenet, load_model, probability, resnet34
+from xraylib.models import build_model, load_model, probability, resnet34
+from xraylib.weights import check_imagenet
 
 LAST_CONV = {
     "xception": "block14_sepconv2_act",
@@ -202,12 +203,12 @@ def test_imagenet_offline_fails_within_seconds_with_one_line(tmp_path, monkeypat
     cached.parent.mkdir()
     cached.write_bytes(b"not Keras' download")
     with pytest.raises(InputError, match=r"fails Keras' md5 check .* --set weights=") as info:
-        check_imagenet("vgg16")
+        check_imagenet(BACKBONES["vgg16"])
     assert str(cached) in str(info.value) and "\n" not in str(info.value)
     # an intact file in the Keras cache is enough (no network needed)
     intact = dataclasses.replace(BACKBONES["vgg16"], weights_md5=hashlib.md5(cached.read_bytes()).hexdigest())
     monkeypatch.setitem(BACKBONES, "vgg16", intact)
-    check_imagenet("vgg16")
+    check_imagenet(BACKBONES["vgg16"])
     # the self-defined CNN has no ImageNet weights: built from scratch, no network
     assert build_model(config("resnet34", image_size=32, weights="imagenet")).count_params() > 21e6
 

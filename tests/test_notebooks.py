@@ -1,11 +1,12 @@
 """The committed notebooks: clean, parameterized, and only calling into xraylib."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+from xraylib.runs import NOTEBOOKS as FOLDER
+
+NOTEBOOKS = sorted(p for p in FOLDER.iterdir() if p.name.endswith(".ipynb"))
 
 
 def test_the_three_notebooks_exist():

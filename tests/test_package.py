@@ -40,27 +40,18 @@ def test_every_verb_explains_itself(verb, capsys):
 
 
 def _imported_modules(path: Path, names: set[str]) -> set[str]:
-    """The package modules a module imports anywhere (function bodies too), less those under `if TYPE_CHECKING:`."""
+    """The package modules a module imports anywhere: function bodies and `if TYPE_CHECKING:` blocks too."""
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            nodes = node.orelse
-        else:
-            nodes = list(ast.iter_child_nodes(node))
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xraylib"):
-                parts = node.module.split(".")
-                found.update(parts[1:2] or [a.name for a in node.names if a.name in names])
-            if isinstance(node, ast.Import):
-                found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("xraylib."))
-        for child in nodes:
-            visit(child)
-
-    visit(ast.parse(path.read_text()))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xraylib"):
+            parts = node.module.split(".")
+            found.update(parts[1:2] or [a.name for a in node.names if a.name in names])
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("xraylib."))
     return found - {path.stem}
 
 
-def test_no_import_circle_among_the_modules_deferred_imports_included():
+def test_no_import_circle_among_the_modules_deferred_and_type_only_imports_included():
     package = Path(xraylib.__file__).parent
     modules = {p.stem: p for p in package.glob("*.py") if p.stem != "__init__"}
     graph = {name: _imported_modules(path, set(modules)) & set(modules) for name, path in modules.items()}

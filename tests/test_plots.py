@@ -257,3 +257,12 @@ def test_dataset_exploration_figures(tmp_path, image_files):
     assert "Aspect ratio" in check(fig, tmp_path / "sizes.png")
     fig = data_plots.plot_images_per_patient(index, path=tmp_path / "per_patient.png")
     assert "Train: 6 patients, 9 images" in check(fig, tmp_path / "per_patient.png")
+
+
+def test_a_value_with_its_ci_is_written_one_way():
+    entry = {"value": 0.91234, "low": 0.88, "high": float("nan")}
+    assert plot_style.format_interval({**entry, "high": 0.95}) == "0.912 [0.880, 0.950]"
+    assert plot_style.format_interval({**entry, "high": 0.95}, 4) == "0.9123 [0.8800, 0.9500]"
+    assert plot_style.format_ci({**entry, "high": 0.95}) == "0.880–0.950"
+    assert plot_style.format_interval(entry) == "0.912" and plot_style.format_ci(entry) == ""
+    assert plot_style.format_interval({"value": None, "low": None, "high": None}) == "undefined"

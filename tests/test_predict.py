@@ -219,3 +219,22 @@ def test_cli_unsafe_model(tmp_path, odd_dir, capsys):
     outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)  # arbitrary code: safe mode refuses to load it
     keras.Model(inputs, outputs).save(tmp_path / "model.keras")
     assert "safe mode" in _one_line_error(["predict", str(tmp_path / "model.keras"), str(odd_dir)], capsys)
+
+
+def test_a_config_of_the_wrong_type_is_one_error_naming_the_file_and_key(tiny_run, tmp_path, odd_dir, capsys):
+    shutil.copy(tiny_run / "model.keras", tmp_path / "model.keras")
+    run = json.loads((tiny_run / "config.json").read_text())["run"]
+    (tmp_path / "config.json").write_text(json.dumps({"run": {**run, "weights": 5}}))
+    error = _one_line_error(["predict", str(tmp_path / "model.keras"), str(odd_dir)], capsys)
+    assert "config.json: setting weights=5: expected str" in error
+
+
+def test_a_file_name_that_is_not_utf8_is_one_error_naming_it(tiny_run, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(np.zeros((40, 40), np.uint8)).save(os.fsdecode(os.fsencode(folder) + b"/IM-\xff.jpeg"))
+    out = tmp_path / "p.csv"
+    error = _one_line_error(["predict", str(tiny_run / "model.keras"), str(folder), "--out", str(out)], capsys)
+    assert "IM-\\xff.jpeg: the file name is not valid UTF-8" in error and not out.exists()

@@ -3,6 +3,7 @@ how the threshold rules behave under it, and threshold rules chosen on validatio
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -217,6 +218,48 @@ def test_threshold_rules_are_chosen_on_validation_not_test(tmp_path, capsys):
     (tmp_path / "val_predictions.csv").unlink()
     assert main(["evaluate", "--run", str(tmp_path), "--thresholds"]) == 2
     assert "val_predictions.csv" in capsys.readouterr().err
+
+
+def test_threshold_rules_after_a_prior_shift(tmp_path, capsys):
+    """`evaluate --thresholds --prevalence P|estimate`: the run's own calibration map, shifted to P by
+    Bayes' rule, then the rules chosen on the corrected validation probabilities: rank rules keep every test
+    decision, the fixed 0.5 becomes the Bayes decision at P (fewer false positives at a lower prevalence)."""
+    (val_y, val_raw), (test_y, test_raw) = _scores(VAL_PREVALENCE, n=600, seed=1), _scores(0.40, n=600, seed=2)
+    fitted = fit_calibration(val_y, val_raw, "platt")
+    for name, y, raw in (("val_predictions.csv", val_y, val_raw), ("predictions.csv", test_y, test_raw)):
+        _write_predictions(tmp_path / name, y, fitted(raw))
+        pd.read_csv(tmp_path / name).assign(p_uncalibrated=raw).to_csv(tmp_path / name, index=False)
+    (tmp_path / "metrics.json").write_text(json.dumps({"calibration": fitted.to_json()}))
+
+    def rules(*prevalence: str) -> dict:
+        args = ["evaluate", "--run", str(tmp_path), "--thresholds", "--json", "--bootstrap", "0"]
+        assert main(args + ["--prevalence", *prevalence] * bool(prevalence)) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain, shifted, estimated = rules(), rules("0.4"), rules("estimate")
+    assert plain["prevalence"] == {}
+    entry = shifted["prevalence"]
+    assert entry["target"] == 0.4 and entry["validation"] == pytest.approx(VAL_PREVALENCE, abs=0.01)
+    assert entry["test"]["ece"]["after"] < entry["test"]["ece"]["before"]
+    corrected = dataclasses.replace(fitted, shift=prior_log_odds(float(np.mean(val_y)), 0.4))(test_raw)
+    bayes = binary_metrics(test_y, corrected, 0.5)
+    for name in ("sensitivity", "specificity"):
+        for rule in (0, 1):  # youden and sensitivity:0.95: the same decisions
+            assert shifted["rules"][rule]["test"][name]["value"] == pytest.approx(
+                plain["rules"][rule]["test"][name]["value"]
+            )
+        assert shifted["rules"][2]["test"][name]["value"] == pytest.approx(bayes[name])
+    assert shifted["rules"][2]["test"]["specificity"]["value"] > plain["rules"][2]["test"]["specificity"]["value"]
+    assert estimated["prevalence"]["estimated"] and abs(estimated["prevalence"]["target"] - 0.4) < 0.05
+    assert main(["evaluate", "--run", str(tmp_path), "--thresholds", "--prevalence", "0.4", "--bootstrap", "0"]) == 0
+    assert "to 0.4000 (given): test ECE" in capsys.readouterr().out
+    assert main(["evaluate", "--run", str(tmp_path), "--thresholds", "--prevalence", "1.5"]) == 2
+    assert "prevalence" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", str(tmp_path / "predictions.csv"), "--prevalence", "0.4"]) == 2
+    assert "--prevalence goes with" in capsys.readouterr().err
+    _write_predictions(tmp_path / "predictions.csv", test_y, fitted(test_raw))  # no p_uncalibrated
+    assert main(["evaluate", "--run", str(tmp_path), "--thresholds", "--prevalence", "0.4"]) == 2
+    assert "p_uncalibrated" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -113,21 +113,13 @@ def test_bfloat16_predicts_as_float32_on_real_images(index, xception_weights):
     assert relative.max() < FEATURE_TOLERANCE
 
 
-def test_the_trunk_cache_on_real_images(index, xception_weights, tmp_path, monkeypatch):
+def test_the_trunk_cache_on_real_images(index, xception_weights, tmp_path, trunk_passes):
     import keras
 
-    from xraylib import features
     from xraylib.features import split_at_trunk, trunk_outputs
     from xraylib.models import build_model
 
-    computed = []
-    real = features.predict_in_batches
-
-    def counting(model, images, batch_size):
-        computed.append(len(images))
-        return real(model, images, batch_size)
-
-    monkeypatch.setattr(features, "predict_in_batches", counting)
+    computed = trunk_passes
 
     def trunk(weights: str, size: int):
         keras.backend.clear_session()  # layer names as in a new process (the key holds the output layer's name)

@@ -255,3 +255,22 @@ def test_a_reference_on_other_images_is_refused_before_the_report_is_written(rep
     err = capsys.readouterr().err
     assert "part.csv are not on the same test images" in err and len(err.strip().splitlines()) == 1
     assert not (report_dir / "summary.md").exists()
+
+
+@pytest.mark.parametrize(("value", "shown"), [("nan", "1 missing value"), ("3.5", "3.5 on line 3"), ("inf", "inf")])
+def test_a_probability_that_is_not_in_0_1_is_one_error_naming_the_file_and_line(tmp_path, value, shown):
+    run = _fake_run(tmp_path, "vgg16", 0.2, seed=0)
+    frame = pd.read_csv(run / "predictions.csv", dtype=str)
+    frame.loc[1, "p_pneumonia"] = value
+    write_csv(run / "predictions.csv", frame)
+    with pytest.raises(InputError, match=r"vgg16/predictions\.csv: column 'p_pneumonia' has") as info:
+        leaderboard.build_report(tmp_path)
+    assert shown in str(info.value)
+
+
+def test_a_run_config_of_the_wrong_type_is_one_error_naming_the_file_and_key(tmp_path):
+    run = _fake_run(tmp_path, "vgg16", 0.2, seed=0)
+    config = json.loads((run / "config.json").read_text())
+    write_json(run / "config.json", {"run": {**config["run"], "image_size": "abc"}})
+    with pytest.raises(InputError, match=r"vgg16/config\.json: setting image_size='abc': expected int"):
+        leaderboard.build_report(tmp_path)

@@ -1,11 +1,13 @@
 """The papermill sweep end to end: executed notebooks, a failing backbone, resume, the report, the notebooks."""
 
 import json
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import papermill
@@ -23,11 +25,36 @@ TINY = ["--set=image_size=32", "--set=limit=40", "--set=batch_size=8", "--set=bo
 
 @pytest.fixture(scope="module")
 def swept(synth_data, tmp_path_factory):
-    """A sweep of resnet34 (trains) and inceptionv3 (its image size is impossible, so it fails)."""
-    out = tmp_path_factory.mktemp("sweep") / "report"
-    args = ["sweep", "--data", str(synth_data), "--backbones", "resnet34,inceptionv3", "--preset", "smoke"]
-    code = main([*args, *TINY, "--out", str(out)])
-    return out, code, args
+    """A sweep of resnet34 (trains) and inceptionv3 (its image size is impossible, so it fails), given as `make demo`
+    gives it: every path relative to the caller's working directory (--data, --out, $XRAYLIB_WEIGHTS_DIR, and here
+    the starting weights and the cache folder), which is not the kernels' (their run folders)."""
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    caller = tmp_path_factory.mktemp("sweep")
+    (caller / "weights").mkdir()
+    start = caller / "weights" / "start.weights.h5"
+    overrides = dict(s.split("=", 1) for s in (t.removeprefix("--set=") for t in TINY))
+    build_model(resolve_config("resnet34", "smoke", overrides)).save_weights(start)
+    relative = ["--data", os.path.relpath(synth_data, caller), "--set=weights=weights/start.weights.h5"]
+    args = ["sweep", "--backbones", "resnet34,inceptionv3", "--preset", "smoke"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(caller)
+        patch.setenv("XRAYLIB_WEIGHTS_DIR", "weights")
+        code = main([*args, *relative, "--set=cache_dir=cache", *TINY, "--out", "report"])
+    args += ["--data", str(synth_data), f"--set=weights={start}"]
+    return caller / "report", code, args
+
+
+def test_relative_paths_mean_the_callers_folders(swept):
+    out, _, _ = swept
+    caller = out.parent
+    config = json.loads((out / "resnet34" / "config.json").read_text())
+    assert config["data"]["dir"] == str(Path(config["data"]["dir"]).resolve()) and Path(config["data"]["dir"]).is_dir()
+    assert config["run"]["weights_dir"] == str(caller / "weights"), "$XRAYLIB_WEIGHTS_DIR, absolute"
+    assert config["run"]["weights"] == str(caller / "weights" / "start.weights.h5"), "the starting weights, loaded"
+    assert config["run"]["cache_dir"] == str(caller / "cache") and list((caller / "cache").glob("*.npy"))
+    assert not (out / "resnet34" / "cache").exists() and not (out / "resnet34" / "weights").exists()
 
 
 def test_sweep_runs_the_notebook_and_reports(swept):
@@ -163,15 +190,20 @@ def test_a_notebook_that_fails_is_recorded_with_its_partial_notebook(synth_data,
     assert not (tmp_path / "run" / "finished.json").exists()
 
 
-def test_training_notebook_runs_as_is_from_any_directory(tmp_path, monkeypatch):
-    """As a user in JupyterLab would: default data (the demo set, written on first use), another working directory."""
+def test_training_notebook_runs_as_is_from_any_directory(synth_data, tmp_path, monkeypatch):
+    """As a user in JupyterLab would: the default data (the demo set) and run folder, both under the working
+    directory (here data/demo is the synthetic test set, not written again), never beside the installed package."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "demo").symlink_to(synth_data)
     overrides = {"epochs": 1, "limit": 24, "image_size": 32, "bootstrap": 20, "gradcam_images": 2, "weights": "none"}
     papermill.execute_notebook(
         str(NOTEBOOKS / "train_backbone.ipynb"),
         str(tmp_path / "out.ipynb"),
-        parameters={"out_dir": str(tmp_path / "run"), "overrides": overrides},
+        parameters={"overrides": overrides},
         progress_bar=False,
     )
-    assert (tmp_path / "run" / "metrics.json").is_file()
-    assert len(list((tmp_path / "run" / "figures").glob("*.png"))) == 8
+    run = tmp_path / "reports" / "notebook" / "resnet34"
+    assert json.loads((run / "config.json").read_text())["data"]["dir"] == str(synth_data.resolve())
+    assert (run / "metrics.json").is_file() and (run / "finished.json").is_file()
+    assert len(list((run / "figures").glob("*.png"))) == 8

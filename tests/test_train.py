@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -211,8 +212,14 @@ def test_unusable_snapshot_is_one_line(smoke_run, synth_data, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-c", KILLED_AT, "after_snapshot", *_train_command(synth_data, killed)[3:]])
     assert proc.returncode == -signal.SIGKILL
     state = killed / "backup" / "state"
-    (state / "weights.weights.h5").write_bytes(b"\0" * 100)
     args = _train_command(synth_data, killed)[3:]
+    history = (state / "history.csv").read_bytes()
+    (state / "history.csv").write_bytes(history[: history.rindex(b",") + 3])  # a write torn mid-row
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "history.csv does not hold the snapshot's 1 epoch(s) as whole rows" in err and len(err.splitlines()) == 1
+    (state / "history.csv").write_bytes(history)
+    (state / "weights.weights.h5").write_bytes(b"\0" * 100)
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "weights.weights.h5" in err and f"remove {killed / 'backup'} " in err and len(err.splitlines()) == 1
@@ -324,3 +331,36 @@ def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
     for column in ("loss", "val_loss", "val_auc", "learning_rate"):
         pd.testing.assert_series_equal(resumed[column], whole[column], rtol=1e-5)
     np.testing.assert_allclose(p_resumed, p_whole, rtol=1e-5, atol=1e-7)
+
+
+@pytest.fixture
+def holey_data(synth_data, tmp_path):
+    """A copy of the synthetic set lacking one test image and one training image (a link to itself, a loop)."""
+    from xraylib.data import build_index
+
+    copy = shutil.copytree(synth_data, tmp_path / "holey")
+    index = build_index(copy)
+    test, train = (index.loc[index["split"] == split, "path"].iloc[0] for split in ("test", "train"))
+    Path(test).unlink()
+    Path(train).unlink()
+    Path(train).symlink_to(Path(train).name)
+    return copy, Path(test).name, Path(train).name
+
+
+def test_a_missing_test_image_is_refused_unless_asked_and_every_drop_is_said_and_recorded(holey_data, tmp_path, capsys):
+    from xraylib.prepare import prepare_data
+    from xraylib.train import write_config
+
+    data, test, train = holey_data
+    args = ["train", "--data", str(data), "--backbone", "resnet34", "--preset", "smoke", "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"1 test image(s) listed in its metadata are missing (first: {test})" in err
+    assert "missing_test=drop" in err and len(err.splitlines()) == 1
+    cfg = resolve_config("resnet34", "smoke", {"image_size": "32", "missing_test": "drop"})
+    prepared = prepare_data(data, cfg)
+    said = capsys.readouterr().out
+    assert "left out 2 image(s)" in said and "1 of them test images" in said and test in said and train in said
+    assert test not in set(prepared.index["file"]) and train not in set(prepared.index["file"])
+    config = write_config(prepared, cfg, data, tmp_path / "r")
+    assert (config["data"]["missing_dropped"], config["data"]["missing_dropped_test"]) == (2, 1)

@@ -137,3 +137,16 @@ def test_each_run_gets_its_own_gpu_where_the_cluster_has_gpus(tmp_path):
     assert set(results) == {tmp_path / "a", tmp_path / "b"}
     assert sorted(r.get("gpu", "") for r in results.values()) == ["0", "1"], results  # one GPU each
     assert len({r["pid"] for r in results.values()}) == 2, "two worker processes"
+
+
+@pytest.mark.parametrize("address", ["ray://127.0.0.1:9", "127.0.0.1:9"])
+def test_an_address_where_nothing_listens_is_one_line_at_once(tmp_path, address, capsys):
+    import time
+
+    (tmp_path / "data").mkdir()
+    args = ["sweep", "--data", str(tmp_path / "data"), "--backbones", "resnet34", "--out", str(tmp_path / "r")]
+    started = time.perf_counter()
+    assert main([*args, "--address", address]) == 2
+    assert time.perf_counter() - started < 10, "Ray waits about 33 s before failing"
+    err = capsys.readouterr().err.strip()
+    assert err == f"xraylib: error: --address {address}: no Ray cluster answers at 127.0.0.1:9 (Connection refused)"

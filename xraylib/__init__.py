@@ -1,11 +1,7 @@
 """xraylib: train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).
 
-The public names below import without TensorFlow. Modules (README "Layout"): backbones, config, data, splits,
-download, synth, images, pipeline, layers, models, prepare, inference, features, train, strategy, checkpoint,
-calibration, tracking, runs, metrics, multiclass, prediction_files, run_evaluation, three_class, explain, plots,
-gradcam_plots, compare_plots, multiclass_plots, data_plots, plot_style, leaderboard, report, sweep, workers,
-notebook, predict, app, export, export_formats, probe, adapt, bench, errors, fileio, cli (the training and model
-functions load TensorFlow when called).
+The public names below import without TensorFlow (the training and model functions load it when called). The
+package is flat: one module per concern, listed with what each holds in the module map of docs/development.md.
 """
 
 from xraylib.backbones import BACKBONES, get_backbone

@@ -2,7 +2,7 @@
 
 Why this method (chosen before any test label was read): models trained on the real training images keep a
 validation specificity of 0.98 but reach 0.67-0.81 on the test set, and frozen ImageNet features tell the test set's
-normal radiographs from the training set's (probe ROC-AUC 0.876, README "Honest numbers"): the test images differ in
+normal radiographs from the training set's (probe ROC-AUC 0.876, docs/honest-numbers.md): the test images differ in
 appearance, and the model reads the difference as pneumonia. A shift in what the features look like, not only in how
 common pneumonia is (which `calibration.correct_prior` already handles), calls for a correction of the features,
 and AdaBN (Li, Wang, Shi, Liu & Hou 2016, "Revisiting Batch Normalization For Practical Domain Adaptation") is the

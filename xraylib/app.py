@@ -15,7 +15,6 @@ import pandas as pd
 
 from xraylib import runs
 from xraylib.errors import InputError
-from xraylib.images import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -115,9 +114,9 @@ def build_app(run_dir: str | os.PathLike) -> gr.Blocks:
             f"{format_probability(predictor.threshold)} ({predictor.threshold_source}). "
             "Grad-CAM shows where the model found the evidence for its call. A research tool, not a diagnosis."
         )
-        files = gr.File(
-            file_count="multiple", file_types=list(IMAGE_SUFFIXES), label="Chest X-rays (JPEG or PNG)", elem_id="upload"
-        )
+        # any file type: Gradio would refuse a whole upload for one file of another type, unnamed; xraylib names
+        # each file it cannot read and still predicts the others
+        files = gr.File(file_count="multiple", label="Chest X-rays (JPEG, PNG or DICOM)", elem_id="upload")
         status = gr.Markdown(elem_id="status")
         table = gr.Dataframe(headers=COLUMNS, label="Predictions", interactive=False, elem_id="predictions")
         gallery = gr.Gallery(label="Grad-CAM", object_fit="contain", format="png", elem_id="gradcam")

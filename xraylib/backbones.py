@@ -24,7 +24,7 @@ class Backbone:
     weights_file: str = ""  # Keras' ImageNet no-top weights file (in ~/.keras/models); "" = no ImageNet weights
     weights_md5: str = ""  # Keras' md5 of that file, the hash its download is checked against
     study_recipe: dict = field(default_factory=dict)  # how the study's recipe differed for this backbone
-    study_result: tuple[float, float] | None = None  # the study's published test accuracy and weighted F1 (README)
+    study_result: tuple[float, float] | None = None  # the study's published test accuracy and weighted F1
 
 
 BACKBONES: dict[str, Backbone] = {

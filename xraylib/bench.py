@@ -53,9 +53,6 @@ def bench_pipeline(
     steps: int = 3,
 ) -> dict:
     """Cold decode, cached+augmentation, model-only and end-to-end training throughput; peak memory."""
-    import keras
-    import tensorflow as tf
-
     index = build_index(data)
     if limit and limit < len(index):
         index = index.sample(n=limit, random_state=0).sort_index()
@@ -72,54 +69,76 @@ def bench_pipeline(
         "cpu_cores": os.cpu_count(),
         "notes": [],
     }
-
-    # 1. cold decode: every file decoded and resized, no disk cache
     result["load_average_start"] = round(os.getloadavg()[0], 2)
+    images, decode = _cold_decode(paths, image_size)
+    result.update(decode)
+    result.update(_augmentation_rates(images, labels, result["notes"]))
+    result.update(_training_rates(images, labels, backbone, image_size, rounds, steps, result["notes"]))
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    result["load_average_end"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def _cold_decode(paths: list[str], image_size: int) -> tuple[np.ndarray, dict]:
+    """1. Cold decode: every file decoded and resized, no disk cache. (the images, their figures)"""
     t0, c0 = time.perf_counter(), time.process_time()
     images = cached_images(paths, image_size, cache_dir="none")
     cold, cpu = time.perf_counter() - t0, time.process_time() - c0
-    result.update(cold_decode_seconds=round(cold, 2), cold_decode_images_per_s=round(len(paths) / cold, 1))
-    # CPU time per image: what the decode costs whatever else the machine runs at the same time
-    result["cold_decode_cpu_ms_per_image"] = round(1000 * cpu / len(paths), 2)
-    result["cache_mb"] = round(images.nbytes / 1e6, 1)
-    result["cache_mb_full_dataset_224px"] = round(FULL_DATASET * 224 * 224 / 1e6, 1)
+    return images, {
+        "cold_decode_seconds": round(cold, 2),
+        "cold_decode_images_per_s": round(len(paths) / cold, 1),
+        # CPU time per image: what the decode costs whatever else the machine runs at the same time
+        "cold_decode_cpu_ms_per_image": round(1000 * cpu / len(paths), 2),
+        "cache_mb": round(images.nbytes / 1e6, 1),
+        "cache_mb_full_dataset_224px": round(FULL_DATASET * 224 * 224 / 1e6, 1),
+    }
 
-    # 2. cached arrays -> tf_batches -> augmentation layer (as inside the model), one full epoch, warm
+
+def _augmentation_rates(images: np.ndarray, labels: np.ndarray, notes: list[str]) -> dict:
+    """2. Cached arrays -> tf_batches -> augmentation layer (as inside the model), one full epoch, warm."""
+    import tensorflow as tf
+
     try:
         from xraylib.layers import augmentation
 
+        out = {}
         aug = augmentation(seed=0)
         step = tf.function(lambda x: aug(x, training=True))
         ds = tf_batches(images, labels, 64, shuffle=True, seed=0)
         for x, _ in ds.take(2):  # warm-up: tracing
             step(x)
-        batches = ds.take(-(-max(len(paths), 2000) // 64))  # at least one epoch and 2,000 images
+        batches = ds.take(-(-max(len(images), 2000) // 64))  # at least one epoch and 2,000 images
         seen, t0, c0 = 0, time.perf_counter(), time.process_time()
         for x, _ in batches:
             _ = step(x)
             seen += int(x.shape[0])
-        result["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
-        result["cached_augmented_cpu_ms_per_image"] = round(1000 * (time.process_time() - c0) / seen, 3)
+        out["cached_augmented_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        out["cached_augmented_cpu_ms_per_image"] = round(1000 * (time.process_time() - c0) / seen, 3)
         t0, seen = time.perf_counter(), 0
         for x, _ in batches:
             seen += int(x.shape[0])
-        result["cached_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        out["cached_images_per_s"] = round(seen / (time.perf_counter() - t0), 1)
+        return out
     except ImportError as exc:
-        result["cached_augmented_images_per_s"] = None
-        result["notes"].append(f"augmentation not measured: {exc}")
+        notes.append(f"augmentation not measured: {exc}")
+        return {"cached_augmented_images_per_s": None}
 
-    # 3.+4. model-only (a fixed in-memory batch) and end-to-end (tf_batches of the cached arrays, augmentation
-    # inside the model), both with model.fit; measured in alternating rounds so that a load change on a shared
-    # machine hits both alike; the figures are medians over the rounds, the ratio the median of per-round ratios.
+
+def _training_rates(images, labels, backbone: str, image_size: int, rounds: int, steps: int, notes: list) -> dict:
+    """3.+4. Model-only (a fixed in-memory batch) and end-to-end (tf_batches of the cached arrays, augmentation
+    inside the model) training, both with model.fit, after each one's graph building."""
+    import keras
+    import tensorflow as tf
+
     keras.utils.set_random_seed(0)
     model, cfg = _compiled_model(backbone, image_size, augment=False)
     bs = cfg.batch_size
-    result["batch_size"] = bs
+    out: dict = {"batch_size": bs}
     reps = int(np.ceil(bs / len(images)))
     xb = np.concatenate([images] * reps)[:bs].astype(np.float32)
     yb = np.concatenate([labels] * reps)[:bs]
     fixed = tf.data.Dataset.from_tensors((tf.constant(xb), tf.constant(yb))).repeat()
-    result["graph_build_seconds"] = round(_timed_fit(model, fixed, 1)[0], 1)  # first step: tracing + graph building
+    out["graph_build_seconds"] = round(_timed_fit(model, fixed, 1)[0], 1)  # first step: tracing + graph building
     _timed_fit(model, fixed, 1)  # warm-up
     e2e_model, ds = None, None
     try:
@@ -128,13 +147,21 @@ def bench_pipeline(
         reps = int(np.ceil(usable / len(images)))
         xi, yi = np.concatenate([images] * reps)[:usable], np.concatenate([labels] * reps)[:usable]
         ds = tf_batches(xi, yi, bs, shuffle=True, seed=0)
-        result["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
+        out["graph_build_seconds_end_to_end"] = round(_timed_fit(e2e_model, ds, 1)[0], 1)
         _timed_fit(e2e_model, ds, 1)
     except ImportError as exc:
-        result["notes"].append(f"end-to-end not measured: {exc}")
+        notes.append(f"end-to-end not measured: {exc}")
         e2e_model = None
+    out.update(_alternating_rounds(model, fixed, e2e_model, ds, rounds, steps, bs))
+    return out
+
+
+def _alternating_rounds(model, fixed, e2e_model, ds, rounds: int, steps: int, batch_size: int) -> dict:
+    """Model-only (`model` on `fixed`) and end-to-end (`e2e_model` on `ds`, unless None) training measured in
+    alternating rounds of `steps` steps, so that a load change on a shared machine hits both alike; the figures are
+    medians over the rounds, the ratio the median of per-round ratios."""
     only, e2e, ratios, cpu_only, cpu_e2e = [], [], [], [], []
-    n_img = steps * bs
+    n_img = steps * batch_size
     for _ in range(rounds):
         wall, cpu = _timed_fit(model, fixed, steps)
         only.append(n_img / wall)
@@ -145,19 +172,17 @@ def bench_pipeline(
             cpu_e2e.append(1000 * cpu / n_img)
             ratios.append(e2e[-1] / only[-1])
     # CPU time per trained image (all threads of this process): robust to other processes sharing the cores
-    result["model_only_cpu_ms_per_image"] = round(float(np.median(cpu_only)), 1)
+    out = {"model_only_cpu_ms_per_image": round(float(np.median(cpu_only)), 1)}
     if cpu_e2e:
-        result["end_to_end_cpu_ms_per_image"] = round(float(np.median(cpu_e2e)), 1)
-        result["end_to_end_vs_model_only_cpu"] = round(float(np.median(cpu_only) / np.median(cpu_e2e)), 3)
-    result["model_only_images_per_s"] = round(float(np.median(only)), 2)
-    result["model_only_rounds"] = [round(v, 2) for v in only]
-    result["end_to_end_images_per_s"] = round(float(np.median(e2e)), 2) if e2e else None
-    result["end_to_end_rounds"] = [round(v, 2) for v in e2e]
-    result["end_to_end_vs_model_only"] = round(float(np.median(ratios)), 3) if ratios else None
-    result["steps_per_round"] = steps
-    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    result["load_average_end"] = round(os.getloadavg()[0], 2)
-    return result
+        out["end_to_end_cpu_ms_per_image"] = round(float(np.median(cpu_e2e)), 1)
+        out["end_to_end_vs_model_only_cpu"] = round(float(np.median(cpu_only) / np.median(cpu_e2e)), 3)
+    out["model_only_images_per_s"] = round(float(np.median(only)), 2)
+    out["model_only_rounds"] = [round(v, 2) for v in only]
+    out["end_to_end_images_per_s"] = round(float(np.median(e2e)), 2) if e2e else None
+    out["end_to_end_rounds"] = [round(v, 2) for v in e2e]
+    out["end_to_end_vs_model_only"] = round(float(np.median(ratios)), 3) if ratios else None
+    out["steps_per_round"] = steps
+    return out
 
 
 def _idle(result: dict) -> str:
@@ -355,7 +380,7 @@ def format_bench_train(result: dict) -> str:
 def _best_of(repeats: int, work) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of the fastest of `repeats` calls of work()."""
     best = (float("inf"), 0.0)
-    for _ in range(max(1, repeats)):
+    for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         work()
         best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
@@ -369,6 +394,8 @@ def bench_predict(model_path: str | os.PathLike, inputs: list[str | os.PathLike]
     predict / decode when the cores are the limit: decode / (decode + model), whatever the decode loop does."""
     from xraylib.predict import find_images, load_predictor, predict_files, predict_images
 
+    if repeats < 1:
+        raise InputError(f"--repeats {repeats}: must be at least 1")
     predictor = load_predictor(model_path)
     files = find_images(inputs)
     if not files:

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from xraylib.errors import InputError
+from xraylib.fileio import atomic_path, write_text
 from xraylib.runs import HISTORY, MODEL
 
 STATE = "state"
@@ -78,25 +79,54 @@ def restore(model, out: str | Path) -> dict:
         model.load_weights(weights)
     except Exception as exc:  # h5py raises OSError, Keras ValueError/KeyError for a mismatched or cut file
         raise _unusable(weights, f"cannot be loaded ({type(exc).__name__})") from None
+    if not _whole_history(snapshot / HISTORY, state["epoch"]):
+        raise _unusable(snapshot / HISTORY, f"does not hold the snapshot's {state['epoch']} epoch(s) as whole rows")
     for name in FILES:
         (out / name).unlink(missing_ok=True)
         if (snapshot / name).is_file():
             _copy(snapshot / name, out / name)
-    if len(_history_rows(out)) != state["epoch"]:
-        raise _unusable(snapshot / HISTORY, f"does not hold the {state['epoch']} epochs of the snapshot")
     return state
 
 
-def _history_rows(out: Path) -> list[str]:
-    path = out / HISTORY
-    return path.read_text().splitlines()[1:] if path.is_file() else []
+def _whole_history(path: Path, epochs: int) -> bool:
+    """Whether history.csv holds exactly the rows of epochs 0 .. epochs-1, each whole: as many fields as the
+    header and a final newline (a write torn mid-row leaves a short last row)."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = text.splitlines()
+    if not lines or not text.endswith("\n"):
+        return False
+    width = lines[0].count(",")
+    whole = all(line.count(",") == width for line in lines)
+    return whole and [line.split(",", 1)[0] for line in lines[1:]] == [str(i) for i in range(epochs)]
 
 
 def _copy(source: Path, target: Path) -> None:
     """Copy via a temporary file and a rename, so `target` is never half-written."""
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def save_weights(model, path: str | Path) -> None:
+    """Write a model's weights to `path` (.weights.h5) via a temporary file and a rename: a failure (a full disk)
+    leaves the previous file or none, h5py's handle closable, and one line naming `path`."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+
+
+def best_weights_callback(path: str | Path, monitor: str, mode: str):
+    """Keras' ModelCheckpoint keeping the best epoch's weights in `path`, each written by `save_weights`."""
+    import keras
+
+    class BestWeights(keras.callbacks.ModelCheckpoint):
+        def _save_model(self, epoch, batch, logs):
+            target = self._get_file_path(epoch, batch, logs)
+            if self._should_save_model(epoch, batch, logs, target):
+                save_weights(self.model, target)
+
+    return BestWeights(str(path), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True)
 
 
 def _signature(path: Path) -> list[int] | None:
@@ -115,7 +145,7 @@ def commit(model, out: str | Path, epochs_done: int, stopped: bool) -> None:
     new, current, old = folder / f"{STATE}.new", folder / STATE, folder / f"{STATE}.old"
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir()
-    model.save_weights(new / "weights.weights.h5")
+    save_weights(model, new / "weights.weights.h5")
     previous = read_state(out)
     signatures = {}
     for name in FILES:
@@ -126,9 +156,9 @@ def commit(model, out: str | Path, epochs_done: int, stopped: bool) -> None:
         if unchanged:  # the best epoch did not change: share the previous snapshot's file (never written in place)
             os.link(current / name, new / name)
         else:
-            shutil.copyfile(out / name, new / name)
+            _copy(out / name, new / name)
     state = {"epoch": epochs_done, "stopped": bool(stopped), "files": signatures}
-    (new / "state.json").write_text(json.dumps(state) + "\n")
+    write_text(new / "state.json", json.dumps(state) + "\n")
     shutil.rmtree(old, ignore_errors=True)
     if current.exists():
         os.replace(current, old)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+from typing import NoReturn
 
 from xraylib.adapt import MIN_IMAGES
 from xraylib.errors import InputError
@@ -30,14 +31,14 @@ def _data_fetch(a: argparse.Namespace) -> None:
 
 
 def _data_index(a: argparse.Namespace) -> None:
-    from xraylib.data import build_index, summarize
+    from xraylib.data import COLUMNS, build_index, summarize
     from xraylib.fileio import output_file, write_csv
 
     if a.out:
         output_file(a.out, reads=[a.dir])
     index = build_index(a.dir, missing=a.missing)
     if a.out:  # the folder given may be inside the dataset: its metadata and images lie around it
-        output_file(a.out, reads=[a.dir, index.attrs["dataset_root"]])
+        output_file(a.out, reads=[a.dir, index.attrs["dataset_root"]], header=tuple(COLUMNS[:2]))
     print(summarize(index))
     if a.out:
         write_csv(a.out, index)
@@ -74,7 +75,7 @@ def _probe(a: argparse.Namespace) -> None:
     if a.shift not in PROBES:
         raise InputError(f"--shift {a.shift}: expected {' or '.join(PROBES)}")
     if a.out:
-        output_file(a.out, reads=[a.data])
+        output_file(a.out, reads=[a.data], header=("file", "split"))
     cfg = resolve_config(a.backbone, a.preset, parse_overrides(a.set))
     result, scores = PROBES[a.shift](a.data, cfg)
     if a.out:
@@ -98,11 +99,16 @@ def _evaluate(a: argparse.Namespace) -> None:
         raise InputError("evaluate needs --predictions FILE, or --run RUN_DIR with --data DIR (not both)")
     if a.adapt and not a.run:
         raise InputError("--adapt goes with --run RUN_DIR: it aligns the run's model to the images it scores")
+    if a.prevalence != "none" and not a.thresholds:
+        raise InputError("--prevalence goes with --run RUN_DIR --thresholds: it re-weights the run's probabilities")
     if a.versus:
         _versus(a)
         return
     if a.thresholds:
         _thresholds(a)
+        return
+    if a.calibrations:
+        _calibrations(a)
         return
     if a.run and a.adapt and not a.data:
         _adapted(a)
@@ -127,8 +133,17 @@ def _thresholds(a: argparse.Namespace) -> None:
 
     if not a.run or a.data or a.out or a.adapt:
         raise InputError("--thresholds goes with --run RUN_DIR alone: the run's own validation and test predictions")
-    result = threshold_rules_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
+    result = threshold_rules_of_run(a.run, n_boot=a.bootstrap, seed=a.seed, prevalence=a.prevalence)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_threshold_rules(result))
+
+
+def _calibrations(a: argparse.Namespace) -> None:
+    from xraylib.run_evaluation import calibrations_of_run, format_calibrations
+
+    if not a.run or a.data or a.out or a.adapt:
+        raise InputError("--calibrations goes with --run RUN_DIR alone: the run's own validation predictions")
+    result = calibrations_of_run(a.run, seed=a.seed)
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_calibrations(result))
 
 
 def _adapted(a: argparse.Namespace) -> None:
@@ -166,7 +181,9 @@ def _predict(a: argparse.Namespace) -> int:
     from xraylib.predict import format_predictions, predict_files
 
     if a.out:
-        output_file(a.out, reads=[a.model, *a.inputs], owner=os.path.dirname(os.path.abspath(a.model)))
+        output_file(
+            a.out, reads=[a.model, *a.inputs], owner=os.path.dirname(os.path.abspath(a.model)), header=("path",)
+        )
     if a.gradcam:
         output_dir(a.gradcam, "--gradcam")
     table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold, adapt=a.adapt)
@@ -233,7 +250,7 @@ TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
 def _run_settings(parser: argparse.ArgumentParser, preset: str, preset_help: str) -> None:
     """The arguments that make one run's settings: --data, --backbone, --preset, --set."""
     parser.add_argument("--data", required=True, help="dataset directory")
-    parser.add_argument("--backbone", required=True, help="backbone name (see README)")
+    parser.add_argument("--backbone", required=True, help="backbone name (docs/recipes.md lists them)")
     parser.add_argument("--preset", default=preset, help=preset_help)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help=SETTINGS_HELP)
 
@@ -254,11 +271,18 @@ def _bench_predict(a: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if a.json else format_bench_predict(result))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, as xraylib's own (argparse prints its usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every verb."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up log lines")
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="xraylib",
         description="Train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).",
     )
@@ -279,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("dir", help="where to put the dataset")
     s.set_defaults(func=_data_fetch)
-    s = data.add_parser("index", parents=[common], help="index a CoronaHack or Kermany layout and print a summary")
+    s = data.add_parser("index", parents=[common], help="index a dataset (any layout) and print a summary")
     s.add_argument("dir", help="dataset directory (zip root, inner folder, or /kaggle/input/...)")
     s.add_argument("--out", help="write the index as CSV to this file")
     s.add_argument(
@@ -345,8 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", metavar="RUN_DIR", help="a trained run to score on --data (external validation)")
     s.add_argument(
         "--data",
-        help="with --run: a labelled dataset to score it on; with --predictions: the dataset whose metadata gives "
-        "each image's pneumonia kind (sensitivity for bacterial and viral pneumonia)",
+        help="with --run: a labelled dataset to score it on (a CoronaHack or Kermany layout, NORMAL/ and PNEUMONIA/ "
+        "folders, also in test/ or chest_xray/test/, or images with a CSV of file,label[,patient]); with "
+        "--predictions: the dataset whose metadata gives each image's pneumonia kind (sensitivity for bacterial and "
+        "viral pneumonia)",
     )
     s.add_argument("--out", help="with --run: where its predictions, metrics and figures go (RUN_DIR/external/NAME)")
     s.add_argument(
@@ -361,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --run: the rules youden, sensitivity:0.95 and 0.5, each chosen on the run's validation "
         "predictions, with validation and test sensitivity and specificity",
+    )
+    s.add_argument(
+        "--calibrations",
+        action="store_true",
+        help="with --run: each calibration method (none, platt, temperature) fitted on some of the run's validation "
+        "patients and scored on the others (5 folds, 20 shuffles): Brier, ECE and log loss; the test set is not read",
+    )
+    s.add_argument(
+        "--prevalence",
+        default="none",
+        metavar="P|estimate",
+        help="with --thresholds: first re-weight the run's calibrated probabilities to the pneumonia prevalence P "
+        "(0 < P < 1), or to the one EM estimates from the unlabelled test predictions, by Bayes' rule",
     )
     s.add_argument(
         "--adapt",

@@ -8,13 +8,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from xraylib.backbones import get_backbone
+from xraylib.backbones import Backbone, get_backbone
 from xraylib.calibration import METHODS as CALIBRATIONS
 from xraylib.calibration import prevalence_rule
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.metrics import threshold_rule
-from xraylib.models import resolve_weights
+from xraylib.weights import fetchable_weights, resolve_weights
 
 PRESETS = ("study", "sound", "cpu", "demo", "smoke")
 ADAPTATIONS = ("none", "batchnorm")  # the setting `adapt` (xraylib.adapt)
@@ -41,6 +41,7 @@ class RunConfig:
     folds: int = 0  # K >= 2: validate on fold `fold` of K patient-grouped, stratified folds of the training split
     fold: int = 0
     limit: int = 0  # keep at most this many images per subset (0 = all), stratified; for quick runs
+    missing_test: str = "error"  # a test image the metadata lists but the folder lacks: error | drop (scored without)
     augment: bool = True
     cache_dir: str = "auto"
     # model
@@ -116,7 +117,7 @@ DEMO = dict(
 )
 SMOKE = dict(DEMO, weights="none", augment=True, epochs=1, limit=48, bootstrap=50, gradcam_images=4, batch_size=8)
 # `sound` leaves out the 70 non-Kermany training images: the test set holds none of them and 69 are pneumonia, so
-# what they teach is their source (README, "Honest numbers"). The demo keeps them, as it always has.
+# what they teach is their source (docs/real-dataset.md, the source shortcut). The demo keeps them, as it always has.
 SOUND = dict(exclude_sources="other")
 # `cpu`: the sound recipe fine-tuned on 2 CPU cores in about half an hour (reports/real-summary/README.md says how
 # each value was chosen, on validation): ImageNet weights, 224 px, the last 17 layers of Xception (its exit flow)
@@ -139,7 +140,39 @@ CHOICES = {
     "tracker": TRACKERS,
     "calibration": CALIBRATIONS,
     "adapt": ADAPTATIONS,
+    "missing_test": ("error", "drop"),
 }
+
+
+# The path-valued settings, each with the words it takes that are not paths, and the environment variable that
+# names its folder when it is left to its default ("" or auto).
+PATH_SETTINGS = {
+    "weights": ("imagenet", "auto", "none"),
+    "weights_dir": ("",),
+    "cache_dir": ("auto", "none", "off", ""),
+}
+PATH_VARIABLES = {"weights_dir": "XRAYLIB_WEIGHTS_DIR", "cache_dir": "XRAYLIB_CACHE"}
+
+
+def absolute_setting(key: str, value):
+    """A path-valued setting made absolute against the working directory; a word (auto, none...) or any other
+    setting unchanged."""
+    text = str(value).strip()
+    if key not in PATH_SETTINGS or text.lower() in PATH_SETTINGS[key]:
+        return value
+    return str(Path(text).expanduser().resolve())
+
+
+def caller_paths(overrides: dict) -> dict:
+    """`overrides` for a kernel or worker with another working directory (a sweep's runs): every path-valued
+    setting, and the folder of $XRAYLIB_WEIGHTS_DIR or $XRAYLIB_CACHE that a setting left to its default takes,
+    made absolute against this process's working directory."""
+    out = {key: absolute_setting(key, value) for key, value in overrides.items()}
+    for key, variable in PATH_VARIABLES.items():
+        folder = os.environ.get(variable, "").strip()
+        if folder and str(out.get(key, "")).strip().lower() in ("", "auto"):
+            out[key] = absolute_setting(key, folder)
+    return out
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, str]:
@@ -154,25 +187,33 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 def _coerce(key: str, value, kind: str):
-    """Convert a string from the command line to the field's type."""
+    """A setting's value as its field's type: a string (the command line's) converted, any other value (a
+    config.json's) checked; a one-line InputError naming the setting otherwise."""
+    base = kind.split(" ")[0]
     if not isinstance(value, str):
-        return value
+        if value is None and "None" in kind:
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = {"bool": isinstance(value, bool), "int": number and float(value).is_integer(), "float": number}
+        if not fits.get(base, False):
+            raise InputError(f"setting {key}={value!r}: expected {base}")
+        return {"int": int, "float": float}.get(base, bool)(value)
     text = value.strip()
     if "None" in kind and text.lower() in ("", "none", "default", "auto"):
         return None
     try:
-        if kind.startswith("bool"):
+        if base == "bool":
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if kind.startswith("int"):
+        if base == "int":
             return int(text)
-        if kind.startswith("float"):
+        if base == "float":
             return float(text)
     except ValueError:
-        raise InputError(f"setting {key}={value!r}: expected {kind.split(' ')[0]}") from None
+        raise InputError(f"setting {key}={value!r}: expected {base}") from None
     return text
 
 
@@ -188,9 +229,8 @@ def adapt_refusal(fine_tune: str) -> str:
     return ""
 
 
-def _check(cfg: RunConfig) -> None:
-    """Reject impossible values with a one-line error naming the setting."""
-    bb = get_backbone(cfg.backbone)
+def _check(cfg: RunConfig, bb: Backbone) -> None:
+    """Reject impossible values of `cfg` (of backbone `bb`) with a one-line error naming the setting."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise InputError(f"setting {key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
@@ -209,6 +249,8 @@ def _check(cfg: RunConfig) -> None:
         raise InputError(f"setting folds={cfg.folds}: must be 0 (one validation split) or at least 2")
     if cfg.folds and not 0 <= cfg.fold < cfg.folds:
         raise InputError(f"setting fold={cfg.fold}: must be in [0, {cfg.folds}) for folds={cfg.folds}")
+    if not cfg.folds and cfg.fold:
+        raise InputError(f"setting fold={cfg.fold} needs folds=K (K >= 2): without folds there is one validation split")
     if cfg.folds and cfg.validation != "patient":
         raise InputError(f"setting folds={cfg.folds} needs validation=patient (got {cfg.validation})")
     if not 0.0 < cfg.val_fraction < 0.5:
@@ -235,9 +277,13 @@ def _check(cfg: RunConfig) -> None:
         _check_three_class(cfg)
     else:
         threshold_rule(cfg.threshold)
+
+
+def _check_machine(cfg: RunConfig) -> None:
+    """Reject settings this machine cannot train with (a run folder read elsewhere may hold them)."""
     if cfg.tracker == "mlflow" and importlib.util.find_spec("mlflow") is None:
         raise InputError(MLFLOW_MISSING)  # before any work
-    if cfg.weights not in ("imagenet", "none") and not Path(cfg.weights).is_file():
+    if cfg.weights not in ("imagenet", "auto", "none") and not Path(cfg.weights).is_file():
         raise InputError(f"setting weights={cfg.weights!r}: expected imagenet, auto, none or an existing weights file")
 
 
@@ -263,7 +309,8 @@ def _check_three_class(cfg: RunConfig) -> None:
 
 
 def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None = None) -> RunConfig:
-    """Preset values, then overrides, then the backbone's defaults; validated."""
+    """Preset values, then overrides, then the backbone's defaults; validated, with every path (the settings'
+    and $XRAYLIB_WEIGHTS_DIR's) absolute against the working directory."""
     bb = get_backbone(backbone)
     preset = ALIASES["preset"].get(preset, preset)
     if preset not in PRESET_VALUES:
@@ -271,13 +318,13 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
     values: dict = dict(PRESET_VALUES[preset])
     if preset == "study":
         values.update(bb.study_recipe)
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
+    kinds = _kinds()
     for key, value in (overrides or {}).items():
         if key not in kinds or key in ("backbone", "preset"):
             known = ", ".join(k for k in kinds if k not in ("backbone", "preset"))
             raise InputError(f"unknown setting {key!r} (known: {known})")
-        values[key] = ALIASES.get(key, {}).get(value, value)
-    values = {k: _coerce(k, v, kinds[k]) for k, v in values.items()}
+        values[key] = _alias(key, value)
+    values = {k: absolute_setting(k, _coerce(k, v, kinds[k])) for k, v in values.items()}
     given = overrides or {}
     if values.get("task") == "three_class":  # the binary defaults (a preset's too) that three classes replace
         if "threshold" not in given:
@@ -285,17 +332,41 @@ def resolve_config(backbone: str, preset: str = "sound", overrides: dict | None 
         if "calibration" not in given and values.get("calibration", "platt") == "platt":
             values["calibration"] = "temperature"
     cfg = RunConfig(backbone=bb.name, preset=preset, **values)
-    cfg.weights_dir = cfg.weights_dir or os.environ.get("XRAYLIB_WEIGHTS_DIR", "").strip()
+    variable = PATH_VARIABLES["weights_dir"]
+    source = "setting weights_dir" if cfg.weights_dir else f"${variable}"
+    cfg.weights_dir = absolute_setting("weights_dir", cfg.weights_dir or os.environ.get(variable, "").strip())
     if cfg.weights_dir and not Path(cfg.weights_dir).is_dir():
-        raise InputError(f"setting weights_dir={cfg.weights_dir!r}: not a folder")
-    # a backbone without ImageNet weights (the study's own CNN) is trained from scratch
-    cfg.weights = resolve_weights(bb.name, cfg.weights, cfg.weights_dir)
+        raise InputError(f"{source}={cfg.weights_dir!r}: not a folder")
+    # a backbone without ImageNet weights (the study's own CNN) is trained from scratch; no network asked here
+    cfg.weights = resolve_weights(bb, cfg.weights, cfg.weights_dir)
+    _fill_defaults(cfg, bb)
+    _check(cfg, bb)
+    _check_machine(cfg)
+    return cfg
+
+
+def _alias(key: str, value):
+    """The current name of a setting's old value (`ALIASES`), else the value itself."""
+    return ALIASES.get(key, {}).get(value, value) if isinstance(value, str) else value
+
+
+def _kinds() -> dict[str, str]:
+    """Each RunConfig field's type, as written in its annotation ("int | None")."""
+    return {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
+
+
+def _fill_defaults(cfg: RunConfig, bb: Backbone) -> None:
+    """The backbone's (`bb`) image and batch size where the configuration leaves them to it (None)."""
     if cfg.image_size is None:
         cfg.image_size = bb.default_size
     if cfg.batch_size is None:
         cfg.batch_size = bb.batch_size
-    _check(cfg)
-    return cfg
+
+
+def settle_weights(cfg: RunConfig) -> RunConfig:
+    """`cfg` with its weights as they can be fetched now (`weights.fetchable_weights`: `auto` becomes imagenet or
+    none, imagenet is checked): the step of a run, before its model is built, that may probe the network."""
+    return dataclasses.replace(cfg, weights=fetchable_weights(get_backbone(cfg.backbone), cfg.weights))
 
 
 def config_from_json(config: dict, source: str | Path) -> RunConfig:
@@ -303,5 +374,15 @@ def config_from_json(config: dict, source: str | Path) -> RunConfig:
     run = config.get("run")
     if not isinstance(run, dict) or not run.get("backbone"):
         raise InputError(f"{source} holds no run settings: rerun the run, or remove its folder")
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{k: ALIASES.get(k, {}).get(v, v) for k, v in run.items() if k in fields})
+    kinds = _kinds()
+    try:
+        values = {k: _coerce(k, _alias(k, v), kinds[k]) for k, v in run.items() if k in kinds}
+        cfg = RunConfig(**values)
+        if cfg.preset not in PRESETS:
+            raise InputError(f"unknown preset {cfg.preset!r} (known: {', '.join(PRESETS)})")
+        bb = get_backbone(cfg.backbone)
+        _fill_defaults(cfg, bb)
+        _check(cfg, bb)  # as `--set` values are checked, but not against this machine (another may have trained it)
+    except InputError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    return cfg

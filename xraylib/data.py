@@ -1,4 +1,5 @@
-"""The dataset index: the CoronaHack (Kaggle) and Kermany layouts, labels and pneumonia kinds, patient keys."""
+"""The dataset index: the CoronaHack (Kaggle) and Kermany layouts, labelled external sets (NORMAL/ and PNEUMONIA/
+folders, or a CSV of file names and labels), labels and pneumonia kinds, patient keys."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from xraylib.errors import InputError
+from xraylib.images import IMAGE_SUFFIXES, is_image_file
 
 METADATA_CSV = "Chest_xray_Corona_Metadata.csv"
 SUMMARY_CSV = "Chest_xray_Corona_dataset_Summary.csv"
@@ -18,7 +20,6 @@ IMAGES_DIR = "Coronahack-Chest-XRay-Dataset"
 COLUMNS = ["path", "file", "label", "split", "subtype", "patient", "source"]
 SUBTYPES = ("bacteria", "virus", "covid-19", "sars", "ards", "streptococcus", "none")
 REQUIRED = ["X_ray_image_name", "Label", "Dataset_type", "Label_2_Virus_category", "Label_1_Virus_category"]
-_SUFFIXES = (".jpeg", ".jpg", ".png")
 _LABEL_SPELLINGS = {"normal": "normal", "pnemonia": "pneumonia", "pneumonia": "pneumonia"}
 _SPLITS = {"train": "train", "test": "test"}
 _LABEL1 = {"": None, "bacteria": "bacteria", "virus": "virus", "stress-smoking": "ards"}
@@ -58,7 +59,7 @@ def _kermany_match(stem: str) -> re.Match | None:
 def patient_key(file_name: str) -> str:
     """Patient key of a file name: `kermany-person12`, `kermany-IM-0128`, `kermany-NORMAL2-IM-0406`, `other-...`."""
     stem = PurePosixPath(str(file_name).replace("\\", "/")).name
-    for suffix in _SUFFIXES:
+    for suffix in IMAGE_SUFFIXES:
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break
@@ -140,14 +141,24 @@ def _safe_name(name: str, where: str) -> str:
     return name
 
 
+def utf8_path(path: Path) -> Path:
+    """`path` itself; a one-line InputError naming it when it is not valid UTF-8 (no table or CSV can hold it)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise InputError(f"{shown}: the file name is not valid UTF-8; rename the file") from None
+    return path
+
+
 def _resolve(folder: Path, name: str) -> Path:
     """Path of `name` in `folder`; when absent, the same stem with another image suffix if that exists."""
     path = folder / name
     if path.exists():
         return path
     stem, suffix = os.path.splitext(name)
-    if suffix.lower() in _SUFFIXES:
-        for other in _SUFFIXES + tuple(s.upper() for s in _SUFFIXES):
+    if suffix.lower() in IMAGE_SUFFIXES:
+        for other in IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES):
             alt = folder / (stem + other)
             if other != suffix and alt.exists():
                 return alt
@@ -199,8 +210,9 @@ def _index_kermany(root: Path) -> pd.DataFrame:
             if not folder.is_dir():
                 continue
             for path in sorted(folder.iterdir()):
-                if path.suffix.lower() not in _SUFFIXES or path.name.startswith("."):
+                if not is_image_file(path):
                     continue
+                utf8_path(path)
                 label = label_dir.lower()
                 m = _PERSON.match(path.stem)
                 sub = "none" if label == "normal" else (m.group(2).lower() if m else "none")
@@ -209,7 +221,7 @@ def _index_kermany(root: Path) -> pd.DataFrame:
                     (str(path.absolute()), path.name, label, split, sub, patient_key(path.name), _source(path.name))
                 )
     if not rows:
-        raise InputError(f"{root}: Kermany layout holds no .jpeg/.jpg/.png images")
+        raise InputError(f"{root}: Kermany layout holds no .jpeg/.jpg/.png/.dcm images")
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -221,59 +233,163 @@ def _class_folders(root: Path) -> dict[str, Path]:
     return {_LABEL_SPELLINGS[name]: d for name, d in found.items()} if len(found) == 2 else {}
 
 
+def _test_class_folders(root: Path) -> dict[str, Path]:
+    """The class folders of an external test set as it comes: in `root`, or in its test/, chest_xray/test/ or
+    chest_xray/chest_xray/test/ (a Kermany-style test set without its train folder)."""
+    for d in (root, root / "test", root / "chest_xray" / "test", root / "chest_xray" / "chest_xray" / "test"):
+        if folders := _class_folders(d):
+            return folders
+    return {}
+
+
+def _external_patients(names: list[str], ids: list[str] | None = None) -> tuple[list[str], str]:
+    """Patient keys of an external set's images, and a sentence saying where they came from: the given `ids` (a
+    CSV's patient column), else the file name where it carries one (Kermany's personN_, IM-N), else the image
+    itself (each image its own patient)."""
+    keys, own = [], 0
+    for i, name in enumerate(names):
+        given = ids[i].strip() if ids is not None else ""
+        if given:
+            keys.append(f"id-{given}")
+        elif _kermany_match(PurePosixPath(name).stem):
+            keys.append(patient_key(name))
+        else:
+            keys.append(f"image-{name}")
+            own += 1
+    if not own:
+        return keys, "every image has a patient id (from a patient column or a Kermany file name)"
+    why = "an empty patient cell" if ids is not None else "no patient column"
+    return (
+        keys,
+        f"{own} of {len(names)} images have no patient id ({why}, no Kermany file name): each is its own patient",
+    )
+
+
+def _external_rows(paths: list[Path], labels: list[str], names: list[str], ids: list[str] | None) -> pd.DataFrame:
+    """The index of a labelled external set (every image in the test split), with its patients' provenance in
+    `.attrs["patients"]`."""
+    keys, provenance = _external_patients(names, ids)
+    rows = []
+    for path, label, key in zip(paths, labels, keys, strict=True):
+        m = _PERSON.match(utf8_path(path).stem)
+        sub = m.group(2).lower() if m and label == "pneumonia" else "none"
+        rows.append((str(path.absolute()), path.name, label, "test", sub, key, _source(path.name)))
+    index = pd.DataFrame(rows, columns=COLUMNS)
+    index.attrs["patients"] = provenance
+    return index
+
+
 def _index_class_folders(folders: dict[str, Path]) -> pd.DataFrame:
     """Every image under NORMAL/ and PNEUMONIA/ (recursively), all in the test split: a labelled external set."""
-    rows = []
-    for label, folder in sorted(folders.items()):
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in _SUFFIXES and p.is_file()):
-            m = _PERSON.match(path.stem)
-            sub = m.group(2).lower() if m and label == "pneumonia" else "none"
-            rows.append(
-                (str(path.absolute()), path.name, label, "test", sub, patient_key(path.name), _source(path.name))
-            )
-    if not rows:
+    found = [(label, path) for label, folder in sorted(folders.items()) for path in sorted(folder.rglob("*"))]
+    found = [(label, path) for label, path in found if is_image_file(path)]
+    if not found:
+        raise InputError(f"{folders['normal'].parent}: its NORMAL/ and PNEUMONIA/ folders hold no image")
+    names = [path.relative_to(folders[label].parent).as_posix() for label, path in found]
+    return _external_rows([p for _, p in found], [label for label, _ in found], names, None)
+
+
+# The columns of a labels CSV (names in any case; the first of each tuple is the documented one) and its labels.
+CSV_COLUMNS = {"file": ("file", "filename", "image"), "label": ("label", "class"), "patient": ("patient", "patient_id")}
+CSV_LABELS = {"normal": "normal", "0": "normal", "pneumonia": "pneumonia", "pnemonia": "pneumonia", "1": "pneumonia"}
+
+
+def _labels_csv(root: Path) -> Path | None:
+    """The labels CSV of a flat external set: `root` itself when it is a .csv file, else the one .csv in `root`."""
+    if root.is_file():
+        return root if root.suffix.lower() == ".csv" else None
+    found = sorted(p for p in root.glob("*") if p.suffix.lower() == ".csv" and p.is_file())
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:4])
+        raise InputError(f"{root}: {len(found)} CSV files ({names}): give the one of labels as the data path")
+    return found[0] if found else None
+
+
+def _csv_column(table: pd.DataFrame, role: str) -> str | None:
+    """The name of the table's column for `role` (file, label or patient), matched in any case."""
+    lower = {str(c).strip().lower(): c for c in table.columns}
+    return next((lower[name] for name in CSV_COLUMNS[role] if name in lower), None)
+
+
+def _index_labels_csv(csv: Path) -> pd.DataFrame:
+    """A flat external set: the images a CSV names (relative to its folder), labelled by it, all in the test split."""
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{csv}: not a readable labels CSV ({str(exc).splitlines()[0]})") from None
+    file_col, label_col, patient_col = (_csv_column(table, role) for role in CSV_COLUMNS)
+    if file_col is None or label_col is None:
+        expected = " and ".join(f"{'/'.join(CSV_COLUMNS[r])}" for r in ("file", "label"))
+        columns = ", ".join(str(c) for c in table.columns) or "none"
+        raise InputError(f"{csv}: a labels CSV needs columns {expected} (any case); its columns: {columns}")
+    names, labels = [], []
+    for i, (name, label) in enumerate(zip(table[file_col], table[label_col], strict=True)):
+        where = f"{csv.name} line {i + 2}"
+        lab = CSV_LABELS.get(label.strip().lower())
+        if lab is None:
+            raise InputError(f"{where}: unknown label {label!r} (expected normal or pneumonia, or 0 or 1)")
+        names.append(_safe_name(name.strip(), where).replace("\\", "/"))
+        labels.append(lab)
+    if not names:
+        raise InputError(f"{csv}: the labels CSV lists no image")
+    dup = pd.Series(names).duplicated(keep=False)
+    if dup.any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(dup)[:4])
         raise InputError(
-            f"{folders['normal'].parent}: its NORMAL/ and PNEUMONIA/ folders hold no .jpeg/.jpg/.png image"
+            f"{csv.name}: image {names[int(np.flatnonzero(dup)[0])]!r} listed more than once (lines {lines})"
         )
-    return pd.DataFrame(rows, columns=COLUMNS)
+    ids = list(table[patient_col]) if patient_col is not None else None
+    return _external_rows([csv.parent / name for name in names], labels, names, ids)
 
 
 def build_index(root: str | os.PathLike, missing: str = "error") -> pd.DataFrame:
-    """One row per image (metadata order) of a CoronaHack or Kermany layout, or of a folder with NORMAL/ and
-    PNEUMONIA/ subfolders (every image in the test split); columns `COLUMNS`."""
+    """One row per image (metadata order) of a CoronaHack or Kermany layout, or of a labelled external set (every
+    image in the test split): NORMAL/ and PNEUMONIA/ folders (in `root`, or its test/ or chest_xray/test/), or a
+    CSV of file names and labels (`root` itself, or the one .csv in it); columns `COLUMNS`."""
     if missing not in ("error", "drop", "keep"):
         raise InputError(f"missing={missing!r}: expected error, drop or keep")
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise InputError(f"{root}: no such dataset directory")
-    meta = _find_metadata(root.absolute())
+    if not root.is_dir() and not (root.is_file() and root.suffix.lower() == ".csv"):
+        raise InputError(f"{root}: no such dataset directory (or labels CSV file)")
+    csv = None
+    meta = _find_metadata(root.absolute()) if root.is_dir() else None
     if meta is not None:
         index = _index_coronahack(meta)
         layout, dataset_root = "coronahack", meta.parent
-    elif (kermany := _kermany_root(root.absolute())) is not None:
+    elif root.is_dir() and (kermany := _kermany_root(root.absolute())) is not None:
         index, layout, dataset_root = _index_kermany(kermany), "kermany", kermany
-    elif folders := _class_folders(root.absolute()):
-        index, layout, dataset_root = _index_class_folders(folders), "folders", root.absolute()
+    elif folders := _test_class_folders(root.absolute()):
+        index, layout = _index_class_folders(folders), "folders"
+        dataset_root = folders["normal"].parent
+    elif (csv := _labels_csv(root.absolute())) is not None:
+        index, layout, dataset_root = _index_labels_csv(csv), "csv", csv.parent
     else:
         raise InputError(
             f"{root}: no dataset found (expected {METADATA_CSV} with {IMAGES_DIR}/, "
-            "chest_xray/{train,test}/{NORMAL,PNEUMONIA}, or NORMAL/ and PNEUMONIA/ folders)"
+            "chest_xray/{train,test}/{NORMAL,PNEUMONIA}, NORMAL/ and PNEUMONIA/ folders (also in test/ or "
+            "chest_xray/test/), or images with a CSV of file and label)"
         )
-    absent = [not os.path.exists(p) for p in index["path"]]
-    n_absent = int(sum(absent))
-    dropped = 0
+    absent = np.array([not os.path.exists(p) for p in index["path"]], dtype=bool)  # a link loop too
+    n_absent = int(absent.sum())
     if n_absent and missing == "error":
-        first = ", ".join(index.loc[absent, "file"].head(3))
         raise InputError(
-            f"{root}: {n_absent} of {len(index)} listed image files are missing (first: {first}); "
+            f"{root}: {n_absent} of {len(index)} listed image files are missing (first: {first_files(index[absent])}); "
             "use --missing drop to skip them or --missing keep to index them anyway"
         )
-    if n_absent and missing == "drop":
-        index = index.loc[[not a for a in absent]].reset_index(drop=True)
-        dropped = n_absent
-    _refuse_outside_links(index, root)
-    index.attrs.update(layout=layout, root=str(root.absolute()), dataset_root=str(dataset_root), dropped=dropped)
+    gone = index[absent] if missing == "drop" else index.iloc[:0]
+    if len(gone):
+        index = index.loc[~absent].reset_index(drop=True)
+    _refuse_outside_links(index, root if csv is None else csv.parent)
+    index.attrs.update(layout=layout, root=str(root.absolute()), dataset_root=str(dataset_root), dropped=len(gone))
+    test = gone[gone["split"] == "test"]
+    index.attrs.update(dropped_first=first_files(gone), dropped_test=len(test), dropped_test_first=first_files(test))
     return index
+
+
+def first_files(rows: pd.DataFrame, count: int = 3) -> str:
+    """The file names of the first `count` rows, comma-separated, with how many more there are."""
+    names = ", ".join(rows["file"].head(count))
+    return f"{names} and {len(rows) - count} more" if len(rows) > count else names
 
 
 def _refuse_outside_links(index: pd.DataFrame, root: Path) -> None:
@@ -304,6 +420,8 @@ def summarize(index: pd.DataFrame) -> str:
     lines = []
     if "layout" in index.attrs:
         lines.append(f"layout: {index.attrs['layout']}  root: {index.attrs.get('root', '')}")
+    if "patients" in index.attrs:
+        lines.append(f"patient ids: {index.attrs['patients']}")
     header = f"{'label':<10} {'subtype':<14}" + "".join(f"{s:>8}" for s in splits) + f"{'all':>8}"
     lines += [header, "-" * len(header)]
     order = {s: i for i, s in enumerate(SUBTYPES)}

@@ -58,7 +58,7 @@ def plot_class_distribution(
         for ax, (name, mask) in zip(axes, panels, strict=True):
             counts = [int(((labels == c.lower()).to_numpy() & mask).sum()) for c in CLASS_NAMES]
             total = max(sum(counts), 1)
-            bars = ax.bar(CLASS_NAMES, counts, color=[CLASS_COLORS[c] for c in CLASS_NAMES], width=0.6)
+            bars = ax.bar(CLASS_NAMES, counts, color=[CLASS_COLORS[c.lower()] for c in CLASS_NAMES], width=0.6)
             ax.bar_label(bars, labels=[f"{c:,}\n({c / total:.0%})" for c in counts], padding=3, fontsize=10)
             ax.set_ylim(0, max(max(counts), 1) * 1.22)
             ax.set_title(f"{name} (n = {sum(counts):,})")

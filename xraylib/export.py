@@ -80,9 +80,10 @@ def default_out(run_dir: str | os.PathLike, fmt: str) -> Path:
 def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, option: str = "--out") -> Path:
     """Refuse, before any work, an output folder that would replace the run, a file, or a folder of other files.
 
-    The folder is replaced as a whole, so it must be new, empty, or an earlier export (it holds export.json).
+    The folder is replaced as a whole, so it must be new, empty, or an earlier export (`fileio.owned_dir`: it holds
+    export.json).
     """
-    from xraylib.fileio import output_dir
+    from xraylib.fileio import owned_dir
 
     out, run = Path(out), Path(run_dir).resolve()
     target = out.resolve()
@@ -91,12 +92,7 @@ def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, option: str = 
     if out.exists() and not out.is_dir():
         what = "a file of the run" if run in target.parents else "an existing file"
         raise InputError(f"{option} {out}: is {what}, not a folder; choose a new folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_JSON).is_file():
-        raise InputError(
-            f"{option} {out}: holds files that are not an xraylib export (no {EXPORT_JSON}); "
-            "choose a new or empty folder"
-        )
-    return output_dir(out, option)
+    return owned_dir(out, "export", option)
 
 
 # ---------------------------------------------------------------------------------------------------------------

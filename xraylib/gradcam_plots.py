@@ -146,6 +146,6 @@ def plot_prediction(
         fig.suptitle(
             f"{predicted} · P(pneumonia) = {format_probability(p, threshold)}"
             f" (threshold {format_probability(threshold)})" + (f"\n{title}" if title else ""),
-            color=CLASS_COLORS[predicted],
+            color=CLASS_COLORS[predicted.lower()],
         )
     return save_png(fig, path)

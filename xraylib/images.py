@@ -1,4 +1,7 @@
-"""Decoding any chest X-ray file (JPEG or PNG of any kind) to one 8-bit grayscale array.
+"""Decoding any chest X-ray file (JPEG, PNG or DICOM of any kind) to one 8-bit grayscale array.
+
+A DICOM file (named .dcm or .dicom, or holding the `DICM` marker after its 128-byte preamble, whatever its name) is
+decoded by `xraylib.dicom` (pydicom: MONOCHROME1 inverted, modality and VOI LUT applied); everything else by Pillow.
 
 Colour handling, in order:
 - EXIF orientation is applied (a phone photo of a film is shown upright).
@@ -22,8 +25,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from xraylib.errors import InputError
+from xraylib.jpeg_scan import scan_is_short
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+DICOM_MARKER = (128, b"DICM")  # offset and bytes of the DICOM file marker, after the preamble
 RESAMPLE = Image.Resampling.LANCZOS
 
 
@@ -34,6 +40,28 @@ class ImageDecodeError(InputError):
         self.path = os.fspath(path)
         self.reason = " ".join(str(reason).split()) or "unknown error"
         super().__init__(message or f"cannot decode image {self.path}: {self.reason}")
+
+
+def is_dicom(path: str | os.PathLike) -> bool:
+    """Whether a file is DICOM: by its suffix, else by the `DICM` marker after the 128-byte preamble."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    offset, marker = DICOM_MARKER
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(len(marker)) == marker
+    except OSError:
+        return False
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether a file found in a folder is an image xraylib reads: an image suffix (any case), or no suffix and the
+    DICOM marker (DICOM files from a PACS often have no extension)."""
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    suffix = path.suffix.lower()
+    return suffix in IMAGE_SUFFIXES or (not suffix and is_dicom(path))
 
 
 def _fail(path: str | os.PathLike, reason: str) -> ImageDecodeError:
@@ -86,16 +114,20 @@ def _resize_16(im: Image.Image, size: int) -> np.ndarray:
 
 
 def _check_scan_complete(path: Path, im: Image.Image) -> None:
-    """A JPEG whose scan ends before its declared height is padded by libjpeg with mid-grey (128) and only warned
-    about, so it would decode as a plausible image: refuse one whose last 5 % of rows are exactly 128."""
-    pixels = np.asarray(im if im.mode == "L" else im.convert("L"))
-    tail = max(2, pixels.shape[0] // 20)
-    if pixels.shape[0] > tail and (pixels[-tail:] == 128).all():
+    """Refuse a JPEG whose entropy-coded data ends before the blocks its frame declares (cut short and closed with
+    an end-of-image marker, or a header declaring more rows than its scan holds): libjpeg only warns and pads the
+    missing blocks with mid-grey. The scans are walked (`jpeg_scan`) when the last decoded pixel, which a missing
+    block always covers, is that grey: a valid image ending in grey 128 costs one walk, not a refusal."""
+    last = im.getpixel((im.width - 1, im.height - 1))
+    if any(value != 128 for value in (last if isinstance(last, tuple) else (last,))):
+        return
+    if scan_is_short(path.read_bytes()):
         raise _fail(path, "its data ends before the image's declared size (corrupt header or truncated scan)")
 
 
 def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
-    """Decode a JPEG/PNG of any mode to uint8 (H, W), or (size, size) resized; InputError naming a bad file."""
+    """Decode a JPEG/PNG of any mode or a DICOM to uint8 (H, W), or (size, size) resized; InputError naming a bad
+    file."""
     if size is not None and (int(size) != size or size < 1):
         raise InputError(f"image size {size!r}: expected a positive integer")
     path = Path(path)
@@ -109,15 +141,25 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         raise _fail(path, "is a directory")
     if nbytes == 0:
         raise _fail(path, "the file is empty (0 bytes)")
+    if is_dicom(path):
+        from xraylib.dicom import UnreadableDicom, dicom_gray
+
+        try:
+            gray = dicom_gray(path)
+        except UnreadableDicom as exc:
+            raise _fail(path, str(exc)) from exc
+        return _resize(gray, size) if size is not None else gray
     try:
         with Image.open(path) as im:
             if im.format not in ("JPEG", "PNG", "MPO"):
-                raise _fail(path, f"{im.format} is not a supported format (JPEG or PNG)")
+                raise _fail(path, f"{im.format} is not a supported format (JPEG, PNG or DICOM)")
             drafted = None
             if size is not None and im.format in ("JPEG", "MPO"):
                 # DCT-domain downscale (1/2, 1/4, 1/8), never below `size` on either side; luma straight from Y
                 drafted = im.draft("L" if im.mode in ("L", "RGB", "YCbCr") else None, (size, size))
             im.load()
+            if im.format in ("JPEG", "MPO"):
+                _check_scan_complete(path, im)
             if drafted is not None:
                 # a partial 8x8 block at the right/bottom edge becomes a last column/row that is mostly the
                 # encoder's padding (visibly dark): keep only whole scaled pixels (< 1 px of geometry)
@@ -125,8 +167,6 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
                 keep = (max(1, int(box[2])), max(1, int(box[3])))
                 if keep != im.size:
                     im = im.crop((0, 0, *keep))
-            if im.format in ("JPEG", "MPO"):
-                _check_scan_complete(path, im)
             im = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
             if size is not None and (im.mode.startswith("I") or im.mode == "F"):
                 return _resize_16(im, size)

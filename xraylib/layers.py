@@ -169,8 +169,9 @@ class BackbonePreprocess(keras.layers.Layer):
     def __init__(self, backbone: str, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        self.backbone = get_backbone(backbone).name
-        self._preprocess = preprocess_input(get_backbone(backbone))
+        bb = get_backbone(backbone)
+        self.backbone = bb.name
+        self._preprocess = preprocess_input(bb)
 
     def call(self, inputs):
         return self._preprocess(inputs)

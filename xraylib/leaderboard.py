@@ -14,8 +14,9 @@ from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
 from xraylib.explain import localization_means
-from xraylib.fileio import write_csv, write_text
+from xraylib.fileio import atomic_files, claim_dir, owned_dir, write_csv, write_text
 from xraylib.metrics import METRICS, holm, paired_comparison
+from xraylib.plot_style import format_interval
 from xraylib.prediction_files import align_predictions
 from xraylib.prediction_files import read_predictions as read_file_predictions
 from xraylib.runs import (
@@ -253,10 +254,10 @@ def _spread(row: pd.Series, metric: str) -> str:
 
 
 def _cell(row: pd.Series, metric: str) -> str:
-    value, low, high = row[metric], row[f"{metric}_low"], row[f"{metric}_high"]
-    if pd.isna(value):
+    """`value [low, high]` of a leaderboard row's metric, `n/a` without a value."""
+    if pd.isna(row[metric]):
         return "n/a"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if not pd.isna(low) else f"{value:.3f}"
+    return format_interval({"value": row[metric], "low": row[f"{metric}_low"], "high": row[f"{metric}_high"]})
 
 
 def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -354,29 +355,38 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 def build_report(report_dir: str | Path, references: list = ()) -> str:
     """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. With
     `references` (predictions files such as the study's), also each backbone against each file, in
-    reference_comparison.csv and the summary. Three-class runs: `three_class.build_report` (leaderboard, summary)."""
+    reference_comparison.csv and the summary. Three-class runs: `three_class.build_report` (leaderboard, summary).
+    The files are moved into place together once all are written (`fileio.atomic_files`)."""
     report_dir = Path(report_dir)
     versus = reference_table(report_dir, list(references)) if references else pd.DataFrame()
-    if report_task(report_dir) == "three_class":
-        return three_class.build_report(report_dir, finished_runs(report_dir))
+    task = report_task(report_dir)
+    claim_dir(owned_dir(report_dir, "sweep", "REPORT_DIR"), "sweep")
+    with atomic_files(report_dir) as into:
+        if task == "three_class":
+            return three_class.build_report(report_dir, finished_runs(report_dir), into)
+        return _write_report(report_dir, versus, into)
+
+
+def _write_report(report_dir: Path, versus: pd.DataFrame, into: Path) -> str:
+    """`build_report`'s files of a binary sweep, written into `into`; returns the summary."""
     board = leaderboard(report_dir)
-    write_csv(report_dir / LEADERBOARD_CSV, board)
+    write_csv(into / LEADERBOARD_CSV, board)
     table = leaderboard_markdown(board)
-    write_text(report_dir / LEADERBOARD_MD, table + "\n")
+    write_text(into / LEADERBOARD_MD, table + "\n")
     comparison = comparison_table(report_dir)
     if not comparison.empty:
-        write_csv(report_dir / COMPARISON_CSV, comparison)
+        write_csv(into / COMPARISON_CSV, comparison)
     runs = run_table(report_dir)
-    write_csv(report_dir / RUNS_CSV, runs)
+    write_csv(into / RUNS_CSV, runs)
     for name in COMPARISON_FIGURES:
-        comparison_figure(name, report_dir, board)
+        comparison_figure(name, report_dir, board, into)
     if repeated(runs):
         for name, frame in mean_predictions(report_dir).items():
-            write_csv(report_dir / MEAN_PREDICTIONS / f"{name}.csv", frame)
+            write_csv(into / MEAN_PREDICTIONS / f"{name}.csv", frame)
     if not versus.empty:
-        write_csv(report_dir / REFERENCE_CSV, versus)
+        write_csv(into / REFERENCE_CSV, versus)
     summary = _summary(report_dir, board, comparison, table, versus)
-    write_text(report_dir / SUMMARY_MD, summary)
+    write_text(into / SUMMARY_MD, summary)
     return summary
 
 
@@ -415,10 +425,12 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
     return "\n".join(lines)
 
 
-def comparison_figure(name: str, report_dir: str | Path, board: pd.DataFrame | None = None):
+def comparison_figure(
+    name: str, report_dir: str | Path, board: pd.DataFrame | None = None, into: str | Path | None = None
+):
     """Draw one of COMPARISON_FIGURES from the report's runs (`board`: its leaderboard, when already made), save it
-    under REPORT_DIR/figures/ and return it."""
-    path = figure_path(report_dir, name)
+    under INTO/figures/ (default REPORT_DIR/figures/) and return it."""
+    path = figure_path(into or report_dir, name)
     _binary_only(report_dir, f"the figure {name}")
     if name == "roc_overlay":
         return compare_plots.plot_roc_overlay(mean_predictions(report_dir), title=ROC_TITLE, path=path)

@@ -286,6 +286,26 @@ def json_float(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def bootstrap_interval(value: float, draws, n_boot: int, name: str, notes: list[str] | None = None) -> dict:
+    """{value, low, high}: the 95 % percentile interval of the finite bootstrap `draws` of `value`, when enough of
+    them are (half the `n_boot` resamples, and 10); else no CI. Why (and a CI from fewer resamples) is noted under
+    `name` in `notes`, or, without a list, in the interval's own `notes`. JSON-ready: None for undefined."""
+    own = [] if notes is None else notes
+    low = high = float("nan")
+    if n_boot > 0 and math.isfinite(value):
+        finite = draws[np.isfinite(draws)]
+        if len(finite) >= max(10, n_boot // 2):
+            low, high = np.quantile(finite, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+            if len(finite) < n_boot:
+                own.append(f"{name}: CI from {len(finite)} of {n_boot} resamples (others had it undefined)")
+        elif len(finite) == n_boot:
+            own.append(f"{name}: no CI from {n_boot} resamples (10 needed)")
+        else:
+            own.append(f"{name}: no CI, undefined in {n_boot - len(finite)} of {n_boot} resamples")
+    interval = {"value": json_float(value), "low": json_float(low), "high": json_float(high)}
+    return {**interval, "notes": own} if own and notes is None else interval
+
+
 def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 1000, seed: int = 0, y_pred=None) -> dict:
     """Every metric at `threshold` (or at given hard predictions y_pred), each {value, low, high}: 95 % CI from
     a bootstrap resampling patients (`groups`; None = images). JSON-ready: undefined values are None, see notes.
@@ -304,19 +324,8 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
     notes: list[str] = []
     result: dict = {}
     boot = bootstrap_metrics(y, p, pred, codes, n_boot, seed) if n_boot > 0 else {}
-    alpha = (1 - CONFIDENCE) / 2
     for name in METRICS:
-        value = point[name]
-        low = high = float("nan")
-        if n_boot > 0 and math.isfinite(value):
-            draws = boot[name][np.isfinite(boot[name])]
-            if len(draws) >= max(10, n_boot // 2):
-                low, high = np.quantile(draws, [alpha, 1 - alpha])
-                if len(draws) < n_boot:
-                    notes.append(f"{name}: CI from {len(draws)} of {n_boot} resamples (others had it undefined)")
-            else:
-                notes.append(f"{name}: no CI, undefined in {n_boot - len(draws)} of {n_boot} resamples")
-        result[name] = {"value": json_float(value), "low": json_float(low), "high": json_float(high)}
+        result[name] = bootstrap_interval(point[name], boot.get(name), n_boot, name, notes)
     if np.isnan(p).any():
         notes.append("ROC-AUC, PR-AUC, Brier and ECE need probabilities: these predictions are hard labels")
     elif not 0 < y.sum() < len(y):
@@ -342,7 +351,7 @@ def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 100
 
 def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Sensitivity among the pneumonia images of each kind (`kinds`: e.g. bacterial, viral; "" is left out), each
-    {value, low, high, n_images}: 95 % CI from a bootstrap resampling patients."""
+    {value, low, high, n_images}: 95 % CI from a bootstrap resampling patients (`bootstrap_interval`)."""
     y, pred = np.asarray(y).astype(int).ravel(), np.asarray(pred).astype(int).ravel()
     kinds = np.asarray(kinds, dtype=object).ravel()
     codes = group_codes(groups, len(y))
@@ -350,13 +359,11 @@ def sensitivity_by_kind(y, pred, kinds, groups=None, n_boot: int = 1000, seed: i
     for kind in sorted({k for k in kinds[y == 1] if k}):
         chosen = (y == 1) & (kinds == kind)
         hit = pred[chosen].astype(float)
-        entry = {"value": float(hit.mean()), "low": None, "high": None, "n_images": int(chosen.sum())}
+        draws = None
         if n_boot > 0:
             w = bootstrap_weights(codes[chosen], int(chosen.sum()), n_boot, seed)
             draws = safe_ratio(w @ hit, w.sum(axis=1))
-            low, high = np.quantile(draws[np.isfinite(draws)], [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-            entry.update(low=float(low), high=float(high))
-        out[kind] = entry
+        out[kind] = {**bootstrap_interval(hit.mean(), draws, n_boot, kind), "n_images": int(chosen.sum())}
     return out
 
 
@@ -394,7 +401,8 @@ def mcnemar(y, pred_a, pred_b) -> dict:
 
 
 def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
-    """ROC-AUC(A) - ROC-AUC(B) on the same images with a paired patient-bootstrap 95 % CI and two-sided p-value."""
+    """ROC-AUC(A) - ROC-AUC(B) on the same images with a paired patient-bootstrap 95 % CI and two-sided p-value
+    (both None, and `notes` say why, when too few resamples have both AUCs: `bootstrap_interval`)."""
     y, p_a = _as_arrays(y, p_a)
     _, p_b = _as_arrays(y, p_b)
     none = {"auc_a": None, "auc_b": None, "difference": None, "low": None, "high": None, "p_value": None}
@@ -407,12 +415,14 @@ def paired_auc_difference(y, p_a, p_b, groups=None, n_boot: int = 1000, seed: in
         return out
     w = bootstrap_weights(group_codes(groups, len(y)), len(y), n_boot, seed)
     draws = weighted_auc(y, p_a, w) - weighted_auc(y, p_b, w)
-    draws = draws[np.isfinite(draws)]
-    low, high = np.quantile(draws, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    # p-value: how often the bootstrap distribution, shifted to the null (difference 0), is as extreme as observed
-    extreme = np.abs(draws - diff) >= abs(diff) - 1e-12
-    p_value = (1 + extreme.sum()) / (1 + len(draws))
-    out.update(low=float(low), high=float(high), p_value=float(min(1.0, p_value)))
+    ci = bootstrap_interval(diff, draws, n_boot, "ROC-AUC difference")
+    del ci["value"]  # `difference` holds it
+    out.update(ci)
+    if ci["low"] is not None:
+        # p-value: how often the bootstrap distribution, shifted to the null (difference 0), is as extreme as observed
+        draws = draws[np.isfinite(draws)]
+        extreme = np.abs(draws - diff) >= abs(diff) - 1e-12
+        out["p_value"] = float(min(1.0, (1 + extreme.sum()) / (1 + len(draws))))
     return out
 
 
@@ -430,8 +440,9 @@ def paired_accuracy_difference(y, pred_a, pred_b, groups=None, n_boot: int = 100
     }
     if n_boot > 0:
         w = bootstrap_weights(groups, len(y), n_boot, seed)
-        low, high = np.quantile(safe_ratio(w @ gain, w.sum(axis=1)), [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-        out.update(low=float(low), high=float(high))
+        ci = bootstrap_interval(gain.mean(), safe_ratio(w @ gain, w.sum(axis=1)), n_boot, "accuracy difference")
+        del ci["value"]  # `difference` holds it
+        out.update(ci)
     return out
 
 

@@ -1,8 +1,8 @@
-"""The study's self-defined ResNet-34, the model factory, and weight loading (the registry is backbones.py)."""
+"""The study's self-defined ResNet-34, the model factory, and loading weight files into a model (the registry is
+backbones.py; where ImageNet weights come from, weights.py)."""
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xraylib.backbones import Backbone, get_backbone
-from xraylib.download import reachable
 from xraylib.errors import InputError, first_line
+from xraylib.weights import fetchable_weights
 
 if TYPE_CHECKING:  # keras (TensorFlow) is imported inside the functions: the registry stays cheap to import
     import keras
@@ -62,7 +62,7 @@ def resnet34(
     classifier_activation: str = "sigmoid",
     name: str = "resnet34",
 ) -> keras.Model:
-    """The study's ResNet-34-style CNN (see the README), called like a keras.applications constructor.
+    """The study's ResNet-34-style CNN (docs/recipes.md, Backbones), called like a keras.applications constructor.
 
     Conv(64, 5, stride 2) -> BN -> ReLU -> MaxPool(3, stride 2); basic-block stages [3, 4, 6, 3] with 64/128/256/512
     filters (first block of stages 2-4 with stride 2 and a 1x1 conv + BN shortcut); `pooling` None | avg | max;
@@ -98,74 +98,7 @@ def resnet34(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Weights
-
-
-def _keras_cache_dirs() -> list[Path]:
-    """Where Keras looks for downloaded weights: $KERAS_HOME/models, else ~/.keras/models (or /tmp/.keras)."""
-    if os.environ.get("KERAS_HOME"):
-        return [Path(os.environ["KERAS_HOME"]) / "models"]
-    return [Path.home() / ".keras" / "models", Path("/tmp/.keras/models")]
-
-
-def _md5(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.md5()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def cached_imagenet(name: str) -> tuple[Path | None, bool]:
-    """(the backbone's ImageNet file in the Keras cache or None, whether it passes Keras' md5 check)."""
-    bb = get_backbone(name)
-    for folder in _keras_cache_dirs() if bb.weights_file else []:
-        path = folder / bb.weights_file
-        if path.is_file():
-            return path, _md5(path) == bb.weights_md5
-    return None, False
-
-
-def check_imagenet(name: str, timeout: float = 3.0) -> None:
-    """Raise a one-line InputError in seconds when the backbone's ImageNet weights are neither cached (and intact)
-    nor downloadable; Keras would otherwise try to download them, and hang or fail with a traceback."""
-    bb = get_backbone(name)
-    if not bb.weights_file:
-        return
-    cached, intact = cached_imagenet(name)
-    if intact or reachable("storage.googleapis.com", timeout=timeout):
-        return
-    if cached is not None:
-        raise InputError(
-            f"weights=imagenet: {cached} fails Keras' md5 check (not Keras' own download) and the download server is "
-            f"unreachable; pass the file with --set weights={cached} or --set weights_dir={cached.parent}"
-        )
-    dirs = _keras_cache_dirs()
-    raise InputError(
-        f"weights=imagenet: {bb.weights_file} is not in the Keras cache ({dirs[0]}) and the download server is "
-        f"unreachable; use --set weights=none, --set weights=PATH (a weights file), --set weights_dir=DIR (a folder "
-        f"of Keras' *_notop.h5 files), or copy {bb.weights_file} into {dirs[0]}"
-    )
-
-
-def resolve_weights(name: str, weights: str, weights_dir: str = "") -> str:
-    """The weights a run of backbone `name` uses: `none`, a file path, or `imagenet` (Keras' cache or download).
-
-    `imagenet` and `auto` take the backbone's own file from `weights_dir` when it is there (loaded by path, as
-    --set weights=PATH would). `auto` then uses Keras' intact cached file or its download, and falls back to
-    random weights (`none`) when neither can be had: ImageNet wherever possible, offline included."""
-    bb = get_backbone(name)
-    if weights not in ("imagenet", "auto"):
-        return weights
-    if not bb.weights_file:
-        return "none"
-    if weights_dir and (Path(weights_dir) / bb.weights_file).is_file():
-        return str((Path(weights_dir) / bb.weights_file).resolve())
-    if weights == "imagenet" or cached_imagenet(name)[1] or reachable("storage.googleapis.com"):
-        return "imagenet"
-    return "none"
+# Whole-model weight files
 
 
 def _is_model_file(path: str) -> bool:
@@ -226,15 +159,14 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
 def build_model(cfg: RunConfig) -> keras.Model:
     """Input "image" (S, S, 1) float [0, 255] -> [augmentation] -> gray to RGB -> preprocess -> backbone -> head.
 
-    cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "none", or a path:
+    cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "auto" (settled by
+    `weights.fetchable_weights`), "none", or a path:
     a `.keras` model or `.weights.h5` file loads the WHOLE model (same backbone and head, any image size; e.g. an
     earlier run's model.keras); any other file (e.g. Keras' `*_notop.h5` ImageNet file) loads into the BACKBONE.
     Not compiled.
     """
     bb = get_backbone(cfg.backbone)
-    weights = str(cfg.weights)
-    if weights == "imagenet" and bb.weights_file:
-        check_imagenet(bb.name)  # before importing TensorFlow: offline, fail in well under a second
+    weights = fetchable_weights(bb, str(cfg.weights))  # before importing TensorFlow: offline, fails in under a second
 
     import keras
 

@@ -9,14 +9,19 @@ computes every metric weighted and vectorised; the output is JSON-ready, undefin
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
-from xraylib.metrics import CONFIDENCE, ECE_BINS, bootstrap_weights, group_codes, json_float, safe_ratio, weighted_auc
+from xraylib.metrics import (
+    ECE_BINS,
+    bootstrap_interval,
+    bootstrap_weights,
+    group_codes,
+    safe_ratio,
+    weighted_auc,
+)
 
 THREE_CLASSES = CLASSES["three_class"]
 SUMMARY_METRICS = ("macro_roc_auc", "macro_f1", "balanced_accuracy", "accuracy")
@@ -108,20 +113,6 @@ def calibration_scores(y, probs) -> dict[str, float]:
     return {name: float(point[name][0]) for name in CALIBRATION_METRICS}
 
 
-def _interval(value: float, draws: np.ndarray, n_boot: int, name: str, notes: list[str]) -> dict:
-    """{value, low, high}: the 95 % percentile interval of the finite draws, if enough of them are."""
-    low = high = float("nan")
-    if n_boot > 0 and math.isfinite(value):
-        finite = draws[np.isfinite(draws)]
-        if len(finite) >= max(10, n_boot // 2):
-            low, high = np.quantile(finite, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-            if len(finite) < n_boot:
-                notes.append(f"{name}: CI from {len(finite)} of {n_boot} resamples (others had it undefined)")
-        else:
-            notes.append(f"{name}: no CI, undefined in {n_boot - len(finite)} of {n_boot} resamples")
-    return {"value": json_float(value), "low": json_float(low), "high": json_float(high)}
-
-
 def evaluate_multiclass(
     y, probs, groups=None, classes=THREE_CLASSES, n_boot: int = 1000, seed: int = 0, chunk: int = 250
 ) -> dict:
@@ -142,10 +133,13 @@ def evaluate_multiclass(
     notes: list[str] = []
     result: dict = {"classes": list(classes), "prediction": "argmax"}
     for name in SUMMARY_METRICS + CALIBRATION_METRICS:
-        result[name] = _interval(point[name], boot[name], n_boot, name, notes)
+        result[name] = bootstrap_interval(point[name], boot[name], n_boot, name, notes)
     result["per_class"] = {
         label: {
-            **{m: _interval(point[m][c], boot[m][:, c], n_boot, f"{m} of {label}", notes) for m in PER_CLASS_METRICS},
+            **{
+                m: bootstrap_interval(point[m][c], boot[m][:, c], n_boot, f"{m} of {label}", notes)
+                for m in PER_CLASS_METRICS
+            },
             "n_images": int((y == c).sum()),
         }
         for c, label in enumerate(classes)
@@ -153,7 +147,7 @@ def evaluate_multiclass(
     k = len(classes)
     cells = [
         [
-            _interval(point["row_percent"][i, j], boot["row_percent"][:, i, j], n_boot, "row_percent", notes)
+            bootstrap_interval(point["row_percent"][i, j], boot["row_percent"][:, i, j], n_boot, "row_percent", notes)
             for j in range(k)
         ]
         for i in range(k)

@@ -16,14 +16,8 @@ from sklearn import metrics as skm
 
 from xraylib.errors import InputError
 from xraylib.multiclass import THREE_CLASSES, calibration_scores, class_codes, probability_columns
-from xraylib.plot_style import TRAIN_COLOR, save_png, style, titled
+from xraylib.plot_style import CLASS_COLORS, TRAIN_COLOR, format_interval, save_png, style, titled
 from xraylib.plots import image_grid
-
-CLASS_COLORS = {"normal": "#4C72B0", "bacterial": "#DD8452", "viral": "#55A868"}
-
-
-def _ci(entry: dict) -> str:
-    return "" if entry.get("low") is None else f" [{entry['low']:.3f}, {entry['high']:.3f}]"
 
 
 def plot_ovr_roc(y, probs, result: dict, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
@@ -38,7 +32,7 @@ def plot_ovr_roc(y, probs, result: dict, title: str | None = None, path: str | o
                 continue
             fpr, tpr, _ = skm.roc_curve(y == c, probs[:, c])
             auc = result["per_class"][name]["roc_auc"]
-            label = f"{name} vs rest: AUC {auc['value']:.3f}{_ci(auc)}"
+            label = f"{name} vs rest: AUC {format_interval(auc)}"
             ax.plot(fpr, tpr, lw=2, color=CLASS_COLORS.get(name), label=label)
         ax.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1, label="chance")
         ax.set_xlabel("False positive rate (the other classes)")
@@ -47,9 +41,8 @@ def plot_ovr_roc(y, probs, result: dict, title: str | None = None, path: str | o
         ax.set_ylim(-0.01, 1.01)
         ax.set_aspect("equal")
         ax.legend(loc="lower right", fontsize="small")
-        macro = result["macro_roc_auc"]
-        macro_auc = "undefined" if macro["value"] is None else f"{macro['value']:.3f}{_ci(macro)}"
-        note = f"macro AUC {macro_auc}; {result['n_images']} images, {result['n_patients']} patients"
+        macro = format_interval(result["macro_roc_auc"])
+        note = f"macro AUC {macro}; {result['n_images']} images, {result['n_patients']} patients"
         ax.set_title(titled(title, "One-vs-rest ROC curves", note + "\n95 % CI: bootstrap over patients"))
     return save_png(fig, path)
 

@@ -1,6 +1,6 @@
 """The input pipeline: decode every image once (in parallel), cache it, and feed tf.data batches.
 
-Design (measured on the 2-core machine, see README / `xraylib bench pipeline`):
+Design (measured on the 2-core machine, see docs/performance.md / `xraylib bench pipeline`):
 - Decoding uses `xraylib.images.load_gray` (Pillow, JPEG DCT-domain downscaling) in a thread pool: Pillow
   releases the GIL while decoding and resizing, every odd format (CMYK, 16-bit, RGBA, palette) takes the same
   path, every failure is caught per file. `decode_images` is the one decode loop of training and of
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xraylib.errors import InputError
+from xraylib.errors import InputError, check_memory
 from xraylib.fileio import atomic_path
 from xraylib.images import ImageDecodeError, load_gray
 
@@ -127,6 +127,7 @@ def decode_images(
     if on_error not in DECODE_ERRORS:
         raise InputError(f"on_error={on_error!r}: expected one of {', '.join(DECODE_ERRORS)}")
     n = len(paths)
+    check_memory(n * image_size**2, f"decoding {n} images at image_size={image_size}", "choose a smaller image_size")
     out = np.zeros((n, image_size, image_size, 1), dtype=np.uint8)
     errors = [""] * n
     failures: list[tuple[int, str]] = []  # (index, path as the decoder names it)

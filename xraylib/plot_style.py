@@ -1,11 +1,11 @@
 """The look every figure shares: style(), save_png, class names and colours, titles, image tiles, frames, and how a
-probability is written (`format_probability`, in figures and printed tables alike).
+probability and a value with its confidence interval are written (`format_probability`, `format_interval`,
+`format_ci`), in figures and printed tables alike.
 
 Figures are built with `matplotlib.figure.Figure` (the Agg canvas), never through pyplot's global state: they work
 headless, leak nothing in long sweeps, and still display in Jupyter when returned from a cell.
 Classes are called Normal and Pneumonia everywhere (the study's "Covid" label was wrong: its test set holds none).
-The figures themselves: `xraylib.plots` (one run), `xraylib.gradcam_plots` (Grad-CAM), `xraylib.compare_plots`
-(several runs), `xraylib.data_plots` (a dataset).
+The figure modules are listed in the package's module map (`xraylib/__init__.py`).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 CLASS_NAMES = ("Normal", "Pneumonia")
-CLASS_COLORS = {"Normal": "#4C72B0", "Pneumonia": "#DD8452"}
+CLASS_COLORS = {"normal": "#4C72B0", "pneumonia": "#DD8452", "bacterial": "#DD8452", "viral": "#55A868"}  # data.CLASSES
 TRAIN_COLOR, VAL_COLOR, BEST_COLOR, ERROR_COLOR = "#4C72B0", "#DD8452", "#2CA02C", "#D62728"
 DPI = 150
+REPORT_DIGITS = 4  # decimals of a metric in the printed text reports (`format_interval` gives 3 elsewhere)
 
 
 @contextlib.contextmanager
@@ -124,3 +125,21 @@ def format_probability(x: float, threshold: float | None = None) -> str:
         if not any(close) and (threshold is None or (float(text) >= threshold) == (x >= threshold)):
             return text
     return f"{x:.7f}"
+
+
+def format_interval(entry: dict, digits: int = 3) -> str:
+    """A value with its 95 % CI ({value, low, high}) as `value [low, high]`: the value alone without a CI,
+    `undefined` without a value (None and NaN alike)."""
+    if pd.isna(entry.get("value")):
+        return "undefined"
+    text = f"{entry['value']:.{digits}f}"
+    if not format_ci(entry):
+        return text
+    return f"{text} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+
+
+def format_ci(entry: dict, digits: int = 3) -> str:
+    """The 95 % CI of a {value, low, high} alone, as `low–high`; "" without one (None and NaN alike)."""
+    if pd.isna(entry.get("low")) or pd.isna(entry.get("high")):
+        return ""
+    return f"{entry['low']:.{digits}f}–{entry['high']:.{digits}f}"

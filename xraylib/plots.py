@@ -24,6 +24,7 @@ from xraylib.plot_style import (
     ERROR_COLOR,
     TRAIN_COLOR,
     VAL_COLOR,
+    format_ci,
     frame_axis,
     prediction_columns,
     save_png,
@@ -167,10 +168,10 @@ def plot_confusion_matrix(
     return save_png(fig, path)
 
 
-def _ci_text(entry: dict | None) -> str:
-    if not entry or entry.get("low") is None:
-        return ""
-    return f" (95 % CI {entry['low']:.3f}–{entry['high']:.3f})"
+def _legend_with_ci(name: str, entry: dict) -> str:
+    """`NAME value (95 % CI low–high)`, without the CI when there is none."""
+    ci = format_ci(entry)
+    return f"{name} {entry['value']:.3f}" + (f" (95 % CI {ci})" if ci else "")
 
 
 def _mark_point(ax, x: float, y: float, label: str) -> None:
@@ -213,7 +214,7 @@ def plot_roc_pr(
             tpr,
             color=TRAIN_COLOR,
             lw=2,
-            label=f"ROC-AUC {metrics['roc_auc']['value']:.3f}{_ci_text(metrics['roc_auc'])}",
+            label=_legend_with_ci("ROC-AUC", metrics["roc_auc"]),
         )
         roc.plot([0, 1], [0, 1], ls=":", color="0.5", lw=1, label="chance")
         _mark_point(roc, 1 - spec, sens, f"{point}: sensitivity {sens:.3f}, specificity {spec:.3f}")
@@ -226,7 +227,7 @@ def plot_roc_pr(
             where="post",
             color=TRAIN_COLOR,
             lw=2,
-            label=f"PR-AUC (AP) {metrics['pr_auc']['value']:.3f}{_ci_text(metrics['pr_auc'])}",
+            label=_legend_with_ci("PR-AUC (AP)", metrics["pr_auc"]),
         )
         pr.axhline(prevalence, ls=":", color="0.5", lw=1, label=f"chance (prevalence {prevalence:.3f})")
         _mark_point(pr, sens, ppv, f"{point}: recall {sens:.3f}, precision {ppv:.3f}")
@@ -296,7 +297,11 @@ def plot_reliability(
         top.set_title(title or "Reliability diagram")
         for label in (0, 1):
             bottom.hist(
-                p[y == label], bins=edges, alpha=0.6, color=CLASS_COLORS[_name(label)], label=f"true {_name(label)}"
+                p[y == label],
+                bins=edges,
+                alpha=0.6,
+                color=CLASS_COLORS[_name(label).lower()],
+                label=f"true {_name(label)}",
             )
         calibrated = " (calibrated)" if p_uncalibrated is not None else ""
         bottom.set_xlabel(f"Predicted probability of pneumonia{calibrated}")

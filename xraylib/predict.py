@@ -27,8 +27,9 @@ import pandas as pd
 
 from xraylib import runs
 from xraylib.calibration import Calibration
+from xraylib.data import utf8_path
 from xraylib.errors import InputError, check_memory
-from xraylib.images import IMAGE_SUFFIXES, load_gray
+from xraylib.images import is_image_file, load_gray
 from xraylib.pipeline import decode_images
 
 if TYPE_CHECKING:
@@ -99,12 +100,7 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
 
     path = Path(model_path)
     run_dir = path.parent
-    cfg = None
-    if (run_dir / runs.CONFIG).is_file():
-        try:
-            cfg = runs.read_config(run_dir)
-        except (ValueError, TypeError) as exc:  # unknown field types
-            raise InputError(f"{run_dir / runs.CONFIG}: not a readable run configuration ({exc})") from None
+    cfg = runs.read_config(run_dir) if (run_dir / runs.CONFIG).is_file() else None
     metrics = runs.stored_metrics(run_dir)
     if cfg is not None and cfg.task == "three_class":
         if threshold is not None:
@@ -121,7 +117,8 @@ def load_predictor(model_path: str | os.PathLike, threshold: float | None = None
 
 
 def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
-    """Files as given (any name) and folders searched recursively for .jpeg/.jpg/.png (any case), sorted; no repeats.
+    """Files as given (any name) and folders searched recursively for images (`xraylib.images.is_image_file`: .jpeg,
+    .jpg, .png, .dcm, .dicom in any case, and DICOM files without a suffix), sorted; no repeats.
 
     A path that does not exist is kept, so it gets its own error row; an input list naming no file is an error.
     """
@@ -133,15 +130,15 @@ def find_images(inputs: list[str | os.PathLike]) -> list[Path]:
         item = Path(item)
         if item.is_dir():
             files = sorted(
-                (p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                (p for p in item.rglob("*") if is_image_file(p)),
                 key=lambda p: str(p.relative_to(item)).lower(),
             )
             if not files:
-                raise InputError(f"{item}: folder holds no .jpeg, .jpg or .png file")
+                raise InputError(f"{item}: folder holds no .jpeg, .jpg, .png or DICOM file")
         else:
             files = [item]
         for p in files:
-            key = os.path.realpath(p)
+            key = os.path.realpath(utf8_path(p))
             if key not in seen:
                 seen.add(key)
                 found.append(p)
@@ -245,7 +242,7 @@ def predict_files(
     predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given.
     `adapt`: the model is first aligned to the readable images (`adapt.adapt_predictor`; what was done in
     `table.attrs["adaptation"]`)."""
-    from xraylib.fileio import write_csv
+    from xraylib.fileio import claim_dir, owned_dir, write_csv
 
     if isinstance(model, Predictor):
         if threshold is not None:
@@ -264,7 +261,7 @@ def predict_files(
     names = gradcam_names(paths) if gradcam_dir is not None else []
     if gradcam_dir is not None:
         _check_gradcam_targets(paths, [Path(gradcam_dir) / name for name in names], gradcam_dir)
-        Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
+        claim_dir(owned_dir(gradcam_dir, "gradcam", "--gradcam"), "gradcam")
     seconds = 0.0  # decoding + prediction, without Grad-CAM
     for start in range(0, len(paths), CHUNK):
         chunk = list(range(start, min(start + CHUNK, len(paths))))

@@ -23,6 +23,7 @@ from xraylib.metrics import (
     paired_comparison,
     study_figures,
 )
+from xraylib.plot_style import REPORT_DIGITS, format_interval
 
 STUDY_COLUMNS = ("Filename", "real", "Predictions")
 SUITE_COLUMNS = ("file", "patient", "label", "p_pneumonia", "predicted")
@@ -42,26 +43,6 @@ def _label_codes(values: pd.Series, column: str, path: str) -> np.ndarray:
     return keys.map(LABEL_VALUES).to_numpy(dtype=np.int64)
 
 
-def _probabilities(values: pd.Series, column: str, path: str) -> np.ndarray:
-    """Parse a probability column, rejecting non-numbers, NaNs and values outside [0, 1]."""
-    p = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-    bad = np.isnan(p) & values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{path}: column {column!r} has a non-numeric value {values.iloc[i]!r} on line {i + 2}")
-    if np.isnan(p).any():
-        lines = ", ".join(str(i + 2) for i in np.flatnonzero(np.isnan(p))[:3])
-        raise InputError(f"{path}: column {column!r} has {int(np.isnan(p).sum())} missing value(s) (line {lines})")
-    outside = (p < 0) | (p > 1)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        raise InputError(
-            f"{path}: column {column!r} has {int(outside.sum())} value(s) outside [0, 1] "
-            f"(e.g. {float(p[i])!r} on line {i + 2})"
-        )
-    return p
-
-
 def _patient_keys(files: pd.Series) -> np.ndarray:
     """Patient keys from Kermany file names (xraylib.data.patient_key)."""
     from xraylib.data import patient_key
@@ -73,7 +54,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read the study's `Filename,real,Predictions` files or our predictions.csv into one tidy frame.
 
     Columns: file, patient, y_true (0/1), p (P(pneumonia), NaN for hard-label files), y_pred (0/1), and `path`
-    when the file has one. `frame.attrs["format"]` is "study" or "suite".
+    and `p_raw` (the uncalibrated probabilities) when the file has them. `frame.attrs["format"]` is "study" or "suite".
     """
     path = Path(path)
     if not path.is_file():
@@ -94,7 +75,9 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         kind = "suite"
         frame = pd.DataFrame({"file": raw["file"].astype(str).str.strip()})
         frame["y_true"] = _label_codes(raw["label"], "label", name)
-        frame["p"] = _probabilities(raw["p_pneumonia"], "p_pneumonia", name)
+        frame["p"] = runs.probabilities(raw["p_pneumonia"], "p_pneumonia", name)
+        if "p_uncalibrated" in raw.columns:  # a run's own file: the model's probabilities before calibration
+            frame["p_raw"] = runs.probabilities(raw["p_uncalibrated"], "p_uncalibrated", name)
         if "predicted" in raw.columns:
             frame["y_pred"] = _label_codes(raw["predicted"], "predicted", name)
         else:
@@ -191,16 +174,6 @@ def evaluate_file(
     return result
 
 
-def value_with_ci(entry: dict, digits: int = 4) -> str:
-    """A metric's {value, low, high} as `value [low, high]` (`undefined` when it has no value)."""
-    if entry["value"] is None:
-        return "undefined"
-    text = f"{entry['value']:.{digits}f}"
-    if entry["low"] is not None:
-        text += f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
-    return text
-
-
 def _header(path: Path) -> list[str]:
     """The column names of a CSV file ([] when it has none readable)."""
     try:
@@ -223,6 +196,8 @@ def format_report(result: dict) -> str:
         f"images: {result['n_images']} (pneumonia {result['n_pneumonia']}, normal {result['n_normal']}), "
         f"patients: {result['n_patients']}",
     ]
+    if result.get("patients"):
+        lines.append(f"patient ids: {result['patients']}")
     if boot["resamples"]:
         lines.append(f"95 % CIs: bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}")
     columns = [("at_threshold", "hard labels in the file" if result["format"] == "study" else "")]
@@ -233,7 +208,7 @@ def format_report(result: dict) -> str:
     lines.append("")
     lines.append(f"{'metric':<28}" + "".join(f"{title:<28}" for _, title in columns).rstrip())
     for name in METRICS:
-        cells = "".join(f"{value_with_ci(result[key][name]):<28}" for key, _ in columns)
+        cells = "".join(f"{format_interval(result[key][name], REPORT_DIGITS):<28}" for key, _ in columns)
         lines.append(f"{TITLES[name]:<28}{cells}".rstrip())
     cells = "".join(f"{'{tn}/{fp}/{fn}/{tp}'.format(**result[key]['confusion']):<28}" for key, _ in columns)
     lines.append(f"{'TN/FP/FN/TP':<28}{cells}".rstrip())
@@ -252,12 +227,13 @@ def format_report(result: dict) -> str:
         lines.append("")
         lines.append("sensitivity by pneumonia kind (of the predicted labels above):")
         for kind, entry in by_kind.items():
-            lines.append(f"  {kind:<24}{value_with_ci(entry)}  ({entry['n_images']} images)")
+            lines.append(f"  {kind:<24}{format_interval(entry, REPORT_DIGITS)}  ({entry['n_images']} images)")
     if "adaptation" in result:
         from xraylib.adapt import format_entry
 
         lines += ["", *format_entry(result["adaptation"])]
-    notes = list(dict.fromkeys(n for key, _ in columns for n in result[key]["notes"]))
+    notes = [n for key, _ in columns for n in result[key]["notes"]]
+    notes = list(dict.fromkeys(notes + [n for entry in by_kind.values() for n in entry.get("notes", [])]))
     if notes:
         lines.append("")
         lines.append("notes:")
@@ -333,13 +309,14 @@ def format_comparisons(results: list[dict]) -> str:
             p_value = f", p = {auc['p_value']:.4g}" if auc["p_value"] is not None else ""
             lines.append(f"{'ROC-AUC A / B':<28}{auc['auc_a']:.4f} / {auc['auc_b']:.4f}")
             lines.append(f"{'ROC-AUC A - B':<28}{_difference(auc)}{p_value}")
+        lines += [f"note: {n}" for n in acc.get("notes", []) + auc.get("notes", [])]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
 def _difference(entry: dict) -> str:
-    """A paired difference with its CI, as `value_with_ci` writes a metric."""
-    return value_with_ci({"value": entry["difference"], "low": entry["low"], "high": entry["high"]})
+    """A paired difference with its CI, as a metric is written in these reports."""
+    return format_interval({"value": entry["difference"], "low": entry["low"], "high": entry["high"]}, REPORT_DIGITS)
 
 
 def sensitivity_by_kind_of_file(

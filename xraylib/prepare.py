@@ -10,7 +10,7 @@ import pandas as pd
 
 from xraylib.config import RunConfig
 from xraylib.data import CLASSES, build_index, fingerprint, pneumonia_kind
-from xraylib.errors import InputError, check_memory
+from xraylib.errors import InputError
 from xraylib.splits import assign_subsets, limit_subsets
 
 
@@ -26,6 +26,7 @@ class PreparedData:
     task: str = "binary"
     left_out: int = 0  # pneumonia images of neither kind (ARDS), left out of the three-class task
     dropped: int = 0  # images listed in the metadata but absent from the folder, dropped from the index
+    dropped_test: int = 0  # of them, test images (dropped only with missing_test=drop)
 
     def rows(self, subset: str) -> pd.DataFrame:
         """The index rows of one subset (train, val or test), in the order of its images."""
@@ -55,9 +56,7 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
     from xraylib.pipeline import cached_images
 
     index = build_index(data, missing="drop")
-    dropped = int(index.attrs["dropped"])
-    if dropped:
-        print(f"left out {dropped} image(s) listed in the metadata of {data} but absent from it")
+    _report_missing(index, data, cfg)
     kept = class_names(index, cfg.task) != ""
     left_out = int((~kept).sum())
     if left_out:
@@ -77,10 +76,13 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
         missing = " and ".join(c for c in CLASSES[cfg.task] if c not in labels)
         if missing:
             raise InputError(f"the {subset} subset of {data} holds no {missing} image: every class is needed")
-    need = len(index) * cfg.image_size**2
-    check_memory(need, f"decoding {len(index)} images at image_size={cfg.image_size}", "choose a smaller image_size")
     prepared = PreparedData(
-        index=index, fingerprint=fingerprint(index), task=cfg.task, left_out=left_out, dropped=dropped
+        index=index,
+        fingerprint=fingerprint(index),
+        task=cfg.task,
+        left_out=left_out,
+        dropped=index.attrs["dropped"],
+        dropped_test=index.attrs["dropped_test"],
     )
     images = cached_images(list(index["path"]), cfg.image_size, cfg.cache_dir, key=prepared.fingerprint)
     prepared.all_images = images
@@ -89,6 +91,23 @@ def prepare_data(data: str | Path, cfg: RunConfig) -> PreparedData:
         prepared.images[subset] = images[chosen]
         prepared.labels[subset] = class_labels(index[chosen], cfg.task)
     return prepared
+
+
+def _report_missing(index: pd.DataFrame, data: str | Path, cfg: RunConfig) -> None:
+    """Say how many listed images the folder lacks (they are left out, a link loop too); refuse when test images
+    are among them, since the test set would shrink, unless `missing_test=drop`."""
+    dropped, test = index.attrs["dropped"], index.attrs["dropped_test"]
+    if test and cfg.missing_test != "drop":
+        raise InputError(
+            f"{data}: {test} test image(s) listed in its metadata are missing (first: "
+            f"{index.attrs['dropped_test_first']}): the test set would shrink; restore them, or --set "
+            "missing_test=drop to score the test set without them"
+        )
+    if dropped:
+        print(
+            f"left out {dropped} image(s) listed in the metadata of {data} but absent from it, {test} of them test "
+            f"images (first: {index.attrs['dropped_first']})"
+        )
 
 
 def subset_counts(prepared: PreparedData) -> dict:

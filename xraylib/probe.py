@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib.config import RunConfig
+from xraylib.config import RunConfig, settle_weights
 from xraylib.errors import InputError
+from xraylib.plot_style import format_interval
 
 TOP = 5  # the most test-like training images a shift probe lists
 
@@ -82,6 +83,7 @@ def source_probe(data: str | os.PathLike, cfg: RunConfig, folds: int = 5) -> tup
     ROC-AUC and balanced accuracy (JSON-ready), and the scores: file, split, label, patient, source, p_other."""
     from xraylib.data import build_index
 
+    cfg = settle_weights(cfg)
     index = build_index(data, missing="drop")
     rows = index[index["split"] == "train"].reset_index(drop=True)
     y, groups = (rows["source"] == "other").to_numpy(int), rows["patient"].to_numpy()
@@ -101,6 +103,7 @@ def shift_probe(data: str | os.PathLike, cfg: RunConfig, folds: int = 5) -> tupl
     p_test_within_label. `cfg.exclude_sources` leaves those images out."""
     from xraylib.data import build_index
 
+    cfg = settle_weights(cfg)
     rows = build_index(data, missing="drop")
     if cfg.exclude_sources != "none":
         rows = rows[rows["source"] != cfg.exclude_sources].reset_index(drop=True)
@@ -126,12 +129,6 @@ def shift_probe(data: str | os.PathLike, cfg: RunConfig, folds: int = 5) -> tupl
 PROBES: dict[str, Callable[..., tuple[dict, pd.DataFrame]]] = {"source": source_probe, "train-test": shift_probe}
 
 
-def _interval(entry: dict) -> str:
-    """`value [low, high]`, or the value alone without a CI."""
-    low = f" [{entry['low']:.3f}, {entry['high']:.3f}]" if entry["low"] is not None else ""
-    return f"{entry['value']:.3f}{low}" if entry["value"] is not None else "undefined"
-
-
 def format_probe(result: dict) -> str:
     """A readable summary of `source_probe`'s or `shift_probe`'s result."""
     head = (
@@ -144,8 +141,8 @@ def format_probe(result: dict) -> str:
                 head,
                 f"training images: {result['n_images']}, of them non-Kermany: {result['n_other']}; "
                 f"{result['folds']} patient-grouped folds",
-                f"ROC-AUC (Kermany vs other)  {_interval(result['roc_auc'])}",
-                f"balanced accuracy at 0.5    {_interval(result['balanced_accuracy'])}",
+                f"ROC-AUC (Kermany vs other)  {format_interval(result['roc_auc'])}",
+                f"balanced accuracy at 0.5    {format_interval(result['balanced_accuracy'])}",
                 "0.5 = the features cannot tell the sources apart; near 1 = a model could learn the source as a "
                 "shortcut",
             ]
@@ -153,13 +150,12 @@ def format_probe(result: dict) -> str:
     lines = [
         head,
         f"images: {result['n_images']}, of them test: {result['n_test']}; {result['folds']} patient-grouped folds",
-        f"ROC-AUC (train vs test)          {_interval(result['roc_auc'])}",
-        f"balanced accuracy at 0.5         {_interval(result['balanced_accuracy'])}",
+        f"ROC-AUC (train vs test)          {format_interval(result['roc_auc'])}",
+        f"balanced accuracy at 0.5         {format_interval(result['balanced_accuracy'])}",
     ]
     for label, part in result["by_label"].items():
-        lines.append(
-            f"  {label} images only ({part['n_test']} test of {part['n_images']}): ROC-AUC {_interval(part['roc_auc'])}"
-        )
+        auc = format_interval(part["roc_auc"])
+        lines.append(f"  {label} images only ({part['n_test']} test of {part['n_images']}): ROC-AUC {auc}")
     lines.append("0.5 = the features cannot tell the splits apart; near 1 = the test images differ from the training")
     lines.append("most test-like training images (out-of-fold P(test)):")
     lines += [f"  {row['p_test']:.3f}  {row['file']} ({row['label']})" for row in result["most_test_like"]]

@@ -11,6 +11,7 @@ from xraylib import data_plots, gradcam_plots, plots, runs, three_class
 from xraylib.config import RunConfig
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
+from xraylib.plot_style import format_ci
 
 RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 
@@ -29,9 +30,9 @@ def metrics_table(result: dict) -> pd.DataFrame:
             {
                 "metric": name,
                 "value": entry["value"],
-                "95% CI": _interval(entry),
+                "95% CI": format_ci(entry),
                 "at 0.5": half.get("value"),
-                "at 0.5, 95% CI": _interval(half),
+                "at 0.5, 95% CI": format_ci(half),
             }
         )
     return pd.DataFrame(rows).set_index("metric")
@@ -47,9 +48,9 @@ def validation_table(result: dict) -> pd.DataFrame:
         {
             "metric": name,
             "validation": validation.get(name, {}).get("value"),
-            "validation 95% CI": _interval(validation.get(name, {})),
+            "validation 95% CI": format_ci(validation.get(name, {})),
             "test": entry["value"],
-            "test 95% CI": _interval(entry),
+            "test 95% CI": format_ci(entry),
             "drop (test - validation)": validation.get("drop", {}).get(name),
         }
         for name, entry in test.items()
@@ -89,12 +90,6 @@ def calibration_table(result: dict) -> pd.DataFrame:
     note = f": {cal['note']}" if cal.get("note") else ""
     table.attrs["title"] = f"calibration {cal.get('method', 'none')} ({applied}){note}"
     return table
-
-
-def _interval(entry: dict) -> str:
-    if entry.get("low") is None or entry.get("high") is None:
-        return ""
-    return f"{entry['low']:.3f}–{entry['high']:.3f}"
 
 
 def subset_table(config: dict) -> pd.DataFrame:

@@ -13,16 +13,17 @@ import numpy as np
 import pandas as pd
 
 from xraylib import runs
+from xraylib.calibration import correct_prior, cross_fitted, prevalence_rule
 from xraylib.config import RunConfig
 from xraylib.errors import InputError, check_memory
-from xraylib.fileio import output_dir, write_csv, write_json
+from xraylib.fileio import claim_dir, owned_dir, write_csv, write_json
 from xraylib.inference import frozen_outputs, frozen_split, predict_probabilities
 from xraylib.metrics import TITLES, threshold_rules
+from xraylib.plot_style import REPORT_DIGITS, format_interval
 from xraylib.prediction_files import (
     evaluate_file,
     read_predictions,
     sensitivity_by_kind_of_file,
-    value_with_ci,
 )
 
 if TYPE_CHECKING:
@@ -140,8 +141,9 @@ EXTERNAL_FIGURES = ("confusion_matrix", "roc_pr", "reliability", "examples", "gr
 
 
 def external_folder(run_dir: Path, data: Path) -> Path:
-    """Where `evaluate --run` writes by default: RUN_DIR/external/<the dataset folder's name>."""
-    return run_dir / "external" / data.resolve().name
+    """Where `evaluate --run` writes by default: RUN_DIR/external/<the dataset folder's name> (a labels CSV given:
+    the name of its folder)."""
+    return run_dir / "external" / (data.resolve().parent.name if data.is_file() else data.resolve().name)
 
 
 def evaluate_on(
@@ -152,9 +154,10 @@ def evaluate_on(
     seed: int = 0,
     adapt: bool = False,
 ) -> dict:
-    """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, or NORMAL/ and
-    PNEUMONIA/ folders; every split) with the run's model, label them at the run's validation-chosen threshold, and
-    write predictions.csv, metrics.json (a run's schema, with CIs by patient bootstrap) and the figures into `out`.
+    """Predict every labelled image of `data` (any layout `build_index` reads: CoronaHack, Kermany, NORMAL/ and
+    PNEUMONIA/ folders, or a CSV of file names and labels; every split) with the run's model, label them at the run's
+    validation-chosen threshold, and write predictions.csv, metrics.json (a run's schema, with CIs by patient
+    bootstrap; an external set's `patients` says where its patient ids came from) and the figures into `out`.
     Returns `evaluate_file`'s result for them. A three-class run: `three_class.score_run` (the argmax class).
     An unreadable image stops it with its name: no partial metrics. `adapt`: the model is first aligned to the
     images of `data`, unlabelled (`adapt.adapt_predictor`; binary runs), and metrics.json says so (`adaptation`)."""
@@ -171,11 +174,18 @@ def evaluate_on(
     if adapt:
         runs.binary_run_only(run_dir, "--adapt")
     index = build_index(data, missing="drop")
+    if index.attrs["layout"] == "csv" and index.attrs["dropped"]:  # the user's own list: scoring fewer misleads
+        raise InputError(
+            f"--data {data}: {index.attrs['dropped']} image(s) its labels list are missing (first: "
+            f"{index.attrs['dropped_first']}); restore them, or remove them from the labels"
+        )
     if index.empty:
         raise InputError(f"--data {data}: no image found")
-    out = output_dir(out or external_folder(run_dir, data), "--out")
-    if out.resolve() in (run_dir.resolve(), data.resolve()) or data.resolve() in out.resolve().parents:
+    out = Path(out or external_folder(run_dir, data))
+    folder = (data if data.is_dir() else data.parent).resolve()
+    if out.resolve() in (run_dir.resolve(), folder) or folder in out.resolve().parents:
         raise InputError(f"--out {out}: must not be the run folder or lie in the dataset")
+    owned_dir(out, "evaluation")
     check_memory(16 * n_boot * len(index), f"--bootstrap {n_boot} over {len(index)} images", "use fewer resamples")
     cfg, predictor = runs.read_config(run_dir), load_predictor(run_dir / runs.MODEL)
     if predictor.three_class:
@@ -187,6 +197,7 @@ def evaluate_on(
     if len(bad):
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise InputError(f"{bad['path'].iloc[0]}: {bad['error'].iloc[0]}{more}; remove it from {data} to evaluate")
+    claim_dir(out, "evaluation")
     if predictor.three_class:
         result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
         for name in three_class.RUN_FIGURES[1:]:  # all but the training curves
@@ -197,6 +208,8 @@ def evaluate_on(
     source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"
     result = evaluate_file(predictions, n_boot, seed, threshold=(predictor.threshold, source))
     result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
+    if "patients" in index.attrs:  # an external set: where its patient ids came from
+        result["patients"] = index.attrs["patients"]
     result["sensitivity_by_kind"] = sensitivity_by_kind_of_file(predictions, data, n_boot, seed, index)
     if adapt:
         result["adaptation"] = table.attrs["adaptation"]
@@ -213,6 +226,7 @@ def _run_schema(result: dict, cfg, threshold: float) -> dict:
         "run": result["run"],
         "data": result["data"],
         "layout": result["layout"],
+        **({"patients": result["patients"]} if "patients" in result else {}),
         "n_test_images": result["n_images"],
         "n_test_patients": result["n_patients"],
         "at_threshold": result["at_threshold"],
@@ -244,14 +258,15 @@ def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     data = read_json(run_dir / runs.CONFIG).get("data") or {}
     if not Path(str(data.get("dir", ""))).is_dir():
         raise InputError(f"--adapt: the run's data folder {data.get('dir')!r} (config.json) is not there")
-    out = output_dir(out or run_dir / runs.ADAPTED, "--out")
+    out = Path(out or run_dir / runs.ADAPTED)
     if out.resolve() == run_dir.resolve():
         raise InputError(f"--out {out}: must not be the run folder (its own predictions stay unadapted)")
+    owned_dir(out, "evaluation")
     prepared = prepare_data(data["dir"], cfg)
     if prepared.fingerprint != data.get("fingerprint"):
         raise InputError(f"--adapt: the data in {data['dir']} changed since the run was trained (fingerprint)")
     precision_policy(cfg, distribution_strategy(cfg.strategy))  # as the run computed (and cached) its trunk
-    result = evaluate_run(load_model(run_dir / runs.MODEL), prepared, cfg, out, source_dir=run_dir)
+    result = evaluate_run(load_model(run_dir / runs.MODEL), prepared, cfg, claim_dir(out, "evaluation"), run_dir)
     return {**result, "out": str(out)}
 
 
@@ -262,30 +277,41 @@ def format_adapted(result: dict) -> str:
     entry = result["adaptation"]
     unadapted = entry["unadapted"]
     rows = {TITLES[name]: (unadapted["at_threshold"][name], result["at_threshold"][name]) for name in ADAPTED_METRICS}
-    rows = {title: [value_with_ci(e) for e in pair] for title, pair in rows.items()}
+    rows = {title: [format_interval(e, REPORT_DIGITS) for e in pair] for title, pair in rows.items()}
     rows["threshold"] = [f"{t:.4f}" for t in (unadapted["threshold"], result["threshold"]["value"])]
     lines = [*format_entry(entry), "", f"{'test metric':<28}{'unadapted':<28}adapted"]
     lines += [f"{title:<28}{a:<28}{b}" for title, (a, b) in rows.items()]
     return "\n".join([*lines, "", f"predictions and metrics.json written to {result['out']}"])
 
 
-def threshold_rules_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
+def threshold_rules_of_run(
+    run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0, prevalence: str | float = "none"
+) -> dict:
     """`metrics.threshold_rules` of a finished binary run: each rule chosen on its val_predictions.csv, scored on
-    its predictions.csv with patient-bootstrap CIs."""
+    its predictions.csv with patient-bootstrap CIs. `prevalence` (P, or `estimate` by EM on the unlabelled test
+    predictions) first re-weights the run's calibrated probabilities to that prevalence (`correct_prior`), as
+    training with `--set prevalence=...` would have; its entry says what it did."""
     run_dir = Path(run_dir)
     runs.binary_run_only(run_dir, "--thresholds")
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     val, test = (read_predictions(run_dir / name) for name in (runs.VAL_PREDICTIONS, runs.PREDICTIONS))
-    rules = threshold_rules(
-        (val["y_true"], val["p"]), (test["y_true"], test["p"]), test["patient"], n_boot=n_boot, seed=seed
-    )
+    val_p, test_p, entry = val["p"].to_numpy(), test["p"].to_numpy(), {}
+    if prevalence_rule(prevalence) != "none":
+        if "p_raw" not in val or "p_raw" not in test:
+            raise InputError(f"--prevalence {prevalence}: {run_dir}'s predictions lack p_uncalibrated: rerun the run")
+        fitted = dataclasses.replace(runs.read_calibration(run_dir), shift=0.0)  # the run's own correction undone
+        val_xy, test_xy = ((f["y_true"].to_numpy(), f["p_raw"].to_numpy()) for f in (val, test))
+        corrected, _, entry = correct_prior(fitted, prevalence, "youden", val_xy, test_xy)
+        val_p, test_p = corrected(val_xy[1]), corrected(test_xy[1])
+    rules = threshold_rules((val["y_true"], val_p), (test["y_true"], test_p), test["patient"], n_boot=n_boot, seed=seed)
     return {
         "run": str(run_dir.resolve()),
         "n_validation_images": len(val),
         "n_test_images": len(test),
         "n_test_patients": int(test["patient"].nunique()),
         "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient"},
+        "prevalence": entry,
         "rules": rules,
     }
 
@@ -298,12 +324,63 @@ def format_threshold_rules(result: dict) -> str:
         f"thresholds chosen on its {result['n_validation_images']} validation images, scored on its "
         f"{result['n_test_images']} test images ({result['n_test_patients']} patients)",
         f"95 % CIs: bootstrap over patients, {boot['resamples']} resamples, seed {boot['seed']}",
+        *_prevalence_lines(result["prevalence"]),
         "",
         f"{'rule':<18}{'threshold':<11}{'val. sens.':<12}{'val. spec.':<12}"
         + "".join(f"{'test ' + name:<26}" for name in ("sensitivity", "specificity", "accuracy")).rstrip(),
     ]
     for row in result["rules"]:
         val = "".join(f"{'undefined' if v is None else f'{v:.4f}':<12}" for v in row["validation"].values())
-        test = "".join(f"{value_with_ci(entry):<26}" for entry in row["test"].values())
+        test = "".join(f"{format_interval(entry, REPORT_DIGITS):<26}" for entry in row["test"].values())
         lines.append(f"{row['rule']:<18}{row['threshold']:<11.4f}{val}{test}".rstrip())
+    return "\n".join(lines)
+
+
+def _prevalence_lines(entry: dict) -> list[str]:
+    """What a prior-shift correction did, for `format_threshold_rules` (nothing without one)."""
+    if not entry:
+        return []
+    how = "estimated by EM on the unlabelled test predictions" if entry["estimated"] else "given"
+    ece = entry["test"]["ece"]
+    line = (
+        f"probabilities re-weighted from the validation prevalence {entry['validation']:.4f} to "
+        f"{entry['target']:.4f} ({how}): test ECE {ece['before']:.4f} -> {ece['after']:.4f}"
+    )
+    return [line] + [f"note: {entry['note']}"] * bool(entry["note"])
+
+
+def calibrations_of_run(run_dir: str | os.PathLike, folds: int = 5, repeats: int = 20, seed: int = 0) -> dict:
+    """`calibration.cross_fitted` on a finished binary run's validation predictions: which calibration method
+    serves patients it was not fitted on, decided without the test set."""
+    run_dir = Path(run_dir)
+    runs.binary_run_only(run_dir, "--calibrations")
+    val = read_predictions(run_dir / runs.VAL_PREDICTIONS)
+    if "p_raw" not in val:
+        raise InputError(f"--calibrations: {run_dir / runs.VAL_PREDICTIONS} lacks p_uncalibrated: rerun the run")
+    if val["patient"].nunique() < 2 * folds or val["y_true"].nunique() < 2:
+        raise InputError(f"--calibrations: {run_dir}'s validation set is too small for {folds} folds of patients")
+    scores = cross_fitted(val["y_true"], val["p_raw"], val["patient"], folds, repeats, seed)
+    return {
+        "run": str(run_dir.resolve()),
+        "n_validation_images": len(val),
+        "n_validation_patients": int(val["patient"].nunique()),
+        "cross_fitting": {"folds": folds, "repeats": repeats, "seed": seed, "unit": "patient"},
+        "used": runs.read_calibration(run_dir).method,
+        "held_out": scores,
+    }
+
+
+def format_calibrations(result: dict) -> str:
+    """`calibrations_of_run`'s result as a table: one row per method."""
+    how = result["cross_fitting"]
+    lines = [
+        f"run: {result['run']} (calibration used: {result['used']})",
+        f"each method fitted on {how['folds'] - 1} of {how['folds']} folds of its {result['n_validation_patients']} "
+        f"validation patients ({result['n_validation_images']} images), scored on the fold left out, "
+        f"{how['repeats']} shuffles (seed {how['seed']}); the test set is not read",
+        "",
+        f"{'method':<14}{'Brier':<10}{'ECE':<10}log loss",
+    ]
+    for method, s in result["held_out"].items():
+        lines.append(f"{method:<14}{s['brier']:<10.4f}{s['ece']:<10.4f}{s['log_loss']:.4f}")
     return "\n".join(lines)

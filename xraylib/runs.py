@@ -3,8 +3,8 @@
 A run folder (`xraylib train --out RUN_DIR`, or `REPORT_DIR/RUN` in a sweep) holds:
 
 - `config.json`: the resolved settings (`run`), the data folder, its fingerprint and the count of images its
-  metadata lists but it lacks, dropped (`data`), the images, patients and classes of each subset (`subsets`) and
-  the library versions (`versions`);
+  metadata lists but it lacks, dropped, of them test images (`data`), the images, patients and classes of each
+  subset (`subsets`) and the library versions (`versions`);
 - `history.csv`: one row per epoch (metrics, learning rate, seconds, images/s); `timings.json`: where the time went;
 - `model.keras`: the trained model (safe-mode loadable);
 - `metrics.json`: the test metrics with 95 % CIs at the decision threshold (`at_threshold`) and at 0.5 (`at_0.5`),
@@ -32,6 +32,7 @@ import os
 import time
 import zipfile
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,7 @@ COMPARISON_CSV, SUMMARY_MD = "comparison.csv", "summary.md"
 REFERENCE_CSV = "reference_comparison.csv"  # each backbone against reference predictions files (report --versus)
 MEAN_PREDICTIONS = "mean_predictions"  # a backbone run several times: MEAN_PREDICTIONS/<backbone>.csv
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = REPO / "notebooks"
+NOTEBOOKS = resources.files("xraylib") / "notebooks"  # package data: in a clone, an editable install or a wheel
 TRAIN_NOTEBOOK = NOTEBOOKS / "train_backbone.ipynb"
 COMPARE_NOTEBOOK = NOTEBOOKS / "compare_backbones.ipynb"
 
@@ -220,9 +220,31 @@ def read_calibration(run_dir: str | os.PathLike) -> Calibration:
 PREDICTION_COLUMNS = ({"file", "label", "p_pneumonia"}, {"file", "label"} | {f"p_{c}" for c in CLASSES["three_class"]})
 
 
+def probabilities(values: pd.Series, column: str, path: str | os.PathLike) -> np.ndarray:
+    """A probability column of a predictions file as floats; a non-number, a missing value or one outside [0, 1]
+    (NaN and infinities included) is a one-line InputError naming the file, line, image and value."""
+    p = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    given = values.notna().to_numpy() & (values.astype(str).str.strip() != "").to_numpy()
+    bad = np.isnan(p) & given
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path}: column {column!r} has a non-numeric value {values.iloc[i]!r} on line {i + 2}")
+    if np.isnan(p).any():
+        lines = ", ".join(str(i + 2) for i in np.flatnonzero(np.isnan(p))[:3])
+        raise InputError(f"{path}: column {column!r} has {int(np.isnan(p).sum())} missing value(s) (line {lines})")
+    outside = ~((p >= 0) & (p <= 1))
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise InputError(
+            f"{path}: column {column!r} has {int(outside.sum())} value(s) outside [0, 1] "
+            f"(e.g. {float(p[i])!r} on line {i + 2})"
+        )
+    return p
+
+
 def read_predictions(results: str | os.PathLike) -> pd.DataFrame:
-    """predictions.csv of a run (or of an evaluation written to `results`); unreadable, or without either task's
-    columns: a one-line InputError naming it."""
+    """predictions.csv of a run (or of an evaluation written to `results`); unreadable, without either task's
+    columns, or with a probability (a p_* column) that is not a number in [0, 1]: a one-line InputError naming it."""
     path = Path(results) / PREDICTIONS
     try:
         frame = pd.read_csv(path)
@@ -232,6 +254,8 @@ def read_predictions(results: str | os.PathLike) -> pd.DataFrame:
         raise InputError(
             f"{path} lacks a run's columns (file, label and the probabilities): rerun the run, or remove it"
         )
+    for column in (c for c in frame.columns if str(c).startswith("p_")):
+        frame[column] = probabilities(frame[column], column, path)
     return frame
 
 
@@ -314,20 +338,17 @@ def mark_finished(run_dir: str | os.PathLike) -> None:
 
 
 def notebook_paths(data_dir: str, out_dir: str, backbone: str) -> tuple[Path, Path]:
-    """A notebook's data and output folders as absolute paths; empty means the demo data and reports/notebook/."""
+    """A notebook's data and output folders as absolute paths (relative ones against the working directory); empty
+    means the demo data (data/demo, written on first use) and reports/notebook/BACKBONE under the working directory."""
     from xraylib.synth import demo_data_dir
 
     data = Path(data_dir).expanduser().resolve() if data_dir else demo_data_dir()
-    out = Path(out_dir).expanduser().resolve() if out_dir else REPO / "reports" / "notebook" / backbone
-    return data, out
+    return data, report_path(out_dir or Path("reports") / "notebook" / backbone)
 
 
 def report_path(path: str | os.PathLike) -> Path:
-    """An absolute folder: as given if absolute or present under the working directory, else in the repository."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path.resolve()
-    return REPO / path
+    """A folder as an absolute path, a relative one against the working directory."""
+    return Path(path).expanduser().resolve()
 
 
 def binary_run_only(run_dir: str | os.PathLike, what: str) -> None:

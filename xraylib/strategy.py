@@ -62,7 +62,7 @@ def cpu_name(path: str = "/proc/cpuinfo") -> str:
 
 def bfloat16_is_faster(flags: set[str] | None = None) -> bool:
     """True on CPUs with AMX bfloat16 tiles (`amx_bf16`): there Xception's forward pass ran 1.9x faster in
-    mixed_bfloat16 (README, "Speed"); elsewhere (e.g. AMD EPYC without AMX) bfloat16 is emulated and slower."""
+    mixed_bfloat16 (docs/performance.md); elsewhere (e.g. AMD EPYC without AMX) bfloat16 is emulated and slower."""
     return "amx_bf16" in (cpu_flags() if flags is None else flags)
 
 

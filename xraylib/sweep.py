@@ -86,11 +86,11 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
     import papermill
     from nbclient.exceptions import DeadKernelError
 
-    from xraylib.fileio import exclusive
+    from xraylib.fileio import claim_dir, exclusive
     from xraylib.notebook import execute
     from xraylib.tracking import log_notebook
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_dir(run_dir, "run")
     started = time.time()
     running = {"backbone": backbone, "status": "running", "started": started, "pid": os.getpid()}
     write_status(run_dir, running)
@@ -118,14 +118,15 @@ def run_backbone(data: Path, backbone: str, preset: str, overrides: dict, run_di
 
 def _invalid_configs(backbones: list[str], preset: str, overrides: dict) -> dict[str, str]:
     """Backbone name -> the one-line reason its configuration is impossible (e.g. an image size below its minimum)."""
+    from xraylib.backbones import get_backbone
     from xraylib.config import resolve_config
-    from xraylib.models import check_imagenet
+    from xraylib.weights import check_imagenet
 
     invalid = {}
     for name in backbones:
         try:
             if resolve_config(name, preset, overrides).weights == "imagenet":
-                check_imagenet(name)
+                check_imagenet(get_backbone(name))
         except InputError as exc:
             invalid[name] = str(exc)
     return invalid
@@ -145,15 +146,21 @@ def sweep(
 ) -> list[str]:
     """Train every run (one per backbone, seed and fold) through the notebook, `jobs` at a time (on Ray when more
     than one, or at `address`), then build the comparison report. Returns the failed runs' names.
-    The report folder is locked meanwhile: a second sweep into it is refused."""
-    from xraylib.fileio import exclusive, output_dir
+    The report folder is locked meanwhile: a second sweep into it is refused. Every path (the data, the report
+    folder, the settings' and the environment's) is made absolute here, before any kernel or worker starts in
+    another working directory."""
+    from xraylib.config import caller_paths
+    from xraylib.fileio import claim_dir, exclusive, owned_dir
+    from xraylib.workers import check_address
 
-    data, out = Path(data).resolve(), output_dir(out).resolve()
+    data = Path(data).resolve()
     if not data.is_dir():
         raise InputError(f"--data {data}: no such folder")
+    out = owned_dir(out, "sweep", reads=[data]).resolve()
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: must be at least 1")
-    overrides = dict(overrides or {})
+    check_address(address)
+    overrides = caller_paths(overrides or {})
     if seeds and "seed" in overrides:
         raise InputError("--seeds and --set seed=... both choose the seed: give one")
     if folds and {"folds", "fold"} & overrides.keys():
@@ -162,7 +169,7 @@ def sweep(
         _check_folds(data, folds, seeds or [overrides.get("seed", 42)])
     runs = plan_runs(backbones, seeds, folds)
     with exclusive(out):
-        return _sweep_locked(data, runs, preset, overrides, out, resume, jobs, address)
+        return _sweep_locked(data, runs, preset, overrides, claim_dir(out, "sweep"), resume, jobs, address)
 
 
 def _check_folds(data: Path, folds: int, seeds: list) -> None:
@@ -188,7 +195,7 @@ def _sweep_locked(
     if len(invalid) == len(backbones):  # wrong for every backbone: the option itself is wrong
         raise InputError(next(iter(invalid.values())))
     if not TRAIN_NOTEBOOK.is_file():
-        raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing (install xraylib from a clone)")
+        raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing: reinstall xraylib")
     started = [run.name for run in runs if read_status(out / run.name)]
     if started and not resume:
         raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")

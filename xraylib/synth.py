@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from xraylib.data import IMAGES_DIR, METADATA_CSV, SUMMARY_CSV, holds_dataset
 from xraylib.errors import InputError
 
-# Proportions of the real metadata (README, "The real dataset"): Kermany TRAIN, TEST, the 70 non-Kermany TRAIN images.
+# Proportions of the real metadata (docs/real-dataset.md): Kermany TRAIN, TEST, the 70 non-Kermany TRAIN images.
 _KERMANY_TRAIN = {"normal": 1341, "bacteria": 2530, "virus": 1345}
 _KERMANY_TEST = {"normal": 234, "bacteria": 242, "virus": 148}
 _OTHER = {"covid-19": 58, "streptococcus": 5, "sars": 4, "ards": 2, "normal": 1}
@@ -30,7 +30,7 @@ _SUBTYPE_METADATA = {
     "streptococcus": ("Pnemonia", "bacteria", "Streptococcus"),
 }
 # File formats of the non-Kermany images (papers' figures): suffix and Pillow mode.
-DEMO_DATA = Path(__file__).resolve().parents[1] / "data" / "demo"  # the demo's set, in the repository
+DEMO_DATA = Path("data") / "demo"  # the demo's set, under the working directory (`make demo`: the clone's)
 _OTHER_FORMATS = [(".jpg", "RGB"), (".png", "RGB"), (".jpeg", "L"), (".png", "I;16"), (".jpg", "L"), (".png", "RGBA")]
 
 
@@ -68,10 +68,25 @@ def _lowfreq(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray
     return np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32) * 0.6
 
 
-def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render one radiograph: (image float [0,1] (H,W), lung mask bool, opacity mask bool)."""
-    prng = np.random.default_rng([seed, 1, item.patient])  # anatomy: same for all images of a patient
-    rng = np.random.default_rng([seed, 2, item.index])  # this film: position, exposure, findings, noise
+@dataclass
+class _Thorax:
+    """Where one film's thorax lies. Smooth anatomy is drawn on a grid at a third of the image size (hs, ws), then
+    upsampled to the image (h, w); x, y are the grid's pixel coordinates in the image."""
+
+    w: int
+    h: int
+    hs: int
+    ws: int
+    x: np.ndarray
+    y: np.ndarray
+    u: np.ndarray  # -1..1 across the thorax (image left = patient's right)
+    v: np.ndarray  # 0 at the lung apices, 1 at the domes of the diaphragm
+    au: np.ndarray  # |u|
+    adult: bool
+
+
+def _thorax(item: _Item, prng, rng) -> _Thorax:
+    """The film's size (the patient's) and the thorax's position and tilt on it (this film's)."""
     adult = item.source == "other"
     width = int(prng.uniform(420, 700) if adult else prng.uniform(300, 700))
     aspect = prng.uniform(0.85, 1.15) if adult else prng.uniform(1.0, 1.45)  # width / height
@@ -79,7 +94,6 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     hs, ws = max(8, h // 3), max(8, w // 3)  # smooth anatomy drawn at a third of the size, then upsampled
     y, x = np.mgrid[0:hs, 0:ws].astype(np.float32)
     y, x = y * (h / hs), x * (w / ws)
-
     cx = w * (0.5 + rng.normal(0, 0.025))
     half = w * (prng.uniform(0.27, 0.36) if not adult else prng.uniform(0.3, 0.38)) * min(1.0, 1.25 * h / w)
     top = h * (prng.uniform(0.1, 0.2) + rng.normal(0, 0.015))
@@ -88,17 +102,23 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     v = (y - top) / (bottom - top)  # 0 at the lung apices, 1 at the domes of the diaphragm
     tilt = rng.normal(0, 0.04)
     u = u + tilt * (v - 0.5)
-    au = np.abs(u)
+    return _Thorax(w, h, hs, ws, x, y, u, v, np.abs(u), adult)
 
-    # body: neck above, shoulders and chest wall, abdomen below
-    body_half = 0.33 + 0.95 * _smooth(v + 0.12, 0.05) + 0.05 * v
-    body = _smooth(body_half - au, 0.05)
+
+def _body(t: _Thorax, prng) -> np.ndarray:
+    """The image's start: neck above, shoulders and chest wall, abdomen below; raised arms on most pediatric films."""
+    body_half = 0.33 + 0.95 * _smooth(t.v + 0.12, 0.05) + 0.05 * t.v
+    body = _smooth(body_half - t.au, 0.05)
     img = 0.06 + 0.40 * body
-    if prng.random() < 0.6 and not adult:  # raised arms beside the head, typical of pediatric films
-        arm = _smooth(0.16 - np.abs(au - 1.42 - 0.15 * v), 0.04) * _smooth(0.55 - v, 0.08)
+    if prng.random() < 0.6 and not t.adult:  # raised arms beside the head, typical of pediatric films
+        arm = _smooth(0.16 - np.abs(t.au - 1.42 - 0.15 * t.v), 0.04) * _smooth(0.55 - t.v, 0.08)
         img += 0.33 * arm
+    return img
 
-    # lungs: narrow rounded apices, wide bases domed by the diaphragm, deep lateral costophrenic angles
+
+def _lungs(t: _Thorax, prng) -> np.ndarray:
+    """The lungs in [0, 1]: narrow rounded apices, wide bases domed by the diaphragm, deep costophrenic angles."""
+    u, v = t.u, t.v
     lungs = np.zeros_like(u)
     vc = np.clip(v, 0, 1.1)
     for side in (-1.0, 1.0):
@@ -111,17 +131,27 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         apex = 0.02 + 0.07 * du**2
         base = prng.uniform(0.9, 0.97) + 0.09 * du + 0.05 * du**2 + (0.05 if side > 0 else 0.0)
         lungs = np.maximum(lungs, inside * _smooth(v - apex, 0.025) * _smooth(base - v, 0.015))
-    # heart: to the patient's left (image right), lower mediastinum; mediastinum above it
+    return lungs
+
+
+def _heart(t: _Thorax, prng, img, lungs) -> tuple[np.ndarray, ...]:
+    """Onto `img`: the heart, to the patient's left (image right) in the lower mediastinum, the mediastinum above
+    it, and the dark lung field around them. Returns (heart, mediastinum, lung field)."""
+    u, v = t.u, t.v
     hx, hy = prng.uniform(0.08, 0.18), prng.uniform(0.7, 0.78)
-    hr = prng.uniform(0.3, 0.37) * (0.8 if adult else 1.0)
+    hr = prng.uniform(0.3, 0.37) * (0.8 if t.adult else 1.0)
     heart = _smooth(1 - ((u - hx) / (hr * 1.2)) ** 2 - ((v - hy) / (hr * 0.95)) ** 2, 0.18)
     media = _smooth(0.15 + 0.05 * v - np.abs(u - 0.02), 0.04) * _smooth(v + 0.1, 0.05)
     lung_field = lungs * (1 - 0.8 * heart) * (1 - media)
     img -= 0.25 * lung_field
     img += 0.05 * heart + 0.04 * media
+    return heart, media, lung_field
 
-    # ribs: posterior ribs arch from the spine and fall laterally, anterior ribs fall medially (fainter);
-    # the spine with its vertebrae; clavicles
+
+def _bones(t: _Thorax, prng, img, heart, media) -> None:
+    """Onto `img`: posterior ribs arching from the spine and falling laterally, anterior ribs falling medially
+    (fainter); the spine with its vertebrae; the clavicles."""
+    u, v, au = t.u, t.v, t.au
     n_ribs = prng.uniform(8.0, 9.5)
     wall = _smooth(1.02 - au, 0.04) * _smooth(au - 0.1, 0.03) * _smooth(v + 0.08, 0.04) * _smooth(1.0 - v, 0.06)
     post = n_ribs * (v + 0.42 * (au - 0.35) ** 2 - 0.05) + prng.uniform(0, 1)
@@ -134,14 +164,20 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cl = v - (-0.03 - 0.06 * (au - 0.15) + 0.14 * (au - 0.55) ** 2)
     img += 0.09 * _smooth(0.022 - np.abs(cl), 0.008) * _smooth(0.8 - au, 0.05) * _smooth(au - 0.06, 0.02)
 
-    # lung markings: vessels fanning out of the hila, brighter near them
-    hila = np.exp(-(((au - 0.25) / 0.15) ** 2 + ((v - 0.45) / 0.18) ** 2))
-    marks = _lowfreq(rng, hs, ws, 28)
-    img += lung_field * (0.035 * np.abs(marks) + 0.06 * hila * prng.uniform(0.6, 1.2))
 
-    # findings of pneumonia: opacities inside the lung fields
+def _markings(t: _Thorax, prng, rng, img, lung_field) -> np.ndarray:
+    """Onto `img`: lung markings, vessels fanning out of the hila, brighter near them. Returns the hila."""
+    hila = np.exp(-(((t.au - 0.25) / 0.15) ** 2 + ((t.v - 0.45) / 0.18) ** 2))
+    marks = _lowfreq(rng, t.hs, t.ws, 28)
+    img += lung_field * (0.035 * np.abs(marks) + 0.06 * hila * prng.uniform(0.6, 1.2))
+    return hila
+
+
+def _findings(t: _Thorax, sub: str, rng, img, lungs, heart, hila, lung_field) -> tuple[np.ndarray, float]:
+    """Onto `img`: the opacities of pneumonia subtype `sub` inside the lung fields (focal for bacteria, diffuse
+    for viruses), or on some normal films a variant that mimics a faint finding. Returns (opacity, severity)."""
+    u, v, au = t.u, t.v, t.au
     opacity = np.zeros_like(u)
-    sub = item.subtype
     if sub != "normal":
         faint = rng.random() < 0.18
         severity = rng.uniform(0.18, 0.4) if faint else rng.uniform(0.5, 1.0)
@@ -152,11 +188,11 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 bv = rng.uniform(0.35, 0.85)
                 r = rng.uniform(0.16, 0.3)
                 d2 = ((u - bu) / (r * 1.2)) ** 2 + ((v - bv) / r) ** 2
-                blob = np.exp(-1.2 * d2**1.5) * (0.8 + 0.45 * _lowfreq(rng, hs, ws, 12))
+                blob = np.exp(-1.2 * d2**1.5) * (0.8 + 0.45 * _lowfreq(rng, t.hs, t.ws, 12))
                 opacity = np.maximum(opacity, blob)
         else:  # viral and the like: diffuse patchy, bilateral, perihilar and lower zones
-            patches = _smooth(_lowfreq(rng, hs, ws, 16) + rng.uniform(0.1, 0.4), 0.15) * (
-                0.7 + 0.3 * _lowfreq(rng, hs, ws, 40)
+            patches = _smooth(_lowfreq(rng, t.hs, t.ws, 16) + rng.uniform(0.1, 0.4), 0.15) * (
+                0.7 + 0.3 * _lowfreq(rng, t.hs, t.ws, 40)
             )
             weight = 0.45 + 0.55 * hila + 0.35 * _smooth(v - 0.55, 0.1)
             if sub in ("covid-19", "sars", "ards"):  # peripheral ground glass
@@ -170,9 +206,14 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if rng.random() < 0.15:  # normal variants that mimic faint findings: prominent hila, thymus
             img += lung_field * 0.05 * hila * rng.uniform(0.5, 1.5)
             img += 0.06 * _smooth(0.3 - np.abs(u - 0.05), 0.05) * _smooth(0.35 - v, 0.08)
+    return opacity, severity
 
-    # exposure, film response, blur, noise, vignetting, collimation
-    img += 0.03 * _lowfreq(rng, hs, ws, 3)
+
+def _film(t: _Thorax, rng, img, lungs, opacity, severity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The film: exposure, film response, blur, noise, vignetting, collimation; the image and its masks upsampled
+    to the film's size. Returns (image float [0,1] (H,W), lung mask bool, opacity mask bool)."""
+    w, h, x, y = t.w, t.h, t.x, t.y
+    img += 0.03 * _lowfreq(rng, t.hs, t.ws, 3)
     img = np.clip(img, 0, 1) ** rng.uniform(0.8, 1.25)
     img = img * rng.uniform(0.85, 1.1) + rng.uniform(-0.04, 0.04)
     img *= 1 - 0.25 * (((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2)  # vignetting
@@ -186,6 +227,21 @@ def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lung_mask = up(lungs) > 0.5
     opacity_mask = (up(opacity) > 0.3) & lung_mask if severity > 0 else np.zeros_like(lung_mask)
     return img, lung_mask, opacity_mask
+
+
+def _draw(item: _Item, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one radiograph: (image float [0,1] (H,W), lung mask bool, opacity mask bool). The anatomy is the
+    patient's, the position, exposure, findings and noise this film's; each part is drawn in turn onto the image."""
+    prng = np.random.default_rng([seed, 1, item.patient])  # anatomy: same for all images of a patient
+    rng = np.random.default_rng([seed, 2, item.index])  # this film: position, exposure, findings, noise
+    t = _thorax(item, prng, rng)
+    img = _body(t, prng)
+    lungs = _lungs(t, prng)
+    heart, media, lung_field = _heart(t, prng, img, lungs)
+    _bones(t, prng, img, heart, media)
+    hila = _markings(t, prng, rng, img, lung_field)
+    opacity, severity = _findings(t, item.subtype, rng, img, lungs, heart, hila, lung_field)
+    return _film(t, rng, img, lungs, opacity, severity)
 
 
 def _marker(image: Image.Image, rng: np.random.Generator) -> None:
@@ -385,8 +441,8 @@ def write_synthetic_set(
 
 
 def demo_data_dir(root: str | Path = DEMO_DATA) -> Path:
-    """The demo's synthetic dataset, written on first use."""
-    root = Path(root)
+    """The demo's synthetic dataset (an absolute path), written on first use."""
+    root = Path(root).resolve()
     if not (root / METADATA_CSV).is_file():
         write_synthetic_set(root, masks=True)
     return root

@@ -28,6 +28,7 @@ from xraylib.multiclass import (
     evaluate_multiclass,
     probability_columns,
 )
+from xraylib.plot_style import REPORT_DIGITS, format_ci, format_interval
 
 COLUMNS = probability_columns(THREE_CLASSES)
 RAW_COLUMNS = [f"p_uncalibrated_{name}" for name in THREE_CLASSES]
@@ -174,13 +175,6 @@ def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
     return result
 
 
-def _cell(entry: dict, digits: int = 3) -> str:
-    if entry["value"] is None:
-        return "undefined"
-    ci = f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]" if entry["low"] is not None else ""
-    return f"{entry['value']:.{digits}f}{ci}"
-
-
 def format_report(result: dict) -> str:
     """A readable report of a three-class evaluation: summary metrics, per class, the confusion matrix."""
     boot = result["bootstrap"]
@@ -193,11 +187,14 @@ def format_report(result: dict) -> str:
     if boot["resamples"]:
         lines.append(f"95 % CIs: bootstrap over {boot['unit']}s, {boot['resamples']} resamples, seed {boot['seed']}")
     lines.append("")
-    lines += [f"{TITLES[name]:<30}{_cell(result[name], 4)}" for name in SUMMARY_METRICS + CALIBRATION_METRICS]
+    lines += [
+        f"{TITLES[name]:<30}{format_interval(result[name], REPORT_DIGITS)}"
+        for name in SUMMARY_METRICS + CALIBRATION_METRICS
+    ]
     lines.append("")
     lines.append(f"{'class':<12}" + "".join(f"{m:<26}" for m in PER_CLASS_METRICS).rstrip())
     for name, entry in result["per_class"].items():
-        lines.append(f"{name:<12}" + "".join(f"{_cell(entry[m]):<26}" for m in PER_CLASS_METRICS).rstrip())
+        lines.append(f"{name:<12}" + "".join(f"{format_interval(entry[m]):<26}" for m in PER_CLASS_METRICS).rstrip())
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted; count, row % [95 % CI])")
     matrix, percent = result["confusion"]["counts"], result["confusion"]["row_percent"]
@@ -206,7 +203,7 @@ def format_report(result: dict) -> str:
         cells = []
         for j in range(len(result["classes"])):
             entry = {key: percent[key][i][j] for key in ("value", "low", "high")}
-            cells.append(f"{matrix[i][j]:>4}  {_cell(entry, 1)}")
+            cells.append(f"{matrix[i][j]:>4}  {format_interval(entry, 1)}")
         lines.append(f"{name:<12}" + "".join(f"{c:<26}" for c in cells).rstrip())
     if result["notes"]:
         lines += ["", "notes:", *[f"  - {n}" for n in result["notes"]]]
@@ -270,12 +267,8 @@ def metrics_table(result: dict) -> pd.DataFrame:
     test = result["test"]
     rows = [(TITLES[name], test[name]) for name in SUMMARY_METRICS + CALIBRATION_METRICS]
     rows += [(f"{m}: {label}", entry[m]) for label, entry in test["per_class"].items() for m in PER_CLASS_METRICS]
-    table = pd.DataFrame([{"metric": name, "value": e["value"], "95% CI": _interval(e)} for name, e in rows])
+    table = pd.DataFrame([{"metric": name, "value": e["value"], "95% CI": format_ci(e)} for name, e in rows])
     return table.set_index("metric")
-
-
-def _interval(entry: dict) -> str:
-    return "" if entry.get("low") is None else f"{entry['low']:.3f}–{entry['high']:.3f}"
 
 
 # ---------------------------------------------------------------------------------------------- a sweep's runs
@@ -335,18 +328,18 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
 def _board_cell(row: pd.Series, column: str, drop: float = math.nan) -> str:
     """A leaderboard cell, `value [low, high]`, then the signed drop when one is given."""
     entry = {key: row[f"{column}{end}"] for key, end in (("value", ""), ("low", "_low"), ("high", "_high"))}
-    cell = _cell({key: None if pd.isna(value) else value for key, value in entry.items()})
+    cell = format_interval(entry)
     return cell if pd.isna(drop) else f"{cell} ({drop:+.3f})"
 
 
-def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
-    """leaderboard.csv/.md and summary.md of a sweep of three-class runs; returns the summary."""
+def build_report(report_dir: Path, folders: dict[str, Path], into: Path) -> str:
+    """leaderboard.csv/.md and summary.md of a sweep of three-class runs, written into `into`; returns the summary."""
     from xraylib.fileio import write_text
 
     board = leaderboard(folders)
-    write_csv(report_dir / runs.LEADERBOARD_CSV, board)
+    write_csv(into / runs.LEADERBOARD_CSV, board)
     table = leaderboard_markdown(board)
-    write_text(report_dir / runs.LEADERBOARD_MD, table + "\n")
+    write_text(into / runs.LEADERBOARD_MD, table + "\n")
     best = board.iloc[0]
     summary = "\n".join(
         [
@@ -362,5 +355,5 @@ def build_report(report_dir: Path, folders: dict[str, Path]) -> str:
             "",
         ]
     )
-    write_text(report_dir / runs.SUMMARY_MD, summary)
+    write_text(into / runs.SUMMARY_MD, summary)
     return summary

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 
 from xraylib import checkpoint, runs, tracking
-from xraylib.config import RunConfig
+from xraylib.config import RunConfig, settle_weights
 from xraylib.data import CLASSES
 from xraylib.errors import InputError
-from xraylib.fileio import exclusive, output_dir, write_csv, write_json
+from xraylib.fileio import atomic_path, claim_dir, exclusive, owned_dir, unclaimed_on_refusal, write_csv, write_json
 from xraylib.inference import frozen_outputs, frozen_split
 from xraylib.pipeline import batch_sizes, replicas_of, tf_batches
 from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
@@ -189,15 +189,7 @@ def _callbacks(cfg: RunConfig, out: Path) -> list:
     mode = MONITOR_MODE[cfg.monitor]
     callbacks = []
     if cfg.keep == "best":
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                str(out / "best.weights.h5"),
-                monitor=cfg.monitor,
-                mode=mode,
-                save_best_only=True,
-                save_weights_only=True,
-            )
-        )
+        callbacks.append(checkpoint.best_weights_callback(out / "best.weights.h5", cfg.monitor, mode))
     if cfg.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=mode, patience=cfg.early_stopping))
     if cfg.reduce_lr:
@@ -236,6 +228,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     Returns the history."""
     from xraylib.models import adapt_to_data
 
+    cfg = settle_weights(cfg)  # weights=auto as build_model settled it: whether the backbone starts random
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if (out / runs.MODEL).is_file() and not checkpoint.backup_dir(out).exists():
@@ -300,6 +293,7 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
             "dir": str(Path(data).resolve()),
             "fingerprint": prepared.fingerprint,
             "missing_dropped": prepared.dropped,  # listed in the metadata, absent from the folder
+            "missing_dropped_test": prepared.dropped_test,  # of them, test images (missing_test=drop)
         },
         "subsets": subset_counts(prepared),
         "versions": library_versions(),
@@ -312,10 +306,11 @@ def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: 
 
 def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
     """The whole run, as the training notebook tells it: prepare, fit (or resume), evaluate, draw. The run folder
-    is locked meanwhile: a second process training into it is refused."""
-    out = output_dir(out)
-    with exclusive(out):
-        return _train_locked(data, cfg, out)
+    is locked meanwhile: a second process training into it is refused. `out` must be new, empty or a run's
+    (`fileio.owned_dir`), outside the data."""
+    out = owned_dir(out, "run", reads=[data])
+    with unclaimed_on_refusal(out), exclusive(out):
+        return _train_locked(data, cfg, claim_dir(out, "run"))
 
 
 def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
@@ -325,10 +320,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     out = Path(out)
     if runs.is_finished(out):
         raise InputError(f"{out} already holds a finished run: choose another --out")
-    if cfg.weights == "imagenet":
-        from xraylib.models import check_imagenet
-
-        check_imagenet(cfg.backbone)  # offline: one line in under a second, before minutes of decoding
+    cfg = settle_weights(cfg)  # offline: one line in under a second, before minutes of decoding
     prepared = prepare_data(data, cfg)
     write_config(prepared, cfg, data, out)
     for name in ("class_distribution", "augmentations"):
@@ -345,13 +337,7 @@ def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
 
 def save_model(model, out: str | Path) -> Path:
     """Write model.keras; a failure leaves no half-written file behind."""
-    import os
-
     path = Path(out) / runs.MODEL
-    partial = path.with_name(".model.partial.keras")
-    try:
-        model.save(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
     return path

@@ -4,6 +4,7 @@ on a cluster at an address; each worker executes its run's notebook in its own k
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,23 @@ from xraylib.runs import read_status, write_status
 
 # Ray's shared-memory object store holds only the runs' small status dicts here.
 OBJECT_STORE_BYTES = 100 * 2**20
+
+
+def check_address(address: str | None, timeout: float = 3.0) -> None:
+    """Refuse in one line, within `timeout` seconds, a Ray address (`ray://host:port`, `host:port`) where nothing
+    accepts a connection; Ray itself waits about half a minute and logs warnings before failing. `auto`, `local`
+    and no address are left to Ray."""
+    if not address or address in ("auto", "local"):
+        return
+    client = address.startswith("ray://")
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # no port given: Ray's defaults (the client server's, the GCS's)
+        host, port = address.removeprefix("ray://"), "10001" if client else "6379"
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise InputError(f"--address {address}: no Ray cluster answers at {host}:{port} ({reason})") from None
 
 
 def start_ray(jobs: int, address: str | None) -> bool:
