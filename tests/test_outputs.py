@@ -256,7 +256,7 @@ def test_argument_errors_are_one_line(capsys):
 
 def test_a_refused_run_leaves_no_folder_behind(tmp_path, capsys):
     """Data refused before any training: the --out folder that `train` created for the run is removed again, and a
-    folder that existed before (the user's, empty) stays."""
+    folder that existed before (the user's, empty) stays, as empty as it was (no marker, no lock)."""
     (tmp_path / "not-a-dataset").mkdir()
     for out, existed in ((tmp_path / "new-run", False), (tmp_path / "empty", True)):
         if existed:
@@ -264,3 +264,12 @@ def test_a_refused_run_leaves_no_folder_behind(tmp_path, capsys):
         assert main([*TRAIN, "--data", str(tmp_path / "not-a-dataset"), "--out", str(out)]) == 2
         one_line_error(capsys, "not-a-dataset")
         assert out.exists() == existed
+        assert not existed or list(out.iterdir()) == []
+
+
+def test_a_refused_report_leaves_the_users_empty_folder_empty(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    one_line_error(capsys, str(empty))
+    assert list(empty.iterdir()) == []

@@ -317,15 +317,20 @@ def claim_dir(path: str | os.PathLike, kind: str) -> Path:
 
 @contextlib.contextmanager
 def unclaimed_on_refusal(path: str | os.PathLike) -> Iterator[None]:
-    """When the block refuses its input (InputError) and `path` did not exist before it, remove the folder again if
-    it holds nothing but what claiming it wrote (its marker and lock): a refused command leaves no empty folder."""
+    """When the block refuses its input (InputError), take back what claiming `path` wrote (its marker and lock, when
+    they were not there before) if the folder holds nothing else, and the folder itself if the block created it: a
+    refused command leaves the folder as it found it."""
     path = Path(path)
     existed = path.exists()
+    claimed_before = {name for name in (MARKER, LOCK) if (path / name).exists()}
     try:
         yield
     except InputError:
-        if not existed and path.is_dir() and {p.name for p in path.iterdir()} <= {MARKER, LOCK}:
-            shutil.rmtree(path, ignore_errors=True)
+        if path.is_dir() and {p.name for p in path.iterdir()} <= {MARKER, LOCK}:
+            for name in {MARKER, LOCK} - claimed_before:
+                (path / name).unlink(missing_ok=True)
+            if not existed:
+                shutil.rmtree(path, ignore_errors=True)
         raise
 
 

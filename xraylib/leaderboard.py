@@ -14,7 +14,7 @@ from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
 from xraylib.explain import localization_means
-from xraylib.fileio import atomic_files, claim_dir, owned_dir, write_csv, write_text
+from xraylib.fileio import atomic_files, claim_dir, owned_dir, unclaimed_on_refusal, write_csv, write_text
 from xraylib.metrics import METRICS, holm, paired_comparison
 from xraylib.plot_style import format_interval
 from xraylib.prediction_files import align_predictions
@@ -360,11 +360,12 @@ def build_report(report_dir: str | Path, references: list = ()) -> str:
     report_dir = Path(report_dir)
     versus = reference_table(report_dir, list(references)) if references else pd.DataFrame()
     task = report_task(report_dir)
-    claim_dir(owned_dir(report_dir, "sweep", "REPORT_DIR"), "sweep")
-    with atomic_files(report_dir) as into:
-        if task == "three_class":
-            return three_class.build_report(report_dir, finished_runs(report_dir), into)
-        return _write_report(report_dir, versus, into)
+    with unclaimed_on_refusal(owned_dir(report_dir, "sweep", "REPORT_DIR")):
+        claim_dir(report_dir, "sweep")
+        with atomic_files(report_dir) as into:
+            if task == "three_class":
+                return three_class.build_report(report_dir, finished_runs(report_dir), into)
+            return _write_report(report_dir, versus, into)
 
 
 def _write_report(report_dir: Path, versus: pd.DataFrame, into: Path) -> str:
