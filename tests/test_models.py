@@ -155,12 +155,14 @@ def test_load_model_refuses_non_keras_and_unsafe_files_in_one_line(tmp_path):
     with pytest.raises(InputError, match="not a loadable Keras model") as info:
         load_model(text)
     assert "\n" not in str(info.value)
+    assert info.value.__cause__ is not None, "Keras' own error stays the cause, for a notebook's traceback"
     inp = keras.Input((4,))
     unsafe = keras.Model(inp, keras.layers.Lambda(lambda t: t * 2)(inp))
     unsafe.save(tmp_path / "lambda.keras")
     with pytest.raises(InputError, match="safe mode") as info:
         load_model(tmp_path / "lambda.keras")
     assert "\n" not in str(info.value)
+    assert info.value.__cause__ is not None
 
 
 def test_weights_path_loads_a_whole_model_from_keras_or_weights_h5(tmp_path):

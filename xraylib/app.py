@@ -136,7 +136,7 @@ def serve(
         where = f"port {port}" if port else "Gradio's default ports (7860-7959)"
         raise InputError(
             f"{where}: cannot listen on {server_name} ({exc.strerror or 'in use'}); choose another"
-        ) from None
+        ) from exc
     return page
 
 

@@ -78,7 +78,7 @@ def restore(model, out: str | Path) -> dict:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
     except Exception as exc:  # h5py raises OSError, Keras ValueError/KeyError for a mismatched or cut file
-        raise _unusable(weights, f"cannot be loaded ({type(exc).__name__})") from None
+        raise _unusable(weights, f"cannot be loaded ({type(exc).__name__})") from exc
     if not _whole_history(snapshot / HISTORY, state["epoch"]):
         raise _unusable(snapshot / HISTORY, f"does not hold the snapshot's {state['epoch']} epoch(s) as whole rows")
     for name in FILES:

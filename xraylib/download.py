@@ -88,7 +88,7 @@ def fetch(dir: str | os.PathLike) -> Path:
             raise InputError(
                 f"Kaggle download failed ({first}); set up credentials (~/.kaggle/kaggle.json or "
                 "KAGGLE_USERNAME/KAGGLE_KEY) or download the dataset by hand"
-            ) from None
+            ) from exc
         if not holds_dataset(tmp):
             raise InputError(f"Kaggle download into {dest} holds no {METADATA_CSV}")
     return dest

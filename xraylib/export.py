@@ -332,13 +332,13 @@ def _convert_and_check(serving, fmt: str, artifact: Path, images: np.ndarray, ex
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"--format {fmt}: the {CONVERTERS[fmt]} converter failed ({error_line(exc)})") from None
+        raise InputError(f"--format {fmt}: the {CONVERTERS[fmt]} converter failed ({error_line(exc)})") from exc
     with _quiet(quiet):
         exported = ExportedModel(artifact, fmt)
         try:
             got = exported.predict(images)
         except Exception as exc:
-            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot run the export ({error_line(exc)})") from None
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot run the export ({error_line(exc)})") from exc
     diff = float(np.max(np.abs(got.astype("float64") - expected))) if got.shape == expected.shape else np.inf
     if not diff <= TOLERANCE:
         message = (

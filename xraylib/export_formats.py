@@ -123,7 +123,7 @@ class ExportedModel:
         except InputError:
             raise
         except Exception as exc:
-            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot load {path} ({error_line(exc)})") from None
+            raise InputError(f"--format {fmt}: {RUNTIMES[fmt]} cannot load {path} ({error_line(exc)})") from exc
 
     def _load_saved_model(self):
         import tensorflow as tf

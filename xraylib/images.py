@@ -181,7 +181,7 @@ def load_gray(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         raise _fail(path, exc) from None
     except (OSError, SyntaxError, ValueError, EOFError, KeyError, IndexError, TypeError) as exc:
         # truncated data ("image file is truncated"), broken PNG chunks/CRCs, corrupt headers...
-        raise _fail(path, f"corrupt or truncated file ({type(exc).__name__}: {exc})") from None
+        raise _fail(path, f"corrupt or truncated file ({type(exc).__name__}: {exc})") from exc
     if gray.ndim != 2 or gray.size == 0:
         raise _fail(path, f"unexpected decoded shape {gray.shape}")
     return _resize(gray, size) if size is not None else gray

@@ -118,7 +118,7 @@ def _copy_weights(model: keras.Model, path: str) -> None:
         except Exception as exc:  # Keras raises ValueError/KeyError/OSError for mismatched files
             raise InputError(
                 f"weights={path}: does not fit this model (saved from another backbone or head?): {first_line(exc)}"
-            ) from None
+            ) from exc
         return
     source = load_model(path)
     mine = [layer for layer in model.layers if layer.weights]
@@ -192,7 +192,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     except Exception as exc:
         if backbone_weights is None:
             raise
-        raise InputError(f"weights={weights}: could not load into {bb.name} ({first_line(exc)})") from None
+        raise InputError(f"weights={weights}: could not load into {bb.name} ({first_line(exc)})") from exc
     backbone_layers = [layer for layer in base.layers if id(layer) not in front]
     _set_trainable(backbone_layers, str(cfg.fine_tune))
 
@@ -317,5 +317,5 @@ def load_model(path: str | Path, compile: bool = False) -> keras.Model:
     except Exception as exc:
         text = first_line(exc)
         if "safe_mode" in str(exc) or "unsafe" in str(exc).lower():
-            raise InputError(f"{path}: refused by Keras safe mode ({text})") from None
-        raise InputError(f"{path}: not a loadable Keras model file ({text})") from None
+            raise InputError(f"{path}: refused by Keras safe mode ({text})") from exc
+        raise InputError(f"{path}: not a loadable Keras model file ({text})") from exc

@@ -16,7 +16,7 @@ def distribution_strategy(name: str):
             tf.config.experimental_connect_to_cluster(resolver)
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, RuntimeError) as exc:
-            raise InputError(f"setting strategy=tpu: no TPU found ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"setting strategy=tpu: no TPU found ({str(exc).splitlines()[0]})") from exc
         return tf.distribute.TPUStrategy(resolver)
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()

@@ -110,11 +110,11 @@ def _stored_run(path: Path) -> tuple[MlflowClient, str]:
     client = mlflow.MlflowClient(stored["tracking_uri"])
     try:
         client.get_run(stored["run_id"])
-    except mlflow.exceptions.MlflowException:
+    except mlflow.exceptions.MlflowException as exc:
         raise InputError(
             f"{path} names MLflow run {stored['run_id']}, which {stored['tracking_uri']} does not hold: remove {path} "
             "to start a new MLflow run"
-        ) from None
+        ) from exc
     return client, stored["run_id"]
 
 

@@ -237,7 +237,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
         except Exception as exc:  # Keras raises ValueError, OSError or zipfile errors for a damaged file
             raise InputError(
                 f"{out / 'model.keras'} cannot be loaded ({type(exc).__name__}): rerun with a new --out, or remove it"
-            ) from None
+            ) from exc
         print(f"training finished earlier: loaded {out / 'model.keras'}")
         return runs.read_history(out)
     state = checkpoint.read_state(out)

@@ -49,7 +49,7 @@ def start_ray(jobs: int, address: str | None) -> bool:
         else:
             ray.init(num_cpus=jobs, object_store_memory=OBJECT_STORE_BYTES, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise InputError(f"--address {address}: no Ray cluster there ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"--address {address}: no Ray cluster there ({str(exc).splitlines()[0]})") from exc
     return True
 
 
