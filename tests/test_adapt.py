@@ -18,7 +18,9 @@ from xraylib.errors import InputError
 # trunk's outputs: conv5 is 2 x 2, so each layer's moments are over images and positions
 SETTINGS = {"image_size": "64", "fine_tune": "16", "augment": "false", "pooled_norm": "false", "batch_size": "8"}
 LAYERS = ["conv5_block2_1_bn", "conv5_block2_2_bn", "conv5_block3_1_bn", "conv5_block3_2_bn"]
-TRAINED = {**SETTINGS, "epochs": "3", "optimizer": "adam", "learning_rate": "1e-3", "bootstrap": "30"}
+# At 1e-3 the first epoch's loss ran to 15 on an Intel Xeon and the head came out near-constant there (adapted and
+# shifted means 0.915 and 0.921); at 1e-4 it trains smoothly (loss 4.0 -> 0.3) on the random trunk's outputs.
+TRAINED = {**SETTINGS, "epochs": "3", "optimizer": "adam", "learning_rate": "1e-4", "bootstrap": "30"}
 
 
 def output_moments(frozen, layers, inputs):
@@ -81,12 +83,12 @@ def shifted_run(shifted_data, tmp_path_factory):
     """A finished run on the shifted set, unadapted (the run's files without its figures)."""
     from xraylib.prepare import prepare_data
     from xraylib.run_evaluation import evaluate_run
-    from xraylib.train import build_run_model, fit, write_config
+    from xraylib.train import build_run_model, fit, record_config
 
     cfg = resolve_config("resnet34", "smoke", TRAINED)
     out = tmp_path_factory.mktemp("runs") / "resnet34"
     prepared = prepare_data(shifted_data, cfg)
-    write_config(prepared, cfg, shifted_data, out)
+    record_config(prepared, cfg, shifted_data, out)
     model = build_run_model(cfg)
     fit(model, prepared, cfg, out)
     evaluate_run(model, prepared, cfg, out)
@@ -125,8 +127,9 @@ def test_adapting_to_the_shifted_test_set_undoes_some_of_its_shift(shifted_run, 
     at_home = predict_files(shifted_run / runs.MODEL, list(home))["p_pneumonia"].mean()
     shifted, aligned = before["p_pneumonia"].mean(), after["p_pneumonia"].mean()
     assert shifted > at_home + 0.05, "the shift makes the test images look more pneumonia-like"
-    assert at_home < aligned < shifted - 0.03, "adapted, they look less so (measured: 0.737, 0.847, 0.917)"
-    prevalence = entry["prevalence"]  # this barely trained model's EM runs to 1 both ways: recorded, not applied
+    # measured on an Intel Xeon (AMX): 0.737, 0.848, 0.922
+    assert at_home < aligned < shifted - 0.03, "adapted, they look less so"
+    prevalence = entry["prevalence"]  # this barely trained model's EM estimates: recorded, not applied
     assert prevalence["test_labels"] == pytest.approx(before["label"].eq("pneumonia").mean())
     for moment in ("before", "after"):
         assert 0 < prevalence[moment]["estimate"] < 1 and prevalence[moment]["em_iterations"] >= 1

@@ -121,10 +121,10 @@ def test_a_run_that_failed_before_training_does_not_block_its_fix(synth_data, tm
     (out / "config.json").write_text(json.dumps({"run": {"epochs": 99}, "data": {"fingerprint": "other"}}))
     from xraylib.config import resolve_config
     from xraylib.prepare import prepare_data
-    from xraylib.train import write_config
+    from xraylib.train import record_config
 
     cfg = resolve_config("resnet34", "smoke", {"image_size": "32", "limit": "40"})
-    written = write_config(prepare_data(synth_data, cfg), cfg, synth_data, out)
+    written = record_config(prepare_data(synth_data, cfg), cfg, synth_data, out)
     assert json.loads((out / "config.json").read_text())["run"]["epochs"] == written["run"]["epochs"] == cfg.epochs
 
 

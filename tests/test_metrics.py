@@ -126,7 +126,7 @@ def test_every_ci_contains_its_estimate_and_narrows_with_n():
     widths = {}
     for n in (150, 2400):
         y, p, groups = synthetic(n, 5, images_per_patient=3)
-        r = M.evaluate(y, p, groups, 0.5, n_boot=400, seed=1)
+        r = M.binary_metrics_ci(y, p, groups, 0.5, n_boot=400, seed=1)
         for name in M.METRICS:
             e = r[name]
             assert e["low"] <= e["value"] <= e["high"], (n, name, e)
@@ -137,8 +137,8 @@ def test_every_ci_contains_its_estimate_and_narrows_with_n():
 
 def test_patient_bootstrap_is_wider_than_image_bootstrap_for_clustered_images():
     y, p, groups = synthetic(600, 6, images_per_patient=10, patient_effect=2.0)
-    by_patient = M.evaluate(y, p, groups, 0.5, n_boot=500, seed=0)
-    by_image = M.evaluate(y, p, None, 0.5, n_boot=500, seed=0)
+    by_patient = M.binary_metrics_ci(y, p, groups, 0.5, n_boot=500, seed=0)
+    by_image = M.binary_metrics_ci(y, p, None, 0.5, n_boot=500, seed=0)
     assert by_patient["bootstrap"]["unit"] == "patient" and by_image["bootstrap"]["unit"] == "image"
     assert by_patient["n_patients"] == 60 and by_image["n_patients"] == 600
     for name in ("accuracy", "roc_auc", "sensitivity"):
@@ -150,20 +150,20 @@ def test_patient_bootstrap_is_wider_than_image_bootstrap_for_clustered_images():
 def test_bootstrap_is_fast_and_seeded():
     y, p, groups = synthetic(624, 7, images_per_patient=2)
     start = time.perf_counter()
-    a = M.evaluate(y, p, groups, 0.5, n_boot=1000, seed=3)
+    a = M.binary_metrics_ci(y, p, groups, 0.5, n_boot=1000, seed=3)
     assert time.perf_counter() - start < 3.0
-    assert a == M.evaluate(y, p, groups, 0.5, n_boot=1000, seed=3)
-    assert a != M.evaluate(y, p, groups, 0.5, n_boot=1000, seed=4)
+    assert a == M.binary_metrics_ci(y, p, groups, 0.5, n_boot=1000, seed=3)
+    assert a != M.binary_metrics_ci(y, p, groups, 0.5, n_boot=1000, seed=4)
 
 
 def test_evaluate_is_json_ready_and_undefined_metrics_are_none_with_a_note():
     y = np.array([0, 0, 1, 1, 0, 1])
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.3, 0.2])
-    r = M.evaluate(y, p, None, 0.9, n_boot=100)  # no positive prediction
+    r = M.binary_metrics_ci(y, p, None, 0.9, n_boot=100)  # no positive prediction
     json.dumps(r, allow_nan=False)
     assert r["precision"]["value"] is None and r["sensitivity"]["value"] == 0.0
     assert any("precision is undefined" in note for note in r["notes"])
-    one_class = M.evaluate(np.ones(5), np.linspace(0.1, 0.9, 5), None, 0.5, n_boot=50)
+    one_class = M.binary_metrics_ci(np.ones(5), np.linspace(0.1, 0.9, 5), None, 0.5, n_boot=50)
     assert one_class["roc_auc"]["value"] is None and one_class["specificity"]["value"] is None
     assert any("undefined with one class" in note for note in one_class["notes"])
 
@@ -210,7 +210,7 @@ def test_reference_files_reproduce_the_published_figures_to_the_last_digit(share
 def test_confusion_counts_of_reference_files_match_the_published_ones(shared_data):
     counts = {"VGG19 results.csv": (203, 31, 3, 387), "Self-Define-Results.csv": (207, 27, 14, 376)}
     for name, expected in counts.items():
-        frame = E.read_predictions(shared_data / "reference-predictions" / name)
+        frame = E.tidy_predictions(shared_data / "reference-predictions" / name)
         m = M.binary_metrics(frame["y_true"], frame["p"], y_pred=frame["y_pred"])
         assert (m["tn"], m["fp"], m["fn"], m["tp"]) == expected
 
@@ -234,7 +234,7 @@ def test_other_study_format_files_with_covid_labels(tmp_path):
 def test_suite_file_reports_run_threshold_and_half(tmp_path):
     y, p, _ = synthetic(200, 10)
     path = write_suite(tmp_path / "predictions.csv", y, p, threshold=0.37)
-    frame = E.read_predictions(path)
+    frame = E.tidy_predictions(path)
     assert list(frame.columns) == ["file", "patient", "y_true", "p", "y_pred"]
     r = E.evaluate_file(path, n_boot=100)
     assert r["format"] == "suite"
@@ -294,7 +294,7 @@ def test_missing_file_and_cli_exit_code(tmp_path, capsys):
     from xraylib.cli import main
 
     with pytest.raises(InputError, match="does not exist"):
-        E.read_predictions(tmp_path / "nope.csv")
+        E.tidy_predictions(tmp_path / "nope.csv")
     (tmp_path / "one.csv").write_text("file,label,p_pneumonia\na.jpeg,normal,0.2\n")
     assert main(["evaluate", "--predictions", str(tmp_path / "one.csv")]) == 2
     assert "AUC is undefined with one class" in capsys.readouterr().err
@@ -357,7 +357,7 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
     frames = {}
     for i, name in enumerate(("vgg16", "vgg19", "xception")):
         q = np.clip(p + rng.normal(0, 0.1 * i, len(p)), 0, 1)
-        frames[name] = E.read_predictions(write_suite(tmp_path / f"{name}.csv", y, q))
+        frames[name] = E.tidy_predictions(write_suite(tmp_path / f"{name}.csv", y, q))
     table = compare(frames, n_boot=200)
     assert len(table) == 3 and set(table["model_a"]) | set(table["model_b"]) == set(frames)
     for column in ("mcnemar_p", "mcnemar_p_holm", "auc_difference", "auc_difference_low", "auc_difference_p"):
@@ -373,7 +373,7 @@ def test_compare_returns_a_tidy_table_of_every_pair(tmp_path):
 def test_compare_the_study_files_mcnemar_only(shared_data):
     folder = shared_data / "reference-predictions"
     frames = {
-        n: E.read_predictions(folder / f)
+        n: E.tidy_predictions(folder / f)
         for n, f in (("vgg19", "VGG19 results.csv"), ("own", "Self-Define-Results.csv"))
     }
     table = compare(frames, n_boot=50)

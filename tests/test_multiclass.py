@@ -5,7 +5,7 @@ import pytest
 from sklearn import metrics as skm
 
 from xraylib.errors import InputError
-from xraylib.multiclass import calibration_scores, class_codes, evaluate_multiclass
+from xraylib.multiclass import calibration_scores, class_codes, multiclass_metrics_ci
 
 
 def _sample(n: int = 90, seed: int = 0):
@@ -20,7 +20,7 @@ def _sample(n: int = 90, seed: int = 0):
 def test_point_estimates_equal_scikit_learn():
     y, probs, groups = _sample()
     pred = probs.argmax(axis=1)
-    result = evaluate_multiclass(y, probs, groups, n_boot=0)
+    result = multiclass_metrics_ci(y, probs, groups, n_boot=0)
     assert result["macro_roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
     assert result["macro_f1"]["value"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
     assert result["balanced_accuracy"]["value"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
@@ -45,7 +45,7 @@ def test_top_label_ece_by_hand():
 
 def test_intervals_hold_the_estimate_and_rows_sum_to_100():
     y, probs, groups = _sample(seed=3)
-    result = evaluate_multiclass(y, probs, groups, n_boot=200, seed=1)
+    result = multiclass_metrics_ci(y, probs, groups, n_boot=200, seed=1)
     for name in ("macro_roc_auc", "macro_f1", "balanced_accuracy", "accuracy", "brier", "log_loss", "ece"):
         entry = result[name]
         assert entry["low"] <= entry["value"] <= entry["high"], name
@@ -61,8 +61,8 @@ def test_intervals_hold_the_estimate_and_rows_sum_to_100():
 def test_patient_bootstrap_is_wider_than_image_bootstrap_for_duplicated_patients():
     y, probs, _ = _sample(60, seed=5)
     y, probs = np.repeat(y, 4), np.repeat(probs, 4, axis=0)  # each patient's image four times
-    by_patient = evaluate_multiclass(y, probs, np.repeat(np.arange(60), 4), n_boot=300)["accuracy"]
-    by_image = evaluate_multiclass(y, probs, None, n_boot=300)["accuracy"]
+    by_patient = multiclass_metrics_ci(y, probs, np.repeat(np.arange(60), 4), n_boot=300)["accuracy"]
+    by_image = multiclass_metrics_ci(y, probs, None, n_boot=300)["accuracy"]
     assert by_patient["high"] - by_patient["low"] > 1.5 * (by_image["high"] - by_image["low"])
 
 
@@ -70,5 +70,5 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(InputError, match="unknown class 'covid'"):
         class_codes(["normal", "covid"])
     with pytest.raises(InputError, match="labels must be class codes"):
-        evaluate_multiclass([0, 3], np.full((2, 3), 1 / 3), n_boot=0)
+        multiclass_metrics_ci([0, 3], np.full((2, 3), 1 / 3), n_boot=0)
     assert class_codes(["Viral", "normal", "bacterial"]).tolist() == [2, 0, 1]

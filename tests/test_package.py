@@ -67,4 +67,4 @@ def test_no_import_circle_among_the_modules_deferred_and_type_only_imports_inclu
 
     for name in sorted(graph):
         walk(name, [])
-    assert graph["sweep"] and graph["report"], "the graph was read"
+    assert graph["sweep"] and graph["run_figures"], "the graph was read"

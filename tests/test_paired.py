@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from xraylib import metrics as M
 from xraylib.cli import main
 from xraylib.errors import InputError
-from xraylib.prediction_files import align_predictions, compare_files, read_predictions
+from xraylib.prediction_files import align_predictions, compare_files, tidy_predictions
 
 LABEL = {0: "Normal", 1: "Pnemonia"}  # the study's spelling
 
@@ -96,7 +96,7 @@ def test_files_pair_by_bare_file_name_whatever_the_order_and_folder(tmp_path):
     order = np.random.default_rng(0).permutation(40)
     p = np.where(a == 1, 0.8, 0.2)
     ours = write_suite(tmp_path / "predictions.csv", [files[i] for i in order], y[order], p[order])
-    both = align_predictions(read_predictions(ours), read_predictions(study))
+    both = align_predictions(tidy_predictions(ours), tidy_predictions(study))
     assert len(both) == 40 and set(both["file"]) == set(files)
     r = compare_files(ours, study, n_boot=100)
     assert (r["mcnemar"]["b"], r["mcnemar"]["c"]) == (7, 2)

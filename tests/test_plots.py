@@ -15,7 +15,7 @@ from xraylib import metrics as M
 from xraylib import plots as P
 from xraylib.errors import InputError
 from xraylib.leaderboard import leaderboard_row
-from xraylib.prediction_files import read_predictions
+from xraylib.prediction_files import tidy_predictions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -106,7 +106,7 @@ def test_confusion_matrix_counts_and_row_percentages(tmp_path, predictions):
 
 def test_roc_pr_shows_auc_ci_and_operating_point(tmp_path, predictions):
     y, p, patient = predictions
-    result = M.evaluate(y, p, patient, 0.4, n_boot=200)
+    result = M.binary_metrics_ci(y, p, patient, 0.4, n_boot=200)
     fig = P.plot_roc_pr(y, p, 0.4, metrics=result, path=tmp_path / "roc.png")
     words = check(fig, tmp_path / "roc.png")
     auc = result["roc_auc"]
@@ -223,8 +223,8 @@ def test_comparison_figures(tmp_path, predictions, shared_data):
                 "predicted": np.where(q >= 0.5, "pneumonia", "normal"),
             }
         )
-        rows.append(leaderboard_row(name, M.evaluate(y, q, patient, 0.5, n_boot=100)))
-    frames["study vgg19"] = read_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
+        rows.append(leaderboard_row(name, M.binary_metrics_ci(y, q, patient, 0.5, n_boot=100)))
+    frames["study vgg19"] = tidy_predictions(shared_data / "reference-predictions" / "VGG19 results.csv")
     fig = compare_plots.plot_roc_overlay(frames, path=tmp_path / "overlay.png")
     words = check(fig, tmp_path / "overlay.png")
     assert "vgg16 (AUC" in words and "study vgg19 (hard labels: one point)" in words

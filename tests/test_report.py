@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import leaderboard, report
+from xraylib import leaderboard, run_figures
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.fileio import write_csv, write_json
@@ -150,7 +150,7 @@ def test_runs_without_validation_metrics_leave_blanks(tmp_path):
     vgg = next(line for line in leaderboard.leaderboard_markdown(board.reset_index()).splitlines() if "vgg16" in line)
     assert vgg.count("n/a") == len(leaderboard.VALIDATION_SHOWN)
     old = json.loads((tmp_path / "vgg16" / "metrics.json").read_text())
-    table = report.validation_table(old)
+    table = run_figures.validation_table(old)
     assert table["validation"].isna().all() and table["test"].notna().any()
     assert "predates them" in table.attrs["title"]
     (tmp_path / "resnet34" / "metrics.json").unlink()
@@ -182,7 +182,7 @@ def test_report_of_empty_folder_is_a_clear_error(tmp_path):
 
 def test_metrics_table_lists_both_thresholds(report_dir):
     result = json.loads((report_dir / "vgg16" / "metrics.json").read_text())
-    table = report.metrics_table(result)
+    table = run_figures.metrics_table(result)
     assert {"roc_auc", "sensitivity", "specificity"} <= set(table.index)
     assert {"value", "95% CI", "at 0.5"} <= set(table.columns)
 

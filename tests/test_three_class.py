@@ -126,16 +126,16 @@ def test_report_of_three_class_runs_and_a_mixed_folder(three_class_run, untraine
 def test_three_class_validation_beside_test(three_class_run, tmp_path):
     """The validation entry of a three-class run: its calibrated validation probabilities scored as the test's,
     each class's share, the drop (test minus validation), in the notebook's table and the leaderboard."""
-    from xraylib import report
+    from xraylib import run_figures
     from xraylib.leaderboard import build_report, leaderboard
-    from xraylib.multiclass import evaluate_multiclass
+    from xraylib.multiclass import multiclass_metrics_ci
 
     result = json.loads((three_class_run / "metrics.json").read_text())
     entry, test = result["validation"], result["test"]
     val = pd.read_csv(three_class_run / "val_predictions.csv")
     codes = val["label"].map(CLASSES.index).to_numpy()
     cfg = read_config(three_class_run)
-    again = evaluate_multiclass(
+    again = multiclass_metrics_ci(
         codes, val[COLUMNS].to_numpy(float), val["patient"], n_boot=cfg.bootstrap, seed=cfg.seed
     )
     assert entry["bootstrap"] == again["bootstrap"] and entry["n_images"] == len(val)
@@ -144,7 +144,7 @@ def test_three_class_validation_beside_test(three_class_run, tmp_path):
         assert entry[name] == pytest.approx(again[name]), name
         if entry[name]["value"] is not None and test[name]["value"] is not None:
             assert entry["drop"][name] == pytest.approx(test[name]["value"] - entry[name]["value"]), name
-    table = report.validation_table(result)
+    table = run_figures.validation_table(result)
     assert table.loc["accuracy", "drop (test - validation)"] == entry["drop"]["accuracy"]
     assert table.attrs["title"].startswith(f"at the argmax: validation: {len(val)} images")
     shutil.copytree(three_class_run, tmp_path / "resnet34", ignore=shutil.ignore_patterns("*.keras", "tensorboard"))

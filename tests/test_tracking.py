@@ -16,7 +16,7 @@ from xraylib import tracking
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.prepare import prepare_data
-from xraylib.train import build_run_model, fit, train, write_config
+from xraylib.train import build_run_model, fit, record_config, train
 
 # the head on precomputed features (frozen backbone, no augmentation): the model fit is not the model saved
 SETTINGS = {**SMOKE, "augment": "false", "epochs": "3", "tracker": "mlflow"}
@@ -45,7 +45,7 @@ def tracked(synth_data, tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(root)  # a store named by URI alone keeps its artifacts in ./mlruns, MLflow's default
         prepared = prepare_data(synth_data, cfg)
-        write_config(prepared, cfg, synth_data, out)
+        record_config(prepared, cfg, synth_data, out)
         with pytest.raises(KeyboardInterrupt):
             fit(build_run_model(cfg), prepared, cfg, out, callbacks=[StopAtLastEpoch()])
         client = MlflowClient(uri)

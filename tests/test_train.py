@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from xraylib import explain, report
+from xraylib import explain, run_figures
 from xraylib.cli import main
 from xraylib.config import resolve_config
 from xraylib.train import plateau_state, train
@@ -85,7 +85,7 @@ def test_calibrated_on_validation_then_thresholded(smoke_run):
     y_val = (val["label"] == "pneumonia").to_numpy(int)
     assert metrics["threshold"]["value"] == pytest.approx(choose_threshold(y_val, val["p_pneumonia"]), abs=1e-6)
     # the report and the notebook's table
-    table = report.calibration_table(metrics)
+    table = run_figures.calibration_table(metrics)
     assert table.loc[("validation", "ece"), "after"] == entry["validation"]["ece"]["after"]
     assert "platt" in table.attrs["title"]
 
@@ -95,7 +95,7 @@ def test_validation_beside_test_at_the_same_threshold(smoke_run, tmp_path):
     the run's bootstrap, their images, patients and prevalence, and the drop (test minus validation); the
     notebook's table and the leaderboard show them."""
     from xraylib import leaderboard
-    from xraylib.metrics import METRICS, evaluate
+    from xraylib.metrics import METRICS, binary_metrics_ci
     from xraylib.runs import read_config
 
     metrics = json.loads((smoke_run / "metrics.json").read_text())
@@ -106,14 +106,16 @@ def test_validation_beside_test_at_the_same_threshold(smoke_run, tmp_path):
     assert entry["n_images"] == len(val) and entry["n_patients"] == val["patient"].nunique()
     assert entry["prevalence"] == pytest.approx(y.mean())
     cfg = read_config(smoke_run)
-    again = evaluate(y, val["p_pneumonia"], val["patient"], test["threshold"], n_boot=cfg.bootstrap, seed=cfg.seed)
+    again = binary_metrics_ci(
+        y, val["p_pneumonia"], val["patient"], test["threshold"], n_boot=cfg.bootstrap, seed=cfg.seed
+    )
     assert entry["bootstrap"] == again["bootstrap"] == {"resamples": 30, "seed": 42, "unit": "patient"}
     assert entry["confusion"] == again["confusion"]
     for name in METRICS:
         assert entry[name] == pytest.approx(again[name]), name
         if test[name]["value"] is not None and entry[name]["value"] is not None:
             assert entry["drop"][name] == pytest.approx(test[name]["value"] - entry[name]["value"]), name
-    table = report.validation_table(metrics)
+    table = run_figures.validation_table(metrics)
     assert table.loc["specificity", "validation"] == entry["specificity"]["value"]
     assert table.loc["specificity", "test"] == test["specificity"]["value"]
     assert table.loc["roc_auc", "drop (test - validation)"] == entry["drop"]["roc_auc"]
@@ -349,7 +351,7 @@ def holey_data(synth_data, tmp_path):
 
 def test_a_missing_test_image_is_refused_unless_asked_and_every_drop_is_said_and_recorded(holey_data, tmp_path, capsys):
     from xraylib.prepare import prepare_data
-    from xraylib.train import write_config
+    from xraylib.train import record_config
 
     data, test, train = holey_data
     args = ["train", "--data", str(data), "--backbone", "resnet34", "--preset", "smoke", "--out", str(tmp_path / "r")]
@@ -362,5 +364,5 @@ def test_a_missing_test_image_is_refused_unless_asked_and_every_drop_is_said_and
     said = capsys.readouterr().out
     assert "left out 2 image(s)" in said and "1 of them test images" in said and test in said and train in said
     assert test not in set(prepared.index["file"]) and train not in set(prepared.index["file"])
-    config = write_config(prepared, cfg, data, tmp_path / "r")
+    config = record_config(prepared, cfg, data, tmp_path / "r")
     assert (config["data"]["missing_dropped"], config["data"]["missing_dropped_test"]) == (2, 1)

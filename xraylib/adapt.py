@@ -160,7 +160,7 @@ def run_entry(applied: dict, fitted: Calibration, cfg: RunConfig, val: tuple, te
     model scored on the test images at its own threshold (metrics with CIs; Brier, ECE and log loss before and after
     the calibration). `val`, `test`: (labels, raw probabilities), the test's adapted."""
     from xraylib.calibration import correct_prior, effect
-    from xraylib.metrics import evaluate
+    from xraylib.metrics import binary_metrics_ci
 
     (val_y, _), (test_y, test_raw) = val, test
     calibration, threshold, _ = correct_prior(fitted, cfg.prevalence, cfg.threshold, val, (test_y, unadapted))
@@ -171,7 +171,9 @@ def run_entry(applied: dict, fitted: Calibration, cfg: RunConfig, val: tuple, te
         "prevalence": {**prevalence, "test_labels": float(np.mean(test_y))},
         "unadapted": {
             "threshold": threshold,
-            "at_threshold": evaluate(test_y, calibration(unadapted), groups, threshold, cfg.bootstrap, cfg.seed),
+            "at_threshold": binary_metrics_ci(
+                test_y, calibration(unadapted), groups, threshold, cfg.bootstrap, cfg.seed
+            ),
             "calibration": effect(test_y, unadapted, fitted),
         },
     }

@@ -278,16 +278,8 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every verb."""
-    common = OneLineParser(add_help=False)
-    common.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up log lines")
-    p = OneLineParser(
-        prog="xraylib",
-        description="Train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).",
-    )
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-
+def _add_data_verbs(verbs, common: argparse.ArgumentParser) -> None:
+    """`data synth`, `data fetch`, `data index`."""
     data = verbs.add_parser("data", help="make, fetch or index a dataset").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -314,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_data_index)
 
+
+def _add_training_verbs(verbs, common: argparse.ArgumentParser) -> None:
+    """`train`, `sweep`, `probe`, `report`."""
     s = verbs.add_parser("train", parents=[common], help="train one backbone and evaluate it on the test set")
     _run_settings(s, "sound", PRESET_HELP)
     s.add_argument("--out", required=True, help="run directory (an interrupted run there is resumed)")
@@ -362,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_report)
 
+
+def _add_evaluate_verb(verbs, common: argparse.ArgumentParser) -> None:
+    """`evaluate`: a predictions file, or a run on new data, with its options."""
     s = verbs.add_parser(
         "evaluate", parents=[common], help="metrics with 95%% CIs of a predictions file (the study's or ours)"
     )
@@ -413,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     s.set_defaults(func=_evaluate)
 
+
+def _add_serving_verbs(verbs, common: argparse.ArgumentParser) -> None:
+    """`predict`, `app`, `export`."""
     s = verbs.add_parser("predict", parents=[common], help="P(pneumonia) for images with a trained model")
     s.add_argument("model", help="model.keras written by `xraylib train`")
     s.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (recursive)")
@@ -446,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_export)
 
+
+def _add_bench_verbs(verbs, common: argparse.ArgumentParser) -> None:
+    """`bench pipeline`, `bench train`, `bench predict`."""
     bench = verbs.add_parser("bench", help="benchmarks that print figures").add_subparsers(
         dest="what", required=True, metavar="WHAT"
     )
@@ -474,6 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3, help="timed passes after one warm-up (default 3)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_bench_predict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every verb."""
+    common = OneLineParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="also show TensorFlow's own start-up log lines")
+    p = OneLineParser(
+        prog="xraylib",
+        description="Train, evaluate and compare CNN classifiers of chest X-rays (Normal vs Pneumonia).",
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in (_add_data_verbs, _add_training_verbs, _add_evaluate_verb, _add_serving_verbs, _add_bench_verbs):
+        add(verbs, common)
     return p
 
 

@@ -181,7 +181,7 @@ def _pneumonia_with_masks(run_dir: Path, limit: int | None = None) -> pd.DataFra
     """The run's pneumonia test predictions (the first `limit`), or None when its images have no masks."""
     from xraylib.synth import mask_paths
 
-    frame = runs.read_predictions(run_dir)
+    frame = runs.run_predictions(run_dir)
     frame = frame[frame["label"] != "normal"].head(limit)  # pneumonia, or bacterial and viral (three classes)
     return frame if not frame.empty and mask_paths(frame["path"].iloc[0])[0].is_file() else None
 

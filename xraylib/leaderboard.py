@@ -17,8 +17,7 @@ from xraylib.explain import localization_means
 from xraylib.fileio import atomic_files, claim_dir, owned_dir, unclaimed_on_refusal, write_csv, write_text
 from xraylib.metrics import METRICS, holm, paired_comparison
 from xraylib.plot_style import format_interval
-from xraylib.prediction_files import align_predictions
-from xraylib.prediction_files import read_predictions as read_file_predictions
+from xraylib.prediction_files import align_predictions, tidy_predictions
 from xraylib.runs import (
     COMPARISON_CSV,
     LEADERBOARD_CSV,
@@ -34,9 +33,9 @@ from xraylib.runs import (
     mean_validation,
     read_config,
     read_metrics,
-    read_predictions,
     read_status,
     report_path,
+    run_predictions,
     threshold_of,
     validation_columns,
 )
@@ -131,7 +130,7 @@ def mean_predictions(report_dir: str | Path) -> dict[str, pd.DataFrame]:
     runs, folders = run_table(report_dir), finished_runs(report_dir)
     out = {}
     for backbone, group in runs.groupby("backbone", sort=False):
-        frames = [read_predictions(folders[name]) for name in group["run"]]
+        frames = [run_predictions(folders[name]) for name in group["run"]]
         if len(frames) == 1:
             out[backbone] = frames[0]
             continue
@@ -148,7 +147,7 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance).
     Three-class runs: `three_class.leaderboard`."""
     from xraylib.data import pneumonia_kind
-    from xraylib.metrics import evaluate, sensitivity_by_kind
+    from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind
 
     if report_task(report_dir) == "three_class":
         return three_class.leaderboard(finished_runs(report_dir), n_boot)
@@ -159,7 +158,7 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     for backbone, frame in mean_predictions(report_dir).items():
         group = runs[runs["backbone"] == backbone]
         y, threshold = pneumonia_codes(frame["label"]), float(group["threshold"].mean())
-        result = evaluate(y, frame["p_pneumonia"], frame["patient"], threshold, n_boot=n_boot)
+        result = binary_metrics_ci(y, frame["p_pneumonia"], frame["patient"], threshold, n_boot=n_boot)
         row = leaderboard_row(backbone, result)
         if "subtype" in frame:
             kinds = [pneumonia_kind(x) for x in frame["subtype"]]
@@ -264,7 +263,7 @@ def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int 
     """Every pair of backbones on the same test images: the accuracy difference, McNemar's test and the paired
     ROC-AUC difference (`_paired_row`).
 
-    Frames as read_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
+    Frames as tidy_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
     also Holm-adjusted over all pairs.
     """
     if len(predictions) < 2:
@@ -319,7 +318,7 @@ def reference_table(report_dir: str | Path, references: list, n_boot: int = 1000
     """Each backbone of a report (its `mean_predictions`) against each reference predictions file (e.g. the study's
     `VGG19 results.csv`) image by image: one `_paired_row` per pair, model A the backbone, B the file."""
     _binary_only(report_dir, "the comparison with reference predictions")
-    files = {Path(path).name: read_file_predictions(report_path(path)) for path in references}
+    files = {Path(path).name: tidy_predictions(report_path(path)) for path in references}
     rows = [
         {
             "model_a": backbone,
@@ -340,7 +339,7 @@ def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame
 
 
 def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """A predictions.csv frame in read_predictions' columns: file, patient, y_true, p, y_pred."""
+    """A predictions.csv frame in tidy_predictions' columns: file, patient, y_true, p, y_pred."""
     return pd.DataFrame(
         {
             "file": frame["file"],

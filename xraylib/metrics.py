@@ -173,7 +173,7 @@ def threshold_rules(val, test, groups=None, rules=THRESHOLD_RULES, n_boot: int =
     out = []
     for rule in rules:
         threshold = choose_threshold(*val, rule)
-        on_val, on_test = binary_metrics(*val, threshold), evaluate(*test, groups, threshold, n_boot, seed)
+        on_val, on_test = binary_metrics(*val, threshold), binary_metrics_ci(*test, groups, threshold, n_boot, seed)
         out.append(
             {
                 "rule": rule,
@@ -306,14 +306,16 @@ def bootstrap_interval(value: float, draws, n_boot: int, name: str, notes: list[
     return {**interval, "notes": own} if own and notes is None else interval
 
 
-def evaluate(y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 1000, seed: int = 0, y_pred=None) -> dict:
+def binary_metrics_ci(
+    y, p, groups=None, threshold: float | None = 0.5, n_boot: int = 1000, seed: int = 0, y_pred=None
+) -> dict:
     """Every metric at `threshold` (or at given hard predictions y_pred), each {value, low, high}: 95 % CI from
     a bootstrap resampling patients (`groups`; None = images). JSON-ready: undefined values are None, see notes.
     """
     y, p = _as_arrays(y, p)
     if y_pred is None:
         if threshold is None or np.isnan(p).any():
-            raise InputError("evaluate needs probabilities and a threshold, or hard predictions y_pred")
+            raise InputError("binary_metrics_ci needs probabilities and a threshold, or hard predictions y_pred")
         pred = (p >= threshold).astype(np.int64)
     else:
         pred = np.asarray(y_pred).astype(np.int64).ravel()

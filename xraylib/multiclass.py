@@ -113,7 +113,7 @@ def calibration_scores(y, probs) -> dict[str, float]:
     return {name: float(point[name][0]) for name in CALIBRATION_METRICS}
 
 
-def evaluate_multiclass(
+def multiclass_metrics_ci(
     y, probs, groups=None, classes=THREE_CLASSES, n_boot: int = 1000, seed: int = 0, chunk: int = 250
 ) -> dict:
     """Every three-class metric of the argmax predictions, each {value, low, high}: 95 % CI from a bootstrap

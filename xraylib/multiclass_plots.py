@@ -22,7 +22,7 @@ from xraylib.plots import image_grid
 
 def plot_ovr_roc(y, probs, result: dict, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
     """One ROC curve per class against the other two, its AUC and patient-bootstrap CI in the legend
-    (`result`: `multiclass.evaluate_multiclass` of the same predictions)."""
+    (`result`: `multiclass.multiclass_metrics_ci` of the same predictions)."""
     y, probs = np.asarray(y).astype(int), np.asarray(probs, dtype=float)
     with style():
         fig = Figure(figsize=(5.6, 5.4), layout="constrained")

@@ -67,7 +67,7 @@ def titled(title: str | None, default: str, note: str = "") -> str:
 
 
 def prediction_columns(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Columns y_true, p, y_pred from either read_predictions' frame or a raw predictions.csv frame."""
+    """Columns y_true, p, y_pred from either tidy_predictions' frame or a raw predictions.csv frame."""
     from xraylib.metrics import LABEL_VALUES
 
     frame = predictions.copy()

@@ -191,14 +191,14 @@ def plot_roc_pr(
 ) -> Figure:
     """ROC and precision-recall curves, AUC with its patient-bootstrap CI in the legend, operating point marked.
 
-    `metrics`: a result of xraylib.metrics.evaluate at `threshold` (computed here when absent).
+    `metrics`: a result of xraylib.metrics.binary_metrics_ci at `threshold` (computed here when absent).
     """
-    from xraylib.metrics import evaluate
+    from xraylib.metrics import binary_metrics_ci
 
     y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
     if not 0 < y.sum() < len(y) or np.isnan(p).any():
         raise InputError("ROC and PR curves need probabilities and both classes")
-    metrics = metrics or evaluate(y, p, groups, threshold, n_boot=n_boot)
+    metrics = metrics or binary_metrics_ci(y, p, groups, threshold, n_boot=n_boot)
     fpr, tpr, _ = skm.roc_curve(y, p)
     precision, recall, _ = skm.precision_recall_curve(y, p)
     pred = p >= threshold
@@ -315,7 +315,7 @@ def plot_reliability(
 def sample_outcomes(predictions: pd.DataFrame, n: int = 16, seed: int = 0) -> pd.DataFrame:
     """Up to n rows spread evenly over TP, TN, FP, FN (short categories filled from the others), in that order.
 
-    Accepts read_predictions' frame or a raw predictions.csv frame; keeps every column, adds y_true, p, y_pred
+    Accepts tidy_predictions' frame or a raw predictions.csv frame; keeps every column, adds y_true, p, y_pred
     and `outcome`.
     """
     frame = prediction_columns(predictions).reset_index(drop=True)

@@ -17,7 +17,7 @@ from xraylib.metrics import (
     STUDY_FIGURES,
     STUDY_TITLES,
     TITLES,
-    evaluate,
+    binary_metrics_ci,
     infer_threshold,
     json_float,
     paired_comparison,
@@ -50,7 +50,7 @@ def _patient_keys(files: pd.Series) -> np.ndarray:
     return np.array([patient_key(str(f)) for f in files], dtype=object)
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
+def tidy_predictions(path: str | Path) -> pd.DataFrame:
     """Read the study's `Filename,real,Predictions` files or our predictions.csv into one tidy frame.
 
     Columns: file, patient, y_true (0/1), p (P(pneumonia), NaN for hard-label files), y_pred (0/1), and `path`
@@ -142,7 +142,7 @@ def evaluate_file(
     path = Path(path)
     if path.is_file() and three_class.is_three_class(_header(path)):
         return three_class.evaluate_file(path, n_boot, seed)
-    frame = read_predictions(path)
+    frame = tidy_predictions(path)
     check_memory(16 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
     y = frame["y_true"].to_numpy()
     if not 0 < y.sum() < len(y):
@@ -163,13 +163,15 @@ def evaluate_file(
     }
     if kind == "study":
         result["threshold_source"] = "hard labels in the file"
-        result["at_threshold"] = evaluate(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
+        result["at_threshold"] = binary_metrics_ci(y, p, groups, None, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
     else:
         threshold, source = threshold or _predictions_threshold(path, frame)
         result["threshold"], result["threshold_source"] = threshold, source
-        result["at_threshold"] = evaluate(y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy())
+        result["at_threshold"] = binary_metrics_ci(
+            y, p, groups, threshold, n_boot, seed, y_pred=frame["y_pred"].to_numpy()
+        )
         result["at_threshold"]["threshold"] = threshold
-        result["at_0.5"] = evaluate(y, p, groups, 0.5, n_boot, seed)
+        result["at_0.5"] = binary_metrics_ci(y, p, groups, 0.5, n_boot, seed)
     result["study_figures"] = {k: json_float(v) for k, v in study_figures(y, frame["y_pred"]).items()}
     return result
 
@@ -247,7 +249,7 @@ def _bare_name(file: str) -> str:
 
 
 def align_predictions(a: pd.DataFrame, b: pd.DataFrame, name_a: str = "", name_b: str = "") -> pd.DataFrame:
-    """Two read_predictions frames image by image, matched on the bare file name: file, patient (A's), y_true,
+    """Two tidy_predictions frames image by image, matched on the bare file name: file, patient (A's), y_true,
     y_pred_a, y_pred_b, p_a, p_b. Other image sets, a name listed twice, or true labels that disagree: a one-line
     InputError naming both (`name_a`, `name_b`; default: the files read)."""
     name_a, name_b = name_a or a.attrs.get("source", "A"), name_b or b.attrs.get("source", "B")
@@ -278,7 +280,7 @@ def compare_files(path_a: str | Path, path_b: str | Path, n_boot: int = 1000, se
     (and of their probabilities, when both have them), with patient-bootstrap CIs; JSON-ready."""
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
-    a, b = read_predictions(path_a), read_predictions(path_b)
+    a, b = tidy_predictions(path_a), tidy_predictions(path_b)
     both = align_predictions(a, b)
     check_memory(16 * n_boot * len(both), f"--bootstrap {n_boot} over {len(both)} images", "use fewer resamples")
     paired = paired_comparison(
@@ -328,7 +330,7 @@ def sensitivity_by_kind_of_file(
     from xraylib.data import build_index, pneumonia_kind
     from xraylib.metrics import sensitivity_by_kind
 
-    frame = read_predictions(path)
+    frame = tidy_predictions(path)
     if index is None:
         index = build_index(data, missing="keep")
     # a name listed in both splits: the test split's row (the predictions files hold test images)

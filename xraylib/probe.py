@@ -57,9 +57,9 @@ def out_of_fold(features: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: 
 
 def _separation(y: np.ndarray, p: np.ndarray, groups: np.ndarray, cfg: RunConfig) -> dict:
     """ROC-AUC and balanced accuracy at 0.5 of out-of-fold scores, each with a patient-bootstrap 95 % CI."""
-    from xraylib.metrics import evaluate
+    from xraylib.metrics import binary_metrics_ci
 
-    result = evaluate(y, p, groups, threshold=0.5, n_boot=cfg.bootstrap, seed=cfg.seed)
+    result = binary_metrics_ci(y, p, groups, threshold=0.5, n_boot=cfg.bootstrap, seed=cfg.seed)
     return {"roc_auc": result["roc_auc"], "balanced_accuracy": result["balanced_accuracy"]}
 
 

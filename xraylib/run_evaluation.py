@@ -22,8 +22,8 @@ from xraylib.metrics import TITLES, threshold_rules
 from xraylib.plot_style import REPORT_DIGITS, format_interval
 from xraylib.prediction_files import (
     evaluate_file,
-    read_predictions,
     sensitivity_by_kind_of_file,
+    tidy_predictions,
 )
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def run_metrics(
     images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
     images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test."""
     from xraylib.data import pneumonia_kind
-    from xraylib.metrics import evaluate, sensitivity_by_kind
+    from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind
 
     kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
     by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
@@ -72,13 +72,13 @@ def run_metrics(
         **runs.metrics_header(cfg, threshold),
         "n_test_images": int(len(y)),
         "n_test_patients": int(len(set(groups))),
-        "at_threshold": evaluate(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
-        "at_0.5": evaluate(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "at_threshold": binary_metrics_ci(y, p, groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed),
+        "at_0.5": binary_metrics_ci(y, p, groups, 0.5, n_boot=cfg.bootstrap, seed=cfg.seed),
         "sensitivity_by_kind": by_kind,
     }
     if validation is not None:
         val_y, val_p, val_groups = validation
-        entry = evaluate(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
+        entry = binary_metrics_ci(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
         result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
     return result
 
@@ -163,7 +163,7 @@ def evaluate_on(
     images of `data`, unlabelled (`adapt.adapt_predictor`; binary runs), and metrics.json says so (`adaptation`)."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
-    from xraylib.report import run_figure
+    from xraylib.run_figures import run_figure
 
     run_dir, data = Path(run_dir), Path(data)
     for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
@@ -295,7 +295,7 @@ def threshold_rules_of_run(
     runs.binary_run_only(run_dir, "--thresholds")
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
-    val, test = (read_predictions(run_dir / name) for name in (runs.VAL_PREDICTIONS, runs.PREDICTIONS))
+    val, test = (tidy_predictions(run_dir / name) for name in (runs.VAL_PREDICTIONS, runs.PREDICTIONS))
     val_p, test_p, entry = val["p"].to_numpy(), test["p"].to_numpy(), {}
     if prevalence_rule(prevalence) != "none":
         if "p_raw" not in val or "p_raw" not in test:
@@ -354,7 +354,7 @@ def calibrations_of_run(run_dir: str | os.PathLike, folds: int = 5, repeats: int
     serves patients it was not fitted on, decided without the test set."""
     run_dir = Path(run_dir)
     runs.binary_run_only(run_dir, "--calibrations")
-    val = read_predictions(run_dir / runs.VAL_PREDICTIONS)
+    val = tidy_predictions(run_dir / runs.VAL_PREDICTIONS)
     if "p_raw" not in val:
         raise InputError(f"--calibrations: {run_dir / runs.VAL_PREDICTIONS} lacks p_uncalibrated: rerun the run")
     if val["patient"].nunique() < 2 * folds or val["y_true"].nunique() < 2:

@@ -242,7 +242,7 @@ def probabilities(values: pd.Series, column: str, path: str | os.PathLike) -> np
     return p
 
 
-def read_predictions(results: str | os.PathLike) -> pd.DataFrame:
+def run_predictions(results: str | os.PathLike) -> pd.DataFrame:
     """predictions.csv of a run (or of an evaluation written to `results`); unreadable, without either task's
     columns, or with a probability (a p_* column) that is not a number in [0, 1]: a one-line InputError naming it."""
     path = Path(results) / PREDICTIONS

@@ -25,7 +25,7 @@ from xraylib.multiclass import (
     THREE_CLASSES,
     TITLES,
     class_codes,
-    evaluate_multiclass,
+    multiclass_metrics_ci,
     probability_columns,
 )
 from xraylib.plot_style import REPORT_DIGITS, format_ci, format_interval
@@ -57,7 +57,7 @@ def predictions_frame(rows: pd.DataFrame, probs: np.ndarray, raw: np.ndarray | N
 
 
 def _schema(cfg: RunConfig, result: dict) -> dict:
-    """metrics.json of a three-class run around `evaluate_multiclass`'s result of its test set."""
+    """metrics.json of a three-class run around `multiclass_metrics_ci`'s result of its test set."""
     return {
         **runs.metrics_header(cfg, None),
         "task": "three_class",
@@ -77,10 +77,10 @@ def run_metrics(
 ) -> dict:
     """A three-class run's metrics.json (without its calibration entry); with the `validation` images' (class
     codes, calibrated probabilities, patients), their metrics and the drop to test."""
-    result = _schema(cfg, evaluate_multiclass(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
+    result = _schema(cfg, multiclass_metrics_ci(y, probs, groups, n_boot=cfg.bootstrap, seed=cfg.seed))
     if validation is not None:
         val_y, val_probs, val_groups = validation
-        entry = evaluate_multiclass(val_y, val_probs, val_groups, n_boot=cfg.bootstrap, seed=cfg.seed)
+        entry = multiclass_metrics_ci(val_y, val_probs, val_groups, n_boot=cfg.bootstrap, seed=cfg.seed)
         prevalence = {name: float(np.mean(val_y == c)) for c, name in enumerate(THREE_CLASSES)}
         result["validation"] = runs.validation_entry(entry, result["test"], prevalence)
     return result
@@ -137,7 +137,7 @@ def score_run(run_dir: Path, cfg: RunConfig, data, index: pd.DataFrame, table: p
     return result
 
 
-def read_predictions(path: str | Path) -> pd.DataFrame:
+def class_predictions(path: str | Path) -> pd.DataFrame:
     """A three-class predictions file as a frame with y_true (class code) and the probability columns; rows
     whose probabilities are missing, outside [0, 1] or do not sum to 1 are refused with their line."""
     from xraylib.data import patient_key
@@ -166,12 +166,12 @@ def evaluate_file(path: str | Path, n_boot: int = 1000, seed: int = 0) -> dict:
     """Every three-class metric of a predictions file, with patient-bootstrap CIs; JSON-ready."""
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
-    frame = read_predictions(path)
+    frame = class_predictions(path)
     check_memory(16 * 9 * n_boot * len(frame), f"--bootstrap {n_boot} over {len(frame)} images", "use fewer resamples")
     y = frame["y_true"].to_numpy()
     counts = {name: int((y == c).sum()) for c, name in enumerate(THREE_CLASSES)}
     result = {"file": str(path), "format": "three_class", "n_images": int(len(frame)), "n_by_class": counts}
-    result.update(evaluate_multiclass(y, frame[COLUMNS].to_numpy(float), frame["patient"], n_boot=n_boot, seed=seed))
+    result.update(multiclass_metrics_ci(y, frame[COLUMNS].to_numpy(float), frame["patient"], n_boot=n_boot, seed=seed))
     return result
 
 
@@ -221,7 +221,7 @@ def run_figure(name: str, results: Path, cfg: RunConfig, title: str, model=None,
     from xraylib import multiclass_plots, plots
 
     path = runs.figure_path(results, name)
-    frame = runs.read_predictions(results)
+    frame = runs.run_predictions(results)
     y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
     if name == "confusion_matrix":
         pred = class_codes(frame["predicted"])
@@ -299,9 +299,9 @@ def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
         if len(group) == 1:
             result = runs.read_metrics(group[0])["test"]
         else:
-            frame = _mean_frame([runs.read_predictions(f) for f in group], backbone)
+            frame = _mean_frame([runs.run_predictions(f) for f in group], backbone)
             y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
-            result = evaluate_multiclass(y, probs, frame["patient"], n_boot=n_boot)
+            result = multiclass_metrics_ci(y, probs, frame["patient"], n_boot=n_boot)
         row = leaderboard_row(backbone, result)
         columns = [runs.validation_columns(runs.read_metrics(f), f / runs.METRICS, SUMMARY_METRICS) for f in group]
         row.update(runs.mean_validation(pd.DataFrame(columns), SUMMARY_METRICS))

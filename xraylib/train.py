@@ -285,7 +285,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     return runs.read_history(out)
 
 
-def write_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
+def record_config(prepared: PreparedData, cfg: RunConfig, data: str | Path, out: str | Path) -> dict:
     """Write config.json (parameters, seed, versions, data fingerprint, subset counts); refuse a different run."""
     config = {
         "run": cfg.to_json(),
@@ -315,20 +315,20 @@ def train(data: str | Path, cfg: RunConfig, out: str | Path) -> Path:
 
 def _train_locked(data: str | Path, cfg: RunConfig, out: Path) -> Path:
     """The run's steps, with `out` locked by `train`."""
-    from xraylib import explain, report
+    from xraylib import explain, run_figures
 
     out = Path(out)
     if runs.is_finished(out):
         raise InputError(f"{out} already holds a finished run: choose another --out")
     cfg = settle_weights(cfg)  # offline: one line in under a second, before minutes of decoding
     prepared = prepare_data(data, cfg)
-    write_config(prepared, cfg, data, out)
+    record_config(prepared, cfg, data, out)
     for name in ("class_distribution", "augmentations"):
-        report.data_figure(name, prepared, cfg, out)
+        run_figures.data_figure(name, prepared, cfg, out)
     model = build_run_model(cfg)
     fit(model, prepared, cfg, out)
     evaluate_run(model, prepared, cfg, out)
-    report.save_run_figures(out, model=model)
+    run_figures.save_run_figures(out, model=model)
     explain.save_localization(out, model=model)
     tracking.log_results(cfg, out)
     runs.mark_finished(out)

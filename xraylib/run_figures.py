@@ -1,4 +1,5 @@
-"""A run's figures and tables, drawn from its folder (see `runs`); the comparison of runs is in `leaderboard`."""
+"""A run's figures and tables, drawn from its folder (see `runs`); the comparison of runs (`xraylib report`) is in
+`leaderboard`."""
 
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path, panels=panels)
     if cfg.task == "three_class":
         return three_class.run_figure(name, results, cfg, title, model, run_dir)
-    frame = runs.read_predictions(results)
+    frame = runs.run_predictions(results)
     result = runs.read_metrics(results)
     threshold = runs.threshold_of(result, results / runs.METRICS)
     y, p = pneumonia_codes(frame["label"]), frame["p_pneumonia"].to_numpy(float)
