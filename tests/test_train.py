@@ -1,6 +1,7 @@
 """Training end to end on the synthetic set: run files, resume after a kill, two-replica mirrored strategy."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -329,7 +330,13 @@ def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
         results.append((history, predict_probabilities(model, prepared.images["test"], cfg)))
     (resumed, p_resumed), (whole, p_whole) = results
     assert list(resumed["epoch"]) == [0, 1, 2]
-    assert json.loads((stopped / "timings.json").read_text())["trained"] == "head on precomputed features"
+    timings = json.loads((stopped / "timings.json").read_text())
+    assert timings["trained"] == "head on precomputed features"
+    from xraylib.strategy import cpu_flags, cpu_name
+
+    assert timings["cpu"] == cpu_name() and timings["cpu_cores"] == os.cpu_count()
+    assert timings["amx_bf16"] == ("amx_bf16" in cpu_flags())
+    assert timings["precision"] == "float32", "the smoke preset keeps float32 (mixed_precision=off) on every CPU"
     for column in ("loss", "val_loss", "val_auc", "learning_rate"):
         pd.testing.assert_series_equal(resumed[column], whole[column], rtol=1e-5)
     np.testing.assert_allclose(p_resumed, p_whole, rtol=1e-5, atol=1e-7)

@@ -5,6 +5,7 @@ Its data comes from `xraylib.prepare`, the devices it computes on and their prec
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,9 +22,24 @@ from xraylib.inference import frozen_outputs, frozen_split
 from xraylib.pipeline import batch_sizes, replicas_of, tf_batches
 from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
 from xraylib.run_evaluation import evaluate_run
-from xraylib.strategy import distribution_strategy, precision_policy
+from xraylib.strategy import bfloat16_is_faster, cpu_name, distribution_strategy, precision_policy
 
 MONITOR_MODE = {"val_auc": "max", "val_accuracy": "max", "val_loss": "min"}
+
+
+def machine() -> dict:
+    """Where a run's timings were measured: the CPU (as `lscpu` names it), its cores, whether it has AMX bfloat16
+    tiles, the GPUs TensorFlow sees, and the dtype policy the model ran in (`mixed_precision=auto` decides it here)."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "cpu": cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "amx_bf16": bfloat16_is_faster(),
+        "gpus": len(tf.config.list_logical_devices("GPU")),
+        "precision": keras.mixed_precision.global_policy().name,
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -277,6 +293,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
         "fit_seconds": round(time.perf_counter() - started, 2),
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
         "trained": "end to end" if trained is model else f"{trained.name} on precomputed features",
+        **machine(),
     }
     write_json(out / runs.TIMINGS, timings)
     save_model(model, out)
