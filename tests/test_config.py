@@ -180,3 +180,10 @@ def test_path_settings_are_absolute_against_the_working_directory(tmp_path, monk
     monkeypatch.setenv("XRAYLIB_WEIGHTS_DIR", "nowhere")
     with pytest.raises(InputError, match=r"^\$XRAYLIB_WEIGHTS_DIR='/.*/nowhere': not a folder$"):
         resolve_config("xception", "smoke")
+
+
+def test_preset_help_names_every_preset():
+    from xraylib.cli import PRESET_HELP
+
+    names = {word.strip("()") for word in PRESET_HELP.replace("|", " ").split()}
+    assert set(PRESETS) <= names

@@ -266,3 +266,20 @@ def test_a_value_with_its_ci_is_written_one_way():
     assert plot_style.format_ci({**entry, "high": 0.95}) == "0.880–0.950"
     assert plot_style.format_interval(entry) == "0.912" and plot_style.format_ci(entry) == ""
     assert plot_style.format_interval({"value": None, "low": None, "high": None}) == "undefined"
+
+
+def test_run_spread_is_the_same_figure_every_time(tmp_path):
+    rng = np.random.default_rng(0)
+    metrics = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity")
+    backbones = ["vgg16"] * 3 + ["xception"] * 3
+    runs = pd.DataFrame({"backbone": backbones, **{m: rng.uniform(0.6, 0.9, 6) for m in metrics}})
+    np.random.seed(7)
+    for name in ("a.png", "b.png"):
+        np.random.uniform()  # the caller's draws between two figures must not move the dots
+        compare_plots.plot_run_spread(runs, path=tmp_path / name)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    np.random.seed(7)
+    compare_plots.plot_run_spread(runs, path=tmp_path / "c.png")
+    after = np.random.uniform()
+    np.random.seed(7)
+    assert after == np.random.uniform()  # the caller's random state is given back

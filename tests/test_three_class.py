@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from xraylib.errors import InputError
+from xraylib.run_figures import RUN_FIGURES
 from xraylib.runs import read_config, read_threshold
-from xraylib.three_class import COLUMNS, RAW_COLUMNS, RUN_FIGURES
+from xraylib.three_class import COLUMNS, RAW_COLUMNS
 
 CLASSES = ["normal", "bacterial", "viral"]
 
@@ -45,7 +46,7 @@ def test_run_writes_three_class_predictions_metrics_and_figures(three_class_run,
     assert np.allclose(np.sum(test["confusion"]["row_percent"]["value"], axis=1), 100.0)
     assert result["calibration"]["method"] == "temperature"
     assert set(result["calibration"]["test"]) == {"brier", "ece", "log_loss"}
-    for name in RUN_FIGURES:
+    for name in RUN_FIGURES["three_class"]:
         assert (three_class_run / "figures" / f"{name}.png").stat().st_size > 10_000, name
     index = build_index(synth_data)
     ards = int(((index["label"] == "pneumonia") & (index["subtype"] == "ards")).sum())
@@ -161,5 +162,5 @@ def test_evaluate_run_scores_a_three_class_run_on_other_data(three_class_run, sy
     assert result["n_images"] == len(pd.read_csv(tmp_path / "external" / "predictions.csv"))
     stored = json.loads((tmp_path / "external" / "metrics.json").read_text())
     assert stored["task"] == "three_class" and stored["run"] == str(three_class_run.resolve())
-    for name in RUN_FIGURES[1:]:
+    for name in RUN_FIGURES["three_class"][1:]:
         assert (tmp_path / "external" / "figures" / f"{name}.png").is_file(), name

@@ -243,7 +243,7 @@ def _quiet_tensorflow() -> None:
 
 
 SETTINGS_HELP = "override a preset value, e.g. --set epochs=5 --set weights=none (repeatable)"
-PRESET_HELP = "study | sound (default) | demo | smoke (seed: the former name of study)"
+PRESET_HELP = "study | sound (default) | cpu | demo | smoke (seed: the former name of study)"
 TENSORFLOW_VERBS = ("train", "predict", "bench", "probe", "app", "export")
 
 

@@ -5,9 +5,10 @@ Each `plot_*` returns a matplotlib Figure and saves a PNG if asked; the house st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,18 @@ def plot_metric_bars(
     return save_png(fig, path)
 
 
+@contextlib.contextmanager
+def _fixed_jitter(seed: int = 0) -> Iterator[None]:
+    """seaborn's stripplot jitters its dots with NumPy's global random state: seed it for one plot, so that the
+    figure comes out the same byte for byte every time, then give the caller its state back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def plot_run_spread(
     runs: pd.DataFrame,
     metrics: Sequence[str] = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity"),
@@ -125,7 +138,8 @@ def plot_run_spread(
             with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib 3.11's deprecated `vert`: not ours
                 warnings.filterwarnings("ignore", message="vert: bool was deprecated")
                 sns.boxplot(runs, **box, color="0.9", width=0.6, showfliers=False, linewidth=1)
-            sns.stripplot(runs, **box, color=TRAIN_COLOR, size=5, jitter=0.15, alpha=0.85)
+            with _fixed_jitter():
+                sns.stripplot(runs, **box, color=TRAIN_COLOR, size=5, jitter=0.15, alpha=0.85)
             ax.set_title(TITLES.get(metric, metric).split(" (")[0])
             ax.set_xlabel("value per run")
             ax.set_ylabel("")

@@ -1,5 +1,6 @@
-"""The comparison of runs in a report folder: the run table, the leaderboard with CIs (and mean ± SD over a
-backbone's runs), the pairwise tests, summary.md and the comparison figures."""
+"""The comparison of runs in a report folder (`xraylib report`): the run table, the leaderboard with CIs (and
+mean ± SD over a backbone's runs), the pairwise tests, summary.md and the comparison figures. The leaderboard and
+summary.md serve both tasks; the pairwise tests and figures compare binary runs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import compare_plots, three_class
+from xraylib import compare_plots
 from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
 from xraylib.explain import localization_means
 from xraylib.fileio import atomic_files, claim_dir, owned_dir, unclaimed_on_refusal, write_csv, write_text
 from xraylib.metrics import METRICS, holm, paired_comparison
+from xraylib.multiclass import SUMMARY_METRICS, THREE_CLASSES, class_codes, multiclass_metrics_ci
 from xraylib.plot_style import format_interval
 from xraylib.prediction_files import align_predictions, tidy_predictions
 from xraylib.runs import (
@@ -40,6 +42,7 @@ from xraylib.runs import (
     validation_columns,
 )
 from xraylib.runs import METRICS as METRICS_JSON
+from xraylib.three_class import COLUMNS, RAW_COLUMNS
 
 KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the leaderboard shows
 ROC_TITLE = "Test ROC curves"
@@ -52,15 +55,22 @@ REFERENCE_NOTE = (
 )
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
 VALIDATION_SHOWN = ("roc_auc", "sensitivity", "specificity", "accuracy")  # leaderboard.md's validation columns
+THREE_CLASS_METRICS = SUMMARY_METRICS + tuple(f"roc_auc_{name}" for name in THREE_CLASSES)
 
 
 def leaderboard_row(name: str, result: dict) -> dict:
-    """One flat row for a leaderboard: backbone, then metric, metric_low, metric_high for every metric."""
+    """One flat row for a leaderboard: backbone, then metric, metric_low, metric_high for every metric of a binary
+    result (and its confusion counts), or of a three-class one: each summary metric, then each class's
+    one-vs-rest ROC-AUC (roc_auc_normal, ...)."""
+    three = "macro_roc_auc" in result
+    entries = {metric: result[metric] for metric in (SUMMARY_METRICS if three else METRICS)}
+    if three:
+        entries.update({f"roc_auc_{label}": e["roc_auc"] for label, e in result["per_class"].items()})
     row: dict = {"backbone": name}
-    for metric in METRICS:
-        entry = result[metric]
+    for metric, entry in entries.items():
         row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
-    row.update(result["confusion"])
+    if not three:
+        row.update(result["confusion"])
     return row
 
 
@@ -145,12 +155,12 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     """One row per backbone, sorted by ROC-AUC: run once, its run's metrics with CIs; run several times (seeds,
     folds), the metrics of its mean predictions with patient-bootstrap CIs (`n_boot` resamples: test-set sampling
     variance) beside each metric's mean and SD across its runs (`m_mean`, `m_sd`: training variance).
-    Three-class runs: `three_class.leaderboard`."""
+    Three-class runs: by macro ROC-AUC, the metrics of the argmax class (`_three_class_leaderboard`)."""
     from xraylib.data import pneumonia_kind
     from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind
 
     if report_task(report_dir) == "three_class":
-        return three_class.leaderboard(finished_runs(report_dir), n_boot)
+        return _three_class_leaderboard(finished_runs(report_dir), n_boot)
     runs = run_table(report_dir)
     if not repeated(runs):
         return runs
@@ -172,6 +182,29 @@ def leaderboard(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
         row.update(group.reindex(columns=["gradcam_in_lungs", "lung_area", "gradcam_peak_in_lungs"]).mean())
         rows.append(row)
     return pd.DataFrame(rows).sort_values("roc_auc", ascending=False).reset_index(drop=True)
+
+
+def _three_class_leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
+    """One row per backbone of three-class runs (name -> run folder), by macro ROC-AUC: run once, its run's
+    metrics; run several times, the metrics of its runs' mean class probabilities (patient-bootstrap CIs). Beside
+    them, each summary metric on validation and its drop to test (several runs: their means)."""
+    by_backbone: dict[str, list[Path]] = {}
+    for run in folders.values():
+        by_backbone.setdefault(read_config(run).backbone, []).append(run)
+    rows = []
+    for backbone, group in by_backbone.items():
+        if len(group) == 1:
+            result = read_metrics(group[0])["test"]
+        else:
+            frame = mean_probabilities([run_predictions(f) for f in group], COLUMNS + RAW_COLUMNS, backbone)
+            probs = frame[list(COLUMNS)].to_numpy(float)
+            result = multiclass_metrics_ci(class_codes(frame["label"]), probs, frame["patient"], n_boot=n_boot)
+        row = leaderboard_row(backbone, result)
+        columns = [validation_columns(read_metrics(f), f / METRICS_JSON, SUMMARY_METRICS) for f in group]
+        row.update(mean_validation(pd.DataFrame(columns), SUMMARY_METRICS))
+        row.update(runs=len(group), preset=read_config(group[0]).preset)
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("macro_roc_auc", ascending=False).reset_index(drop=True)
 
 
 def weights_label(weights: str) -> str:
@@ -198,7 +231,9 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
     pneumonia images whose Grad-CAM peak lies inside them. A backbone run several times shows the metrics of its
     mean predictions [CI], then the mean ± SD over its runs, and the number of runs. Beside ROC-AUC, sensitivity,
     specificity and accuracy, when some run recorded them, the validation metric and its drop (VALIDATION_NOTE; run
-    several times: their means over the runs)."""
+    several times: their means over the runs). Three-class runs: `_three_class_markdown`."""
+    if "macro_roc_auc" in board:
+        return _three_class_markdown(board)
     masks = "gradcam_in_lungs" in board and board["gradcam_in_lungs"].notna().any()
     runs = "runs" in board
     kinds = all(f"sensitivity_{k}" in board for k in KINDS)
@@ -235,6 +270,19 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
             peak = "n/a" if pd.isna(peak) else f"{peak:.2f}"
             line += f" {row['gradcam_in_lungs']:.2f} ({row['lung_area']:.2f}), {peak} |" if measured else " |"
         lines.append(line)
+    return "\n".join(lines)
+
+
+def _three_class_markdown(board: pd.DataFrame) -> str:
+    """The three-class leaderboard as a Markdown table: value [low, high] per metric; beside each summary metric,
+    when some run recorded it, its value on validation and the drop (test minus validation)."""
+    validation = SUMMARY_METRICS if has_validation(board) else ()
+    shown = [(m, v) for m in THREE_CLASS_METRICS for v in (False, True) if not v or m in validation]
+    header = " | ".join(f"val. {m} (drop)" if v else m for m, v in shown)
+    lines = [f"| backbone | runs | {header} |", "|---" * (len(shown) + 2) + "|"]
+    for _, row in board.iterrows():
+        cells = [_validation_cell(row, m) if v else _cell(row, m) for m, v in shown]
+        lines.append(f"| {row['backbone']} | {row['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -354,25 +402,27 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
 def build_report(report_dir: str | Path, references: list = ()) -> str:
     """Write leaderboard.csv/.md, comparison.csv, comparison figures and summary.md; return the summary. With
     `references` (predictions files such as the study's), also each backbone against each file, in
-    reference_comparison.csv and the summary. Three-class runs: `three_class.build_report` (leaderboard, summary).
-    The files are moved into place together once all are written (`fileio.atomic_files`)."""
+    reference_comparison.csv and the summary. Three-class runs: the leaderboard and summary.md. The files are moved
+    into place together once all are written (`fileio.atomic_files`)."""
     report_dir = Path(report_dir)
     versus = reference_table(report_dir, list(references)) if references else pd.DataFrame()
     task = report_task(report_dir)
     with unclaimed_on_refusal(owned_dir(report_dir, "sweep", "REPORT_DIR")):
         claim_dir(report_dir, "sweep")
         with atomic_files(report_dir) as into:
-            if task == "three_class":
-                return three_class.build_report(report_dir, finished_runs(report_dir), into)
-            return _write_report(report_dir, versus, into)
+            return _write_report(report_dir, task, versus, into)
 
 
-def _write_report(report_dir: Path, versus: pd.DataFrame, into: Path) -> str:
-    """`build_report`'s files of a binary sweep, written into `into`; returns the summary."""
+def _write_report(report_dir: Path, task: str, versus: pd.DataFrame, into: Path) -> str:
+    """`build_report`'s files of a sweep, written into `into`; returns the summary."""
     board = leaderboard(report_dir)
     write_csv(into / LEADERBOARD_CSV, board)
     table = leaderboard_markdown(board)
     write_text(into / LEADERBOARD_MD, table + "\n")
+    if task == "three_class":
+        summary = "\n".join([*_summary_head(report_dir, task, board), "", table, ""])
+        write_text(into / SUMMARY_MD, summary)
+        return summary
     comparison = comparison_table(report_dir)
     if not comparison.empty:
         write_csv(into / COMPARISON_CSV, comparison)
@@ -391,29 +441,9 @@ def _write_report(report_dir: Path, versus: pd.DataFrame, into: Path) -> str:
 
 
 def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, table: str, versus: pd.DataFrame) -> str:
-    """summary.md: what was run, the leaderboard, significant differences, reference predictions and failures."""
-    best = board.iloc[0]
-    lines = [
-        f"# Sweep report: {report_dir.name}",
-        "",
-        f"{len(board)} backbone(s), {int(board['runs'].sum()) if 'runs' in board else len(board)} finished run(s). "
-        f"Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
-        "Metrics on the test set at each run's validation-chosen threshold; 95 % CIs by patient bootstrap.",
-    ]
-    if "runs" in board:
-        lines += [
-            "A backbone run several times (seeds, folds): the metrics of its runs' mean predictions at their mean",
-            "threshold, with the bootstrap CI (test sampling), then the mean ± SD over its runs (training variance).",
-            "Pairwise comparisons use the mean predictions.",
-        ]
-    if has_validation(board):
-        several = " (a backbone run several times: their means over its runs)" if "runs" in board else ""
-        lines.append(f"{VALIDATION_NOTE}{several}.")
-    lines += [
-        "",
-        table,
-        "",
-    ]
+    """summary.md of a binary sweep: what was run, the leaderboard, significant differences, reference predictions
+    and failures."""
+    lines = [*_summary_head(report_dir, "binary", board), "", table, ""]
     if not comparison.empty:
         lines += ["## Pairwise comparisons", "", comparison.round(4).to_markdown(index=False), ""]
     if not versus.empty:
@@ -423,6 +453,37 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
     if failures:
         lines += ["## Failed runs", ""] + [f"- {name}: {error}" for name, error in failures.items()] + [""]
     return "\n".join(lines)
+
+
+def _summary_head(report_dir: Path, task: str, board: pd.DataFrame) -> list[str]:
+    """summary.md's title and the lines that say what its leaderboard shows."""
+    best, n_runs = board.iloc[0], int(board["runs"].sum()) if "runs" in board else len(board)
+    if task == "three_class":
+        lines = [
+            f"# Sweep report: {report_dir.name} (three classes: normal, bacterial, viral)",
+            "",
+            f"{len(board)} backbone(s), {n_runs} finished run(s). Best macro ROC-AUC: "
+            f"**{best['backbone']}** {best['macro_roc_auc']:.3f}.",
+            "Test metrics of the argmax class; one-vs-rest ROC-AUCs; 95 % CIs by patient bootstrap.",
+        ]
+    else:
+        lines = [
+            f"# Sweep report: {report_dir.name}",
+            "",
+            f"{len(board)} backbone(s), {n_runs} finished run(s). "
+            f"Best ROC-AUC: **{best['backbone']}** {_cell(best, 'roc_auc')}.",
+            "Metrics on the test set at each run's validation-chosen threshold; 95 % CIs by patient bootstrap.",
+        ]
+    if "runs" in board and task == "binary":
+        lines += [
+            "A backbone run several times (seeds, folds): the metrics of its runs' mean predictions at their mean",
+            "threshold, with the bootstrap CI (test sampling), then the mean ± SD over its runs (training variance).",
+            "Pairwise comparisons use the mean predictions.",
+        ]
+    if has_validation(board):
+        several = " (a backbone run several times: their means over its runs)" if "runs" in board else ""
+        lines.append(f"{VALIDATION_NOTE}{several}.")
+    return lines
 
 
 def comparison_figure(

@@ -170,18 +170,3 @@ def multiclass_metrics_ci(
     }
     result["notes"] = list(dict.fromkeys(notes))
     return result
-
-
-def leaderboard_row(name: str, result: dict) -> dict:
-    """One flat row of a three-class leaderboard: backbone, each summary metric with _low and _high, then each
-    class's one-vs-rest ROC-AUC (roc_auc_normal, ...)."""
-    row: dict = {"backbone": name}
-    for metric in SUMMARY_METRICS:
-        entry = result[metric]
-        row.update({metric: entry["value"], f"{metric}_low": entry["low"], f"{metric}_high": entry["high"]})
-    for label, entry in result["per_class"].items():
-        auc = entry["roc_auc"]
-        row.update(
-            {f"roc_auc_{label}": auc["value"], f"roc_auc_{label}_low": auc["low"], f"roc_auc_{label}_high": auc["high"]}
-        )
-    return row

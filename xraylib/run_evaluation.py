@@ -137,7 +137,6 @@ def evaluate_run(
 
 
 ADAPTED_METRICS = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "accuracy", "ece")  # format_adapted
-EXTERNAL_FIGURES = ("confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
 
 
 def external_folder(run_dir: Path, data: Path) -> Path:
@@ -163,7 +162,6 @@ def evaluate_on(
     images of `data`, unlabelled (`adapt.adapt_predictor`; binary runs), and metrics.json says so (`adaptation`)."""
     from xraylib.data import build_index
     from xraylib.predict import load_predictor, predict_files
-    from xraylib.run_figures import run_figure
 
     run_dir, data = Path(run_dir), Path(data)
     for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
@@ -200,8 +198,7 @@ def evaluate_on(
     claim_dir(out, "evaluation")
     if predictor.three_class:
         result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
-        for name in three_class.RUN_FIGURES[1:]:  # all but the training curves
-            run_figure(name, run_dir, model=predictor.model, results=out)
+        _draw_figures(run_dir, predictor.model, out)
         return result
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     predictions = write_csv(out / runs.PREDICTIONS, frame)
@@ -214,9 +211,16 @@ def evaluate_on(
     if adapt:
         result["adaptation"] = table.attrs["adaptation"]
     write_json(out / runs.METRICS, _run_schema(result, cfg, predictor.threshold))
-    for name in EXTERNAL_FIGURES:
-        run_figure(name, run_dir, model=predictor.model, results=out)
+    _draw_figures(run_dir, predictor.model, out)
     return result
+
+
+def _draw_figures(run_dir: Path, model, out: Path) -> None:
+    """The run's figures (all but its training curves) of its predictions on other data, in `out`."""
+    from xraylib.run_figures import RUN_FIGURES, run_figure
+
+    for name in RUN_FIGURES[runs.read_config(run_dir).task][1:]:
+        run_figure(name, run_dir, model=model, results=out)
 
 
 def _run_schema(result: dict, cfg, threshold: float) -> dict:

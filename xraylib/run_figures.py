@@ -8,20 +8,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from xraylib import data_plots, gradcam_plots, plots, runs, three_class
+from xraylib import data_plots, gradcam_plots, multiclass_plots, plots, runs
 from xraylib.config import RunConfig
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
+from xraylib.multiclass import (
+    CALIBRATION_METRICS,
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    THREE_CLASSES,
+    TITLES,
+    class_codes,
+)
 from xraylib.plot_style import format_ci
+from xraylib.three_class import COLUMNS, RAW_COLUMNS
 
-RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam")
+RUN_FIGURES = {  # a run's figures, by task
+    "binary": ("training_curves", "confusion_matrix", "roc_pr", "reliability", "examples", "gradcam"),
+    "three_class": ("training_curves", "confusion_matrix", "roc_ovr", "reliability", "examples", "gradcam"),
+}
 
 
 def metrics_table(result: dict) -> pd.DataFrame:
-    """metrics.json as a table: each metric at the chosen threshold and at 0.5, with 95 % CIs (three classes:
-    `three_class.metrics_table`)."""
+    """metrics.json as a table: each metric with its 95 % CI; binary runs at the chosen threshold and at 0.5,
+    three-class runs each summary metric, then each class's one-vs-rest ROC-AUC, recall, precision and F1."""
     if result.get("task") == "three_class":
-        return three_class.metrics_table(result)
+        return _three_class_metrics_table(result["test"])
     rows = []
     for name, entry in result["at_threshold"].items():
         if not isinstance(entry, dict) or "value" not in entry:
@@ -37,6 +49,13 @@ def metrics_table(result: dict) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("metric")
+
+
+def _three_class_metrics_table(test: dict) -> pd.DataFrame:
+    rows = [(TITLES[name], test[name]) for name in SUMMARY_METRICS + CALIBRATION_METRICS]
+    rows += [(f"{m}: {label}", entry[m]) for label, entry in test["per_class"].items() for m in PER_CLASS_METRICS]
+    table = pd.DataFrame([{"metric": name, "value": e["value"], "95% CI": format_ci(e)} for name, e in rows])
+    return table.set_index("metric")
 
 
 def validation_table(result: dict) -> pd.DataFrame:
@@ -117,20 +136,28 @@ def model_summary(model) -> pd.Series:
 
 
 def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path | None = None):
-    """Draw one of RUN_FIGURES from a run's files, save it under figures/, and return it. `results`: a folder of
-    the run's predictions.csv and metrics.json on other data (`xraylib evaluate --run`), which gets the figures."""
+    """Draw one of the run's RUN_FIGURES (by its task) from its files, save it under figures/, and return it.
+    `results`: a folder of the run's predictions.csv and metrics.json on other data (`xraylib evaluate --run`),
+    which gets the figures. gradcam_images=0 asks for no Grad-CAM grid (None)."""
     run_dir = Path(run_dir)
     results = Path(results or run_dir)
     cfg = runs.read_config(run_dir)
+    if name not in RUN_FIGURES[cfg.task]:
+        raise InputError(f"unknown figure {name!r} of a {cfg.task} run (known: {', '.join(RUN_FIGURES[cfg.task])})")
     path = runs.figure_path(results, name)
     title = f"{cfg.backbone} ({cfg.preset})" + (f" on {results.name}" if results != run_dir else "")
     if name == "training_curves":
         history = runs.read_history(run_dir)
         panels = plots.THREE_CLASS_PANELS if cfg.task == "three_class" else plots.TRAINING_PANELS
         return plots.plot_training_curves(history, monitor=cfg.monitor, title=title, path=path, panels=panels)
-    if cfg.task == "three_class":
-        return three_class.run_figure(name, results, cfg, title, model, run_dir)
-    frame = runs.run_predictions(results)
+    if name == "gradcam" and not cfg.gradcam_images:
+        return None
+    draw = _three_class_figure if cfg.task == "three_class" else _binary_figure
+    return draw(name, runs.run_predictions(results), results, run_dir, cfg, title, path, model)
+
+
+def _binary_figure(name, frame, results, run_dir, cfg, title, path, model):
+    """One figure of a binary run from its predictions (`frame`) and the metrics.json in `results`."""
     result = runs.read_metrics(results)
     threshold = runs.threshold_of(result, results / runs.METRICS)
     y, p = pneumonia_codes(frame["label"]), frame["p_pneumonia"].to_numpy(float)
@@ -145,35 +172,58 @@ def run_figure(name: str, run_dir: str | Path, model=None, results: str | Path |
         return plots.plot_reliability(y, p, title=title, path=path, p_uncalibrated=raw)
     if name == "examples":
         return plots.plot_examples(frame, seed=cfg.seed, threshold=threshold, title=title, path=path)
-    if name == "gradcam":  # gradcam_images=0 asks for no Grad-CAM grid
-        return gradcam_figure(run_dir, cfg, frame, threshold, model, path) if cfg.gradcam_images else None
-    raise InputError(f"unknown figure {name!r} (known: {', '.join(RUN_FIGURES)})")
+    sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)  # the Grad-CAM grid
+    titles = [
+        f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
+        for t, q, pp in zip(sample["label"], sample["predicted"], sample["p_pneumonia"], strict=True)
+    ]
+    errors = list(sample["label"] != sample["predicted"])
+    raw_threshold = runs.read_calibration(run_dir).raw_threshold(threshold)  # gradcam sees the model's own output
+    title = f"Grad-CAM: {cfg.backbone} ({cfg.preset})"
+    return _gradcam_grid(run_dir, cfg, sample, titles, errors, model, path, title, threshold=raw_threshold)
 
 
-def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, threshold: float, model=None, path=None):
-    """Grad-CAM heatmaps over test images (rows of `frame`) sampled across TP / TN / FP / FN."""
+def _three_class_figure(name, frame, results, run_dir, cfg, title, path, model):
+    """One figure of a three-class run from its predictions (`frame`) and the metrics.json in `results`."""
+    y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
+    if name == "confusion_matrix":
+        pred = class_codes(frame["predicted"])
+        return plots.plot_confusion_matrix(y, pred, title=f"{title}, argmax", path=path, classes=THREE_CLASSES)
+    if name == "roc_ovr":
+        result = runs.read_metrics(results)["test"]
+        return multiclass_plots.plot_ovr_roc(y, probs, result, title=title, path=path)
+    if name == "reliability":
+        raw = frame[RAW_COLUMNS].to_numpy(float) if set(RAW_COLUMNS) <= set(frame) else None
+        return multiclass_plots.plot_top_label_reliability(y, probs, raw, title=title, path=path)
+    if name == "examples":
+        return multiclass_plots.plot_three_class_examples(frame, seed=cfg.seed, title=title, path=path)
+    sample = multiclass_plots.sample_cells(frame, cfg.gradcam_images, seed=cfg.seed)  # the Grad-CAM grid
+    titles = [
+        f"true {THREE_CLASSES[t].title()} / pred {THREE_CLASSES[q].title()}\np = {getattr(row, COLUMNS[q]):.2f}"
+        for t, q, row in zip(sample["true_code"], sample["pred_code"], sample.itertuples(), strict=True)
+    ]
+    errors = list(sample["true_code"] != sample["pred_code"])
+    title, classes = f"Grad-CAM of the predicted class: {cfg.backbone} ({cfg.preset})", sample["pred_code"].to_numpy()
+    return _gradcam_grid(run_dir, cfg, sample, titles, errors, model, path, title, classes=classes)
+
+
+def _gradcam_grid(run_dir: Path, cfg: RunConfig, sample: pd.DataFrame, titles, errors, model, path, title, **target):
+    """Grad-CAM heatmaps over the `sample` of test images, towards `target` (`explain.gradcam`'s threshold of a
+    binary model, or each image's class), as one grid."""
     from xraylib.explain import gradcam
     from xraylib.images import load_gray
     from xraylib.models import load_model
 
     if model is None:
         model = load_model(run_dir / runs.MODEL)
-    sample = plots.sample_outcomes(frame, cfg.gradcam_images, seed=cfg.seed)
     images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
-    raw_threshold = runs.read_calibration(run_dir).raw_threshold(threshold)  # gradcam sees the model's own output
-    heatmaps = gradcam(model, images[..., None], threshold=raw_threshold)
-    titles = [
-        f"true {t.title()} / pred {q.title()}\nP(pneumonia) = {pp:.2f}"
-        for t, q, pp in zip(sample["label"], sample["predicted"], sample["p_pneumonia"], strict=True)
-    ]
-    errors = list(sample["label"] != sample["predicted"])
-    title = f"Grad-CAM: {cfg.backbone} ({cfg.preset})"
+    heatmaps = gradcam(model, images[..., None], **target)
     return gradcam_plots.plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
 
 
 def save_run_figures(run_dir: str | Path, model=None) -> dict:
     """Every figure of a run, saved under `run_dir/figures/` (the Grad-CAM grid unless gradcam_images=0)."""
-    names = three_class.RUN_FIGURES if runs.read_config(run_dir).task == "three_class" else RUN_FIGURES
+    names = RUN_FIGURES[runs.read_config(run_dir).task]
     return {name: run_figure(name, run_dir, model=model) for name in names}
 
 

@@ -1,5 +1,6 @@
-"""The three-class task (Normal / Bacterial / Viral): a run's predictions and metrics.json, reading, scoring and
-printing any three-class predictions file, and a sweep's three-class leaderboard.
+"""The three-class task (Normal / Bacterial / Viral), what makes it differ from the binary one: a run's
+predictions and metrics.json, and reading, scoring and printing any three-class predictions file. Its figures are
+drawn by `run_figures`, its leaderboard and summary by `leaderboard`, as the binary task's.
 
 predictions.csv of a three-class run: file, patient, label (normal | bacterial | viral), p_normal, p_bacterial,
 p_viral (calibrated when the run calibrates, then also p_uncalibrated_normal, ...), predicted (the argmax class),
@@ -8,7 +9,6 @@ subtype, path. Its metrics come from `xraylib.multiclass`.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from xraylib.multiclass import (
     multiclass_metrics_ci,
     probability_columns,
 )
-from xraylib.plot_style import REPORT_DIGITS, format_ci, format_interval
+from xraylib.plot_style import REPORT_DIGITS, format_interval
 
 COLUMNS = probability_columns(THREE_CLASSES)
 RAW_COLUMNS = [f"p_uncalibrated_{name}" for name in THREE_CLASSES]
@@ -208,152 +208,3 @@ def format_report(result: dict) -> str:
     if result["notes"]:
         lines += ["", "notes:", *[f"  - {n}" for n in result["notes"]]]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------- a run's figures
-
-RUN_FIGURES = ("training_curves", "confusion_matrix", "roc_ovr", "reliability", "examples", "gradcam")
-
-
-def run_figure(name: str, results: Path, cfg: RunConfig, title: str, model=None, run_dir: Path | None = None):
-    """One three-class figure (RUN_FIGURES but the training curves, which both tasks share) from the
-    predictions.csv and metrics.json in `results`, saved under its figures/."""
-    from xraylib import multiclass_plots, plots
-
-    path = runs.figure_path(results, name)
-    frame = runs.run_predictions(results)
-    y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
-    if name == "confusion_matrix":
-        pred = class_codes(frame["predicted"])
-        return plots.plot_confusion_matrix(y, pred, title=f"{title}, argmax", path=path, classes=THREE_CLASSES)
-    if name == "roc_ovr":
-        result = runs.read_metrics(results)["test"]
-        return multiclass_plots.plot_ovr_roc(y, probs, result, title=title, path=path)
-    if name == "reliability":
-        raw = frame[RAW_COLUMNS].to_numpy(float) if set(RAW_COLUMNS) <= set(frame) else None
-        return multiclass_plots.plot_top_label_reliability(y, probs, raw, title=title, path=path)
-    if name == "examples":
-        return multiclass_plots.plot_three_class_examples(frame, seed=cfg.seed, title=title, path=path)
-    if name == "gradcam":  # gradcam_images=0 asks for no Grad-CAM grid
-        return gradcam_figure(run_dir or results, cfg, frame, model, path) if cfg.gradcam_images else None
-    raise InputError(f"unknown figure {name!r} of a three-class run (known: {', '.join(RUN_FIGURES)})")
-
-
-def gradcam_figure(run_dir: Path, cfg: RunConfig, frame: pd.DataFrame, model=None, path=None):
-    """Grad-CAM of each image's predicted class over test images sampled across the (true, predicted) cells."""
-    from xraylib.explain import gradcam
-    from xraylib.gradcam_plots import plot_gradcam_grid
-    from xraylib.images import load_gray
-    from xraylib.models import load_model
-    from xraylib.multiclass_plots import sample_cells
-
-    if model is None:
-        model = load_model(run_dir / runs.MODEL)
-    sample = sample_cells(frame, cfg.gradcam_images, seed=cfg.seed)
-    images = np.stack([load_gray(p, cfg.image_size) for p in sample["path"]]).astype(np.float32)
-    heatmaps = gradcam(model, images[..., None], classes=sample["pred_code"].to_numpy())
-    titles = [
-        f"true {THREE_CLASSES[t].title()} / pred {THREE_CLASSES[q].title()}\np = {getattr(row, COLUMNS[q]):.2f}"
-        for t, q, row in zip(sample["true_code"], sample["pred_code"], sample.itertuples(), strict=True)
-    ]
-    errors = list(sample["true_code"] != sample["pred_code"])
-    title = f"Grad-CAM of the predicted class: {cfg.backbone} ({cfg.preset})"
-    return plot_gradcam_grid(images, heatmaps, titles=titles, errors=errors, title=title, path=path)
-
-
-def metrics_table(result: dict) -> pd.DataFrame:
-    """A three-class metrics.json as a table: each summary metric, then each class's one-vs-rest ROC-AUC, recall,
-    precision and F1, with 95 % CIs."""
-    test = result["test"]
-    rows = [(TITLES[name], test[name]) for name in SUMMARY_METRICS + CALIBRATION_METRICS]
-    rows += [(f"{m}: {label}", entry[m]) for label, entry in test["per_class"].items() for m in PER_CLASS_METRICS]
-    table = pd.DataFrame([{"metric": name, "value": e["value"], "95% CI": format_ci(e)} for name, e in rows])
-    return table.set_index("metric")
-
-
-# ---------------------------------------------------------------------------------------------- a sweep's runs
-
-LEADERBOARD_METRICS = SUMMARY_METRICS + tuple(f"roc_auc_{name}" for name in THREE_CLASSES)
-
-
-def _mean_frame(frames: list[pd.DataFrame], name: str) -> pd.DataFrame:
-    """One predictions table of several runs on the same test images: their mean class probabilities (calibrated
-    and not)."""
-    mean = runs.mean_probabilities(frames, COLUMNS + RAW_COLUMNS, name)
-    predicted = mean[list(COLUMNS)].to_numpy().argmax(axis=1)
-    return mean.assign(predicted=np.asarray(THREE_CLASSES)[predicted]).reset_index()
-
-
-def leaderboard(folders: dict[str, Path], n_boot: int = 1000) -> pd.DataFrame:
-    """One row per backbone of three-class runs (name -> run folder), by macro ROC-AUC: run once, its run's
-    metrics; run several times, the metrics of its runs' mean class probabilities (patient-bootstrap CIs). Beside
-    them, each summary metric on validation and its drop to test (`runs.validation_columns`; several runs: their
-    means)."""
-    from xraylib.multiclass import leaderboard_row
-
-    by_backbone: dict[str, list[Path]] = {}
-    for run in folders.values():
-        by_backbone.setdefault(runs.read_config(run).backbone, []).append(run)
-    rows = []
-    for backbone, group in by_backbone.items():
-        if len(group) == 1:
-            result = runs.read_metrics(group[0])["test"]
-        else:
-            frame = _mean_frame([runs.run_predictions(f) for f in group], backbone)
-            y, probs = class_codes(frame["label"]), frame[COLUMNS].to_numpy(float)
-            result = multiclass_metrics_ci(y, probs, frame["patient"], n_boot=n_boot)
-        row = leaderboard_row(backbone, result)
-        columns = [runs.validation_columns(runs.read_metrics(f), f / runs.METRICS, SUMMARY_METRICS) for f in group]
-        row.update(runs.mean_validation(pd.DataFrame(columns), SUMMARY_METRICS))
-        row.update(runs=len(group), preset=runs.read_config(group[0]).preset)
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values("macro_roc_auc", ascending=False).reset_index(drop=True)
-
-
-def leaderboard_markdown(board: pd.DataFrame) -> str:
-    """The three-class leaderboard as a Markdown table: value [low, high] per metric; beside each summary metric,
-    when some run recorded it, its value on validation and the drop (test minus validation)."""
-    validation = runs.has_validation(board)
-    shown = [
-        (m, v) for m in LEADERBOARD_METRICS for v in (False, True) if not v or (validation and m in SUMMARY_METRICS)
-    ]
-    header = " | ".join(f"val. {m} (drop)" if v else m for m, v in shown)
-    lines = [f"| backbone | runs | {header} |", "|---" * (len(shown) + 2) + "|"]
-    for _, row in board.iterrows():
-        cells = [_board_cell(row, f"val_{m}", row[f"{m}_drop"]) if v else _board_cell(row, m) for m, v in shown]
-        lines.append(f"| {row['backbone']} | {row['runs']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _board_cell(row: pd.Series, column: str, drop: float = math.nan) -> str:
-    """A leaderboard cell, `value [low, high]`, then the signed drop when one is given."""
-    entry = {key: row[f"{column}{end}"] for key, end in (("value", ""), ("low", "_low"), ("high", "_high"))}
-    cell = format_interval(entry)
-    return cell if pd.isna(drop) else f"{cell} ({drop:+.3f})"
-
-
-def build_report(report_dir: Path, folders: dict[str, Path], into: Path) -> str:
-    """leaderboard.csv/.md and summary.md of a sweep of three-class runs, written into `into`; returns the summary."""
-    from xraylib.fileio import write_text
-
-    board = leaderboard(folders)
-    write_csv(into / runs.LEADERBOARD_CSV, board)
-    table = leaderboard_markdown(board)
-    write_text(into / runs.LEADERBOARD_MD, table + "\n")
-    best = board.iloc[0]
-    summary = "\n".join(
-        [
-            f"# Sweep report: {report_dir.name} (three classes: normal, bacterial, viral)",
-            "",
-            f"{len(board)} backbone(s), {int(board['runs'].sum())} finished run(s). Best macro ROC-AUC: "
-            f"**{best['backbone']}** {best['macro_roc_auc']:.3f}.",
-            "Test metrics of the argmax class; one-vs-rest ROC-AUCs; 95 % CIs by patient bootstrap.",
-            *[f"{runs.VALIDATION_NOTE} (a backbone run several times: their means over its runs)."]
-            * runs.has_validation(board),
-            "",
-            table,
-            "",
-        ]
-    )
-    write_text(into / runs.SUMMARY_MD, summary)
-    return summary
