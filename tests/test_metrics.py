@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from xraylib import metrics as M
 from xraylib import prediction_files as E
 from xraylib.errors import InputError
-from xraylib.leaderboard import compare
+from xraylib.pairwise import compare
 
 REFERENCE = {
     "VGG19 results.csv": [

@@ -1,25 +1,23 @@
 """The comparison of runs in a report folder (`xraylib report`): the run table, the leaderboard with CIs (and
-mean ± SD over a backbone's runs), the pairwise tests, summary.md and the comparison figures. The leaderboard and
-summary.md serve both tasks; the pairwise tests and figures compare binary runs."""
+mean ± SD over a backbone's runs), summary.md and the comparison figures, with the pairwise tests of `pairwise`. The
+leaderboard and summary.md serve both tasks; the pairwise tests and figures compare binary runs."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from xraylib import compare_plots
+from xraylib import compare_plots, pairwise
 from xraylib.backbones import BACKBONES
 from xraylib.data import pneumonia_codes
 from xraylib.errors import InputError
 from xraylib.explain import localization_means
 from xraylib.fileio import atomic_files, claim_dir, owned_dir, unclaimed_on_refusal, write_csv, write_text
-from xraylib.metrics import METRICS, holm, paired_comparison
+from xraylib.metrics import METRICS
 from xraylib.multiclass import SUMMARY_METRICS, THREE_CLASSES, class_codes, multiclass_metrics_ci
 from xraylib.plot_style import format_interval
-from xraylib.prediction_files import align_predictions, tidy_predictions
 from xraylib.runs import (
     COMPARISON_CSV,
     LEADERBOARD_CSV,
@@ -36,7 +34,6 @@ from xraylib.runs import (
     read_config,
     read_metrics,
     read_status,
-    report_path,
     run_predictions,
     threshold_of,
     validation_columns,
@@ -48,11 +45,6 @@ KINDS = ("bacterial", "viral")  # the pneumonia kinds whose sensitivity the lead
 ROC_TITLE = "Test ROC curves"
 SPREAD_TITLE = "Test metrics of each run (seeds, folds) per backbone"
 COMPARISON_FIGURES = ("roc_overlay", "metric_bars", "run_spread")
-REFERENCE_NOTE = (
-    "Each backbone (A) against each reference file (B) on the same test images, by file name: accuracy of the "
-    "predicted labels and its difference with a patient-bootstrap 95 % CI, the discordant images (A right and B "
-    "wrong, and the reverse) and McNemar's test (exact when they are fewer than 25)."
-)
 LEADERBOARD_METRICS = ("roc_auc", "pr_auc", "balanced_accuracy", "sensitivity", "specificity", "f1", "accuracy")
 VALIDATION_SHOWN = ("roc_auc", "sensitivity", "specificity", "accuracy")  # leaderboard.md's validation columns
 THREE_CLASS_METRICS = SUMMARY_METRICS + tuple(f"roc_auc_{name}" for name in THREE_CLASSES)
@@ -307,96 +299,17 @@ def _cell(row: pd.Series, metric: str) -> str:
     return format_interval({"value": row[metric], "low": row[f"{metric}_low"], "high": row[f"{metric}_high"]})
 
 
-def compare(predictions: dict[str, pd.DataFrame], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Every pair of backbones on the same test images: the accuracy difference, McNemar's test and the paired
-    ROC-AUC difference (`_paired_row`).
-
-    Frames as tidy_predictions returns them (file, patient, y_true, p, y_pred). One row per pair; p-values
-    also Holm-adjusted over all pairs.
-    """
-    if len(predictions) < 2:
-        raise InputError("comparing needs the predictions of at least two backbones")
-    rows = [
-        {"model_a": name_a, "model_b": name_b, **_paired_row(align_predictions(a, b, name_a, name_b), n_boot, seed)}
-        for (name_a, a), (name_b, b) in itertools.combinations(predictions.items(), 2)
-    ]
-    return _with_holm(pd.DataFrame(rows))
-
-
-def _paired_row(both: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """One flat row of `metrics.paired_comparison` for two models' predictions aligned by `align_predictions`."""
-    r = paired_comparison(
-        both["y_true"], both["y_pred_a"], both["y_pred_b"], both["p_a"], both["p_b"], both["patient"], n_boot, seed
-    )
-    acc, test, auc = r["accuracy"], r["mcnemar"], r["roc_auc"]
-    return {
-        "n_images": r["n_images"],
-        "accuracy_a": acc["accuracy_a"],
-        "accuracy_b": acc["accuracy_b"],
-        "accuracy_difference": acc["difference"],
-        "accuracy_difference_low": acc["low"],
-        "accuracy_difference_high": acc["high"],
-        "a_right_b_wrong": test["b"],
-        "a_wrong_b_right": test["c"],
-        "mcnemar_statistic": test["statistic"],
-        "mcnemar_method": test["method"],
-        "mcnemar_p": test["p_value"],
-        "auc_a": auc["auc_a"],
-        "auc_b": auc["auc_b"],
-        "auc_difference": auc["difference"],
-        "auc_difference_low": auc["low"],
-        "auc_difference_high": auc["high"],
-        "auc_difference_p": auc["p_value"],
-        "note": "" if auc["auc_a"] is not None else "no probabilities: AUC difference not computed",
-    }
-
-
-def _with_holm(table: pd.DataFrame) -> pd.DataFrame:
-    """A table of `_paired_row`s with McNemar's and the AUC difference's p-values Holm-adjusted over its rows."""
-    table.insert(table.columns.get_loc("mcnemar_p") + 1, "mcnemar_p_holm", holm(table["mcnemar_p"].tolist()))
-    table.insert(
-        table.columns.get_loc("auc_difference_p") + 1,
-        "auc_difference_p_holm",
-        holm(table["auc_difference_p"].astype(float).tolist()),
-    )
-    return table
-
-
 def reference_table(report_dir: str | Path, references: list, n_boot: int = 1000) -> pd.DataFrame:
     """Each backbone of a report (its `mean_predictions`) against each reference predictions file (e.g. the study's
-    `VGG19 results.csv`) image by image: one `_paired_row` per pair, model A the backbone, B the file."""
+    `VGG19 results.csv`) image by image (`pairwise.versus_references`)."""
     _binary_only(report_dir, "the comparison with reference predictions")
-    files = {Path(path).name: tidy_predictions(report_path(path)) for path in references}
-    rows = [
-        {
-            "model_a": backbone,
-            "model_b": name,
-            **_paired_row(align_predictions(_tidy(frame), other, backbone, name), n_boot),
-        }
-        for backbone, frame in mean_predictions(report_dir).items()
-        for name, other in files.items()
-    ]
-    return _with_holm(pd.DataFrame(rows)) if rows else pd.DataFrame()
+    return pairwise.versus_references(mean_predictions(report_dir), references, n_boot)
 
 
 def comparison_table(report_dir: str | Path, n_boot: int = 1000) -> pd.DataFrame:
     """McNemar and paired-bootstrap ROC-AUC difference for every pair of backbones, on their `mean_predictions`
     (a backbone run several times: its runs' mean P(pneumonia), labelled at their mean threshold)."""
-    frames = {name: _tidy(frame) for name, frame in mean_predictions(report_dir).items()}
-    return compare(frames, n_boot=n_boot) if len(frames) > 1 else pd.DataFrame()
-
-
-def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    """A predictions.csv frame in tidy_predictions' columns: file, patient, y_true, p, y_pred."""
-    return pd.DataFrame(
-        {
-            "file": frame["file"],
-            "patient": frame["patient"].astype(str),
-            "y_true": pneumonia_codes(frame["label"]),
-            "p": frame["p_pneumonia"].astype(float),
-            "y_pred": pneumonia_codes(frame["predicted"]),
-        }
-    )
+    return pairwise.every_pair(mean_predictions(report_dir), n_boot)
 
 
 def build_report(report_dir: str | Path, references: list = ()) -> str:
@@ -447,8 +360,8 @@ def _summary(report_dir: Path, board: pd.DataFrame, comparison: pd.DataFrame, ta
     if not comparison.empty:
         lines += ["## Pairwise comparisons", "", comparison.round(4).to_markdown(index=False), ""]
     if not versus.empty:
-        lines += ["## Against reference predictions", "", REFERENCE_NOTE, "", versus.round(4).to_markdown(index=False)]
-        lines += [""]
+        table = versus.round(4).to_markdown(index=False)
+        lines += ["## Against reference predictions", "", pairwise.REFERENCE_NOTE, "", table, ""]
     failures = failed_runs(report_dir)
     if failures:
         lines += ["## Failed runs", ""] + [f"- {name}: {error}" for name, error in failures.items()] + [""]
