@@ -198,7 +198,7 @@ def evaluate_on(
     claim_dir(out, "evaluation")
     if predictor.three_class:
         result = three_class.score_run(run_dir, cfg, data, index, table, out, n_boot, seed)
-        _draw_figures(run_dir, predictor.model, out)
+        _draw_figures(run_dir, cfg.task, predictor.model, out)
         return result
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     predictions = write_csv(out / runs.PREDICTIONS, frame)
@@ -211,15 +211,16 @@ def evaluate_on(
     if adapt:
         result["adaptation"] = table.attrs["adaptation"]
     write_json(out / runs.METRICS, _run_schema(result, cfg, predictor.threshold))
-    _draw_figures(run_dir, predictor.model, out)
+    _draw_figures(run_dir, cfg.task, predictor.model, out)
     return result
 
 
-def _draw_figures(run_dir: Path, model, out: Path) -> None:
-    """The run's figures (all but its training curves) of its predictions on other data, in `out`."""
+def _draw_figures(run_dir: Path, task: str, model, out: Path) -> None:
+    """The run's figures (all but its training curves; `task`: the run's) of its predictions on other data, in
+    `out`."""
     from xraylib.run_figures import RUN_FIGURES, run_figure
 
-    for name in RUN_FIGURES[runs.read_config(run_dir).task][1:]:
+    for name in RUN_FIGURES[task][1:]:
         run_figure(name, run_dir, model=model, results=out)
 
 
