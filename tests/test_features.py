@@ -67,6 +67,27 @@ def test_trunk_outputs_are_cached_and_keyed(xception, tmp_path, trunk_passes):
     assert computed == [5, 5, 5, 5] and len(list(tmp_path.glob("trunk-*.npy"))) == 3
 
 
+def test_an_augmented_model_reads_the_outputs_cached_without_augmentation(xception, tmp_path, trunk_passes):
+    """The augmentation block is the identity outside training: the same trunk with it gives the same outputs, under
+    the same key, so a run with augment=true is evaluated on the plain run's cache."""
+    from xraylib.features import split_at_trunk, trunk_key, trunk_outputs
+    from xraylib.models import build_model
+
+    cfg = resolve_config(
+        "xception", "sound", {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "true"}
+    )
+    augmented = build_model(cfg)
+    augmented.set_weights(xception.get_weights())
+    plain, trunk = split_at_trunk(xception)[0], split_at_trunk(augmented)[0]
+    assert "augmentation" in [layer.name for layer in trunk.layers]
+    x = _images(3)
+    assert trunk_key(trunk, x) == trunk_key(plain, x)
+    first = trunk_outputs(plain, x, 4, tmp_path)
+    np.testing.assert_array_equal(trunk_outputs(trunk, x, 4, tmp_path), first)
+    assert trunk_passes == [3]
+    np.testing.assert_allclose(trunk.predict(x, verbose=0), first, rtol=1e-5, atol=1e-6)
+
+
 def test_a_damaged_trunk_cache_is_computed_again(xception, tmp_path):
     from xraylib.features import split_at_trunk, trunk_outputs
 

@@ -52,6 +52,12 @@ def split_at_trunk(model):
     return split
 
 
+def _depth(trunk) -> int:
+    """The trunk's layers, less the model's augmentation block (`layers.augmentation`): the identity outside
+    training, so a run with `augment=true` is evaluated on the outputs cached by the same trunk without it."""
+    return sum(layer.name != "augmentation" for layer in trunk.layers)
+
+
 def trunk_key(trunk, images: np.ndarray) -> str:
     """A digest of the trunk's weights (moving statistics included), its depth and output shape, the images and the
     dtype policy: equal keys give equal outputs (layer names are not used: Keras numbers them anew per model)."""
@@ -59,7 +65,7 @@ def trunk_key(trunk, images: np.ndarray) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     policy = keras.mixed_precision.global_policy().name
-    h.update(f"{len(trunk.layers)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
+    h.update(f"{_depth(trunk)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
     for weight in trunk.weights:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
     h.update(cache_checksum(images).encode())
