@@ -60,7 +60,7 @@ def _depth(trunk) -> int:
 
 def trunk_key(trunk, images: np.ndarray) -> str:
     """A digest of the trunk's weights (moving statistics included), its depth and output shape, the images and the
-    dtype policy: equal keys give equal outputs (layer names are not used: Keras numbers them anew per model)."""
+    dtype policy: equal keys give equal outputs (no layer name is hashed: Keras numbers them anew per model)."""
     import keras
 
     h = hashlib.blake2b(digest_size=16)
