@@ -10,6 +10,9 @@ DEMO_REPORT := reports/demo
 WEIGHTS_DIR ?=
 # Runs at once: one per core (on Ray when above 1); `make demo JOBS=1` runs them one after another without Ray.
 JOBS ?= $(shell nproc 2>/dev/null || echo 1)
+# pytest workers (pytest-xdist): one per core, at most 4 (each imports TensorFlow); `make test TEST_JOBS=0` runs the
+# tests in one process. A test module stays on one worker, so its module-scoped fixtures run once.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test docs browser lint format clean lock
 
@@ -27,7 +30,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(MAKE) --no-print-directory browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # The documentation site (docs/, mkdocs.yml) into site/, in strict mode: a broken link or a page left out fails.
 # NO_MKDOCS_2_WARNING silences Material's end-of-life notice (it is about the theme, not the docs).
