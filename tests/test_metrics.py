@@ -188,6 +188,25 @@ def test_choose_threshold_rules():
         M.choose_threshold(np.zeros(10), p[:10], "youden")
 
 
+def test_a_threshold_fixed_by_few_validation_images_has_a_wide_interval():
+    """The interval is the rule re-run on patient resamples of validation: overlapping classes in few images leave
+    the threshold loose, many images pin it; a fixed threshold is its own interval."""
+    rng = np.random.default_rng(3)
+
+    def validation(n):
+        y = rng.integers(0, 2, n)
+        return y, 1 / (1 + np.exp(-(2.0 * y - 1.0 + rng.normal(0, 1.2, n))))
+
+    few, many = validation(60), validation(6000)
+    loose, firm = M.threshold_interval(*few, n_boot=300), M.threshold_interval(*many, n_boot=300)
+    for (y, p), chosen in ((few, loose), (many, firm)):
+        assert chosen["value"] == M.choose_threshold(y, p)
+        assert chosen["low"] < chosen["value"] < chosen["high"]
+    assert loose["high"] - loose["low"] > 3 * (firm["high"] - firm["low"])
+    assert M.threshold_interval(*few, rule="0.4") == {"value": 0.4, "low": 0.4, "high": 0.4}
+    assert M.threshold_interval(*few, n_boot=0)["low"] is None
+
+
 # ------------------------------------------------------------------------------------- the study's files
 
 

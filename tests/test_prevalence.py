@@ -196,7 +196,8 @@ def test_threshold_rules_are_chosen_on_validation_not_test(tmp_path, capsys):
     rows = {row["rule"]: row for row in result["rules"]}
     assert list(rows) == ["youden", "sensitivity:0.95", "0.5"]
     for rule, row in rows.items():
-        assert row["threshold"] == choose_threshold(y, val_p, rule)
+        assert row["threshold"] == choose_threshold(y, val_p, rule) == row["threshold_interval"]["value"]
+        assert row["threshold_interval"]["low"] <= row["threshold"] <= row["threshold_interval"]["high"]
         on_test = binary_metrics(y, test_p, row["threshold"])
         for name in ("sensitivity", "specificity", "accuracy"):
             assert row["test"][name]["value"] == pytest.approx(on_test[name])
@@ -214,6 +215,8 @@ def test_threshold_rules_are_chosen_on_validation_not_test(tmp_path, capsys):
     assert main(["evaluate", "--run", str(tmp_path), "--thresholds", "--bootstrap", "50"]) == 0
     text = capsys.readouterr().out
     assert "chosen on its 200 validation images" in text and text.splitlines()[-3].startswith("youden")
+    youden = rows["youden"]["threshold_interval"]
+    assert f"{youden['value']:.4f} [{youden['low']:.4f}, {youden['high']:.4f}]" in text.splitlines()[-3]
     assert main(["evaluate", "--run", str(tmp_path), "--thresholds", "--data", str(tmp_path)]) == 2
     (tmp_path / "val_predictions.csv").unlink()
     assert main(["evaluate", "--run", str(tmp_path), "--thresholds"]) == 2

@@ -57,6 +57,7 @@ def test_history_and_predictions(smoke_run):
     expected = predictions["p_pneumonia"].ge(threshold).map({True: "pneumonia", False: "normal"})
     assert (predictions["predicted"] == expected).all()
     assert metrics["threshold"]["chosen_on"] == "validation"
+    assert metrics["threshold"]["low"] <= threshold <= metrics["threshold"]["high"]  # over validation patients
     for entry in (metrics["at_threshold"]["accuracy"], metrics["at_0.5"]["accuracy"]):
         assert entry["low"] <= entry["value"] <= entry["high"]
 

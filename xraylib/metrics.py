@@ -166,18 +166,40 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
     return float(min(thresholds[i], 1.0))
 
 
-def threshold_rules(val, test, groups=None, rules=THRESHOLD_RULES, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def threshold_interval(y, p, groups=None, rule: str = "youden", n_boot: int = 1000, seed: int = 0) -> dict:
+    """The threshold `rule` chooses on the VALIDATION (labels, probabilities) and its 95 % interval over patient
+    (`groups`) resamples of them, {value, low, high}: how firmly the validation images fix it (a fixed rule's
+    interval is the number itself)."""
+    value = choose_threshold(y, p, rule)
+    if threshold_rule(rule)[0] == "fixed":
+        return {"value": value, "low": value, "high": value}
+    y, p = _as_arrays(y, p)
+    counts = bootstrap_weights(groups, len(y), n_boot, seed).astype(np.int64)
+    draws = np.full(n_boot, np.nan)
+    for i, count in enumerate(counts):
+        index = np.repeat(np.arange(len(y)), count)
+        if 0 < y[index].sum() < len(index):  # a resample with one class has no threshold
+            draws[i] = choose_threshold(y[index], p[index], rule)
+    return bootstrap_interval(value, draws, n_boot, "threshold")
+
+
+def threshold_rules(
+    val, test, groups=None, rules=THRESHOLD_RULES, n_boot: int = 1000, seed: int = 0, val_groups=None
+) -> list[dict]:
     """Each threshold rule chosen on the VALIDATION (labels, probabilities) `val` and applied to the test ones
-    `test`: per rule its threshold, the validation sensitivity and specificity, and the test sensitivity,
-    specificity and accuracy, each {value, low, high} (95 % CI from a bootstrap of the test `groups`)."""
+    `test`: per rule its threshold with its interval over resamples of the validation `val_groups`
+    (`threshold_interval`), the validation sensitivity and specificity, and the test sensitivity, specificity and
+    accuracy, each {value, low, high} (95 % CI from a bootstrap of the test `groups`)."""
     out = []
     for rule in rules:
-        threshold = choose_threshold(*val, rule)
+        chosen = threshold_interval(*val, val_groups, rule, n_boot, seed)
+        threshold = chosen["value"]
         on_val, on_test = binary_metrics(*val, threshold), binary_metrics_ci(*test, groups, threshold, n_boot, seed)
         out.append(
             {
                 "rule": rule,
                 "threshold": threshold,
+                "threshold_interval": chosen,
                 "validation": {name: json_float(on_val[name]) for name in ("sensitivity", "specificity")},
                 "test": {name: on_test[name] for name in ("sensitivity", "specificity", "accuracy")},
             }

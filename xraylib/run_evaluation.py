@@ -62,9 +62,10 @@ def run_metrics(
 ) -> dict:
     """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
     images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
-    images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test."""
+    images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test,
+    and the threshold's 95 % interval over resamples of their patients (`threshold.low`, `threshold.high`)."""
     from xraylib.data import pneumonia_kind
-    from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind
+    from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind, threshold_interval
 
     kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
     by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
@@ -78,6 +79,8 @@ def run_metrics(
     }
     if validation is not None:
         val_y, val_p, val_groups = validation
+        chosen = threshold_interval(val_y, val_p, val_groups, cfg.threshold, cfg.bootstrap, cfg.seed)
+        result["threshold"].update(low=chosen["low"], high=chosen["high"])
         entry = binary_metrics_ci(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
         result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
     return result
@@ -309,7 +312,8 @@ def threshold_rules_of_run(
         val_xy, test_xy = ((f["y_true"].to_numpy(), f["p_raw"].to_numpy()) for f in (val, test))
         corrected, _, entry = correct_prior(fitted, prevalence, "youden", val_xy, test_xy)
         val_p, test_p = corrected(val_xy[1]), corrected(test_xy[1])
-    rules = threshold_rules((val["y_true"], val_p), (test["y_true"], test_p), test["patient"], n_boot=n_boot, seed=seed)
+    val_xy, test_xy = (val["y_true"], val_p), (test["y_true"], test_p)
+    rules = threshold_rules(val_xy, test_xy, test["patient"], n_boot=n_boot, seed=seed, val_groups=val["patient"])
     return {
         "run": str(run_dir.resolve()),
         "n_validation_images": len(val),
@@ -328,16 +332,18 @@ def format_threshold_rules(result: dict) -> str:
         f"run: {result['run']}",
         f"thresholds chosen on its {result['n_validation_images']} validation images, scored on its "
         f"{result['n_test_images']} test images ({result['n_test_patients']} patients)",
-        f"95 % CIs: bootstrap over patients, {boot['resamples']} resamples, seed {boot['seed']}",
+        f"95 % CIs: bootstrap over patients, {boot['resamples']} resamples, seed {boot['seed']} (the threshold's: "
+        "over the validation patients)",
         *_prevalence_lines(result["prevalence"]),
         "",
-        f"{'rule':<18}{'threshold':<11}{'val. sens.':<12}{'val. spec.':<12}"
+        f"{'rule':<18}{'threshold':<26}{'val. sens.':<12}{'val. spec.':<12}"
         + "".join(f"{'test ' + name:<26}" for name in ("sensitivity", "specificity", "accuracy")).rstrip(),
     ]
     for row in result["rules"]:
         val = "".join(f"{'undefined' if v is None else f'{v:.4f}':<12}" for v in row["validation"].values())
         test = "".join(f"{format_interval(entry, REPORT_DIGITS):<26}" for entry in row["test"].values())
-        lines.append(f"{row['rule']:<18}{row['threshold']:<11.4f}{val}{test}".rstrip())
+        chosen = format_interval(row["threshold_interval"], REPORT_DIGITS)
+        lines.append(f"{row['rule']:<18}{chosen:<26}{val}{test}".rstrip())
     return "\n".join(lines)
 
 
