@@ -101,3 +101,23 @@ def test_a_damaged_trunk_cache_is_computed_again(xception, tmp_path):
     with pytest.warns(UserWarning, match="checksum"):
         again = trunk_outputs(trunk, x, 4, tmp_path)
     np.testing.assert_array_equal(first, again)
+
+
+def test_an_equalized_trunk_has_its_own_cache_key(xception):
+    """An equalization layer has no weights: the key must still tell trunks with and without it, and its kinds,
+    apart, or a run with `equalize` would be trained on another run's cached outputs."""
+    from xraylib.features import split_at_trunk, trunk_key
+    from xraylib.models import build_model
+
+    x = _images(2)
+    keys = {trunk_key(split_at_trunk(xception)[0], x)}
+    for kind in ("histogram", "clahe"):
+        cfg = resolve_config(
+            "xception",
+            "sound",
+            {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false", "equalize": kind},
+        )
+        model = build_model(cfg)
+        model.set_weights(xception.get_weights())
+        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    assert len(keys) == 3

@@ -1,5 +1,5 @@
-"""The model's own layers: the study's augmentation (brightness, zoom + shift, seeding, inference, serialization),
-gray to RGB, preprocessing, dropout; and loading a model saved before `augment` became `layers`."""
+"""The model's own layers: grey-level equalization, the study's augmentation (brightness, zoom + shift, seeding,
+inference, serialization), gray to RGB, preprocessing, dropout; and loading a model saved before `augment` became `layers`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from xraylib.layers import (
     RandomBrightnessFactor,
     RandomZoomShift,
     augmentation,
+    equalization,
 )
 
 
@@ -83,6 +84,27 @@ def test_zoom_and_shift_stay_within_ten_percent():
     assert np.all(mass / x[..., 0].sum(axis=(1, 2)) > 1 / 1.1**2 - 0.05)  # zoom changes the area by <= 10 % a side
     assert np.all(mass / x[..., 0].sum(axis=(1, 2)) < 1 / 0.9**2 + 0.05)
     assert not np.allclose(zoomed, x[..., 0])
+
+
+@pytest.mark.parametrize("kind", ["histogram", "clahe"])
+def test_equalization_acts_at_inference_and_survives_saving(kind, tmp_path):
+    """Keras' Equalization alone acts only when training; a model that equalizes must do so for every image it
+    scores, and after it is saved and loaded."""
+    x = np.random.default_rng(0).integers(0, 128, (2, 32, 32, 1)).astype("float32")
+    image = keras.Input((32, 32, 1))
+    model = keras.Model(image, equalization(kind)(image))
+    out = model.predict(x, verbose=0)
+    assert out.max() > 150 and not np.allclose(out, x)  # grey levels 0-127 spread upwards
+    model.save(tmp_path / "equalize.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "equalize.keras").predict(x, verbose=0), out)
+
+
+def test_histogram_equalization_ignores_an_increasing_change_of_grey_levels():
+    """What it is for: an image exposed or contrasted otherwise (here each grey level g -> 2g + 1) is equalized to the
+    same image."""
+    x = np.random.default_rng(1).integers(0, 128, (2, 32, 32, 1)).astype("float32")
+    layer = equalization("histogram")
+    np.testing.assert_allclose(np.asarray(layer(2 * x + 1)), np.asarray(layer(x)), atol=1e-4)
 
 
 def test_layers_serialize():

@@ -18,6 +18,7 @@ from xraylib.weights import fetchable_weights, resolve_weights
 
 PRESETS = ("study", "sound", "cpu", "demo", "smoke")
 ADAPTATIONS = ("none", "batchnorm")  # the setting `adapt` (xraylib.adapt)
+EQUALIZATIONS = ("none", "histogram", "clahe")  # the setting `equalize` (xraylib.layers.equalization)
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 TRACKERS = ("none", "mlflow")
 MLFLOW_MISSING = "tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'"
@@ -43,6 +44,7 @@ class RunConfig:
     limit: int = 0  # keep at most this many images per subset (0 = all), stratified; for quick runs
     missing_test: str = "error"  # a test image the metadata lists but the folder lacks: error | drop (scored without)
     augment: bool = True
+    equalize: str = "none"  # none | histogram | clahe: each image's grey levels equalized in the model, first
     cache_dir: str = "auto"
     # model
     head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); study: the study's Dense(2, sigmoid)
@@ -140,6 +142,7 @@ CHOICES = {
     "tracker": TRACKERS,
     "calibration": CALIBRATIONS,
     "adapt": ADAPTATIONS,
+    "equalize": EQUALIZATIONS,
     "missing_test": ("error", "drop"),
 }
 

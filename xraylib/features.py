@@ -4,14 +4,15 @@ A run whose backbone is frozen below some layer (`fine_tune=none` or `fine_tune=
 augmented feeds every epoch the same trunk outputs. Computing them once and training only the layers above them
 trains the model exactly as end-to-end training would (the trunk's BatchNormalization layers run in inference
 mode either way), at a fraction of the cost: the trunk is most of a backbone's arithmetic. The outputs are saved
-under the cache folder (`cache_dir`), named by a hash of the trunk's weights, of the images and of the precision
-policy, so a second run with another seed, head setting, learning rate or threshold rule skips the trunk, and a
-change of weights, image size or data computes it again.
+under the cache folder (`cache_dir`), named by a hash of the trunk's layers and weights, of the images and of the
+precision policy, so a second run with another seed, head setting, learning rate or threshold rule skips the trunk,
+and a change of weights, equalization, image size or data computes it again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import weakref
 
@@ -52,20 +53,27 @@ def split_at_trunk(model):
     return split
 
 
-def _depth(trunk) -> int:
-    """The trunk's layers, less the model's augmentation block (`layers.augmentation`): the identity outside
-    training, so a run with `augment=true` is evaluated on the outputs cached by the same trunk without it."""
-    return sum(layer.name != "augmentation" for layer in trunk.layers)
+def _layers(trunk) -> str:
+    """The trunk's layers, each as its class and its configuration less its name (Keras numbers names anew per
+    model), less the model's augmentation block (`layers.augmentation`): the identity outside training, so a run
+    with `augment=true` is evaluated on the outputs cached by the same trunk without it."""
+    described = []
+    for layer in trunk.layers:
+        if layer.name == "augmentation":
+            continue
+        config = {key: value for key, value in layer.get_config().items() if key not in ("name", "trainable")}
+        described.append(f"{type(layer).__name__}:{json.dumps(config, sort_keys=True, default=str)}")
+    return "\n".join(described)
 
 
 def trunk_key(trunk, images: np.ndarray) -> str:
-    """A digest of the trunk's weights (moving statistics included), its depth and output shape, the images and the
-    dtype policy: equal keys give equal outputs (no layer name is hashed: Keras numbers them anew per model)."""
+    """A digest of the trunk's layers (class and configuration: an equalization or its kind counts), its weights
+    (moving statistics included) and output shape, the images and the dtype policy: equal keys give equal outputs."""
     import keras
 
     h = hashlib.blake2b(digest_size=16)
     policy = keras.mixed_precision.global_policy().name
-    h.update(f"{_depth(trunk)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
+    h.update(f"{_layers(trunk)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
     for weight in trunk.weights:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
     h.update(cache_checksum(images).encode())

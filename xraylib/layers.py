@@ -1,5 +1,5 @@
-"""The model's own Keras layers: the study's augmentation (seeded, serializable, inside the model), gray to RGB,
-each backbone's preprocessing, and seeded dropout.
+"""The model's own Keras layers: grey-level equalization, the study's augmentation (seeded, serializable, inside the
+model), gray to RGB, each backbone's preprocessing, and seeded dropout.
 
 The study (Keras `ImageDataGenerator`) used zoom_range=0.1, width/height_shift_range=0.1 and
 brightness_range=[0.5, 1.3]. Its brightness is a multiplicative factor (PIL `ImageEnhance.Brightness`, clipped to
@@ -182,6 +182,30 @@ class BackbonePreprocess(keras.layers.Layer):
     def get_config(self) -> dict:
         """Constructor arguments, for saving."""
         return {**super().get_config(), "backbone": self.backbone}
+
+
+@keras.saving.register_keras_serializable(package="xraylib")
+class HistogramEqualization(keras.layers.Equalization):
+    """Keras' `Equalization` as a model's own step. Keras applies it only when training, as an augmentation, and its
+    symbolic output is its input tensor, so a functional model built with it leaves it out; a model equalizing its
+    training images must equalize every image it scores."""
+
+    def call(self, data, training=True):
+        return super().call(data, training=True)
+
+    def compute_output_spec(self, inputs, **kwargs):
+        return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+
+def equalization(kind: str) -> keras.layers.Layer:
+    """Each image's grey levels equalized: through its own cumulative histogram (`histogram`) or tile by tile with
+    a clipped histogram (`clahe`, Keras' CLAHE layer; slower). (B, S, S, 1) float [0, 255] in and out, in float32
+    under any precision policy."""
+    if kind == "clahe":
+        layer = keras.layers.ContrastLimitedAdaptiveHistogramEqualization
+    else:
+        layer = HistogramEqualization
+    return layer(value_range=(0, 255), dtype="float32", name="equalize")
 
 
 def augmentation(seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness=BRIGHTNESS) -> keras.Sequential:

@@ -157,7 +157,8 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
 
 
 def build_model(cfg: RunConfig) -> keras.Model:
-    """Input "image" (S, S, 1) float [0, 255] -> [augmentation] -> gray to RGB -> preprocess -> backbone -> head.
+    """Input "image" (S, S, 1) float [0, 255] -> [equalization] -> [augmentation] -> gray to RGB -> preprocess ->
+    backbone -> head.
 
     cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "auto" (settled by
     `weights.fetchable_weights`), "none", or a path:
@@ -170,11 +171,12 @@ def build_model(cfg: RunConfig) -> keras.Model:
 
     import keras
 
-    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation
+    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation, equalization
 
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
-    x = augmentation(cfg.seed)(image) if cfg.augment else image
+    x = equalization(cfg.equalize)(image) if cfg.equalize != "none" else image
+    x = augmentation(cfg.seed)(x) if cfg.augment else x
     x = GrayToRGB(name="gray_to_rgb")(x)
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
     front = {id(layer) for layer in keras.Model(image, x).layers}
