@@ -1,5 +1,6 @@
 """The model's own layers: grey-level equalization, the study's augmentation (brightness, zoom + shift, seeding,
-inference, serialization), gray to RGB, preprocessing, dropout; and loading a model saved before `augment` became `layers`."""
+inference, serialization), gray to RGB, preprocessing, dropout; and loading a model saved before `augment` became
+`layers`."""
 
 from __future__ import annotations
 

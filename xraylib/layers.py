@@ -201,10 +201,7 @@ def equalization(kind: str) -> keras.layers.Layer:
     """Each image's grey levels equalized: through its own cumulative histogram (`histogram`) or tile by tile with
     a clipped histogram (`clahe`, Keras' CLAHE layer; slower). (B, S, S, 1) float [0, 255] in and out, in float32
     under any precision policy."""
-    if kind == "clahe":
-        layer = keras.layers.ContrastLimitedAdaptiveHistogramEqualization
-    else:
-        layer = HistogramEqualization
+    layer = keras.layers.ContrastLimitedAdaptiveHistogramEqualization if kind == "clahe" else HistogramEqualization
     return layer(value_range=(0, 255), dtype="float32", name="equalize")
 
 
