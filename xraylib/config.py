@@ -122,9 +122,10 @@ SMOKE = dict(DEMO, weights="none", augment=True, epochs=1, limit=48, bootstrap=5
 # what they teach is their source (docs/real-dataset.md, the source shortcut). The demo keeps them, as it always has.
 SOUND = dict(exclude_sources="other")
 # `cpu`: the sound recipe fine-tuned on 2 CPU cores in about half an hour (reports/real-summary/README.md says how
-# each value was chosen, on validation): ImageNet weights, 224 px, the last 17 layers of Xception (its exit flow)
-# trained on the frozen trunk's outputs, computed once and cached on disk (so no augmentation).
-CPU = dict(SOUND, image_size=224, fine_tune="17", augment=False, batch_size=32, epochs=4)
+# each value was chosen, on validation): ImageNet weights, 224 px, each image's histogram equalized, the last 17
+# layers of Xception (its exit flow) trained on the frozen trunk's outputs, computed once and cached on disk (so no
+# augmentation).
+CPU = dict(SOUND, image_size=224, equalize="histogram", fine_tune="17", augment=False, batch_size=32, epochs=4)
 PRESET_VALUES: dict[str, dict] = {"study": STUDY, "sound": SOUND, "cpu": CPU, "demo": DEMO, "smoke": SMOKE}
 # Names the study's recipe had before it was called `study`, still accepted (and read from older config.json files).
 ALIASES = {"preset": {"seed": "study"}, "head": {"seed": "study"}, "validation": {"seed": "first_rows"}}
