@@ -210,6 +210,26 @@ def test_augmentation_grid(tmp_path):
     assert limits == {(0.0, 255.0)}  # one fixed gray scale: brightness changes stay visible
 
 
+def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(tmp_path):
+    from types import SimpleNamespace
+
+    from xraylib.config import resolve_config
+    from xraylib.layers import equalization
+    from xraylib.run_figures import data_figure
+
+    image = np.random.default_rng(0).integers(40, 120, (1, 32, 32, 1)).astype(np.uint8)  # a dim, flat image
+    prepared = SimpleNamespace(images={"train": image})
+    for kind in ("none", "histogram"):
+        cfg = resolve_config("resnet34", "smoke", {"equalize": kind})
+        fig = data_figure("augmentations", prepared, cfg, tmp_path / kind)
+        shown = np.asarray(fig.axes[0].images[0].get_array())
+        expected = (
+            image[0, ..., 0] if kind == "none" else np.asarray(equalization(kind)(image.astype(np.float32)))[0, ..., 0]
+        )
+        np.testing.assert_allclose(shown, expected, atol=1e-4)
+        assert ("equalization" in fig.get_suptitle()) == (kind != "none")
+
+
 def test_comparison_figures(tmp_path, predictions, shared_data):
     y, p, patient = predictions
     rng = np.random.default_rng(3)
