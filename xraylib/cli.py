@@ -95,6 +95,8 @@ def _evaluate(a: argparse.Namespace) -> None:
 
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
+    if a.acquisition and (not a.run or a.data or a.out or a.adapt):
+        raise InputError("--acquisition goes with --run RUN_DIR alone: the run's own validation images")
     if bool(a.predictions) == bool(a.run):
         raise InputError("evaluate needs --predictions FILE, or --run RUN_DIR with --data DIR (not both)")
     if a.adapt and not a.run:
@@ -109,6 +111,9 @@ def _evaluate(a: argparse.Namespace) -> None:
         return
     if a.calibrations:
         _calibrations(a)
+        return
+    if a.acquisition:
+        _acquisition(a)
         return
     if a.run and a.adapt and not a.data:
         _adapted(a)
@@ -144,6 +149,15 @@ def _calibrations(a: argparse.Namespace) -> None:
         raise InputError("--calibrations goes with --run RUN_DIR alone: the run's own validation predictions")
     result = calibrations_of_run(a.run, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_calibrations(result))
+
+
+def _acquisition(a: argparse.Namespace) -> None:
+    from xraylib.acquisition import acquisition_of_run, format_acquisition
+
+    if a.bootstrap < 0:
+        raise InputError(f"--bootstrap {a.bootstrap}: must not be negative")
+    result = acquisition_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
+    print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_acquisition(result))
 
 
 def _adapted(a: argparse.Namespace) -> None:
@@ -391,6 +405,13 @@ def _add_evaluate_verb(verbs, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --run: each calibration method (none, platt, temperature) fitted on some of the run's validation "
         "patients and scored on the others (5 folds, 20 shuffles): Brier, ECE and log loss; the test set is not read",
+    )
+    s.add_argument(
+        "--acquisition",
+        action="store_true",
+        help="with --run: the run's validation images scored again through each of a fixed catalogue of acquisition "
+        "changes (gamma, contrast, blur, noise, resolution, field of view): ROC-AUC, and sensitivity and "
+        "specificity at the run's threshold, into RUN_DIR/acquisition.json; the test set is not read",
     )
     s.add_argument(
         "--prevalence",

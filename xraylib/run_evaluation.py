@@ -167,9 +167,7 @@ def evaluate_on(
     from xraylib.predict import load_predictor, predict_files
 
     run_dir, data = Path(run_dir), Path(data)
-    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
-        if not (run_dir / name).is_file():
-            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+    finished_run(run_dir)
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     if adapt:
@@ -250,32 +248,49 @@ def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     predictions.csv, val_predictions.csv (unadapted, as the run's) and metrics.json (with `adaptation`) into `out`
     (default RUN_DIR/adapted), and the run's adapt_source.npz. Returns the metrics."""
     from xraylib.config import adapt_refusal
-    from xraylib.fileio import read_json
     from xraylib.models import load_model
-    from xraylib.prepare import prepare_data
-    from xraylib.strategy import distribution_strategy, precision_policy
 
     run_dir = Path(run_dir)
-    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
-        if not (run_dir / name).is_file():
-            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+    finished_run(run_dir)
     runs.binary_run_only(run_dir, "--adapt")
     cfg = dataclasses.replace(runs.read_config(run_dir), adapt="batchnorm")
     if adapt_refusal(cfg.fine_tune):
         raise InputError(f"--adapt: {adapt_refusal(cfg.fine_tune)}")
-    data = read_json(run_dir / runs.CONFIG).get("data") or {}
-    if not Path(str(data.get("dir", ""))).is_dir():
-        raise InputError(f"--adapt: the run's data folder {data.get('dir')!r} (config.json) is not there")
     out = Path(out or run_dir / runs.ADAPTED)
     if out.resolve() == run_dir.resolve():
         raise InputError(f"--out {out}: must not be the run folder (its own predictions stay unadapted)")
     owned_dir(out, "evaluation")
-    prepared = prepare_data(data["dir"], cfg)
-    if prepared.fingerprint != data.get("fingerprint"):
-        raise InputError(f"--adapt: the data in {data['dir']} changed since the run was trained (fingerprint)")
-    precision_policy(cfg, distribution_strategy(cfg.strategy))  # as the run computed (and cached) its trunk
+    cfg, prepared = run_and_data(run_dir, "--adapt", cfg)
     result = evaluate_run(load_model(run_dir / runs.MODEL), prepared, cfg, claim_dir(out, "evaluation"), run_dir)
     return {**result, "out": str(out)}
+
+
+def finished_run(run_dir: Path) -> None:
+    """An InputError unless `run_dir` holds a finished run's model, metrics and config."""
+    for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
+        if not (run_dir / name).is_file():
+            raise InputError(f"--run {run_dir}: {name} is missing (not a finished run of `xraylib train`)")
+
+
+def run_and_data(run_dir: Path, flag: str, cfg: RunConfig | None = None) -> tuple[RunConfig, PreparedData]:
+    """A finished binary run's settings (`cfg`, default its config.json's) and its own data, split as it was
+    trained, from the data folder config.json names; an InputError (naming `flag`) when that folder is gone or its
+    images changed. Sets the precision policy the run computed (and cached) its trunk with."""
+    from xraylib.fileio import read_json
+    from xraylib.prepare import prepare_data
+    from xraylib.strategy import distribution_strategy, precision_policy
+
+    finished_run(run_dir)
+    runs.binary_run_only(run_dir, flag)
+    cfg = cfg or runs.read_config(run_dir)
+    data = read_json(run_dir / runs.CONFIG).get("data") or {}
+    if not Path(str(data.get("dir", ""))).is_dir():
+        raise InputError(f"{flag}: the run's data folder {data.get('dir')!r} (config.json) is not there")
+    prepared = prepare_data(data["dir"], cfg)
+    if prepared.fingerprint != data.get("fingerprint"):
+        raise InputError(f"{flag}: the data in {data['dir']} changed since the run was trained (fingerprint)")
+    precision_policy(cfg, distribution_strategy(cfg.strategy))
+    return cfg, prepared
 
 
 def format_adapted(result: dict) -> str:

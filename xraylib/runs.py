@@ -56,6 +56,7 @@ FINISHED = "finished.json"  # written last by `train` and the training notebook:
 FIGURES = "figures"
 ADAPT_SOURCE = "adapt_source.npz"  # the source moments of `xraylib.adapt`
 ADAPTED = "adapted"  # `evaluate --run RUN_DIR --adapt` writes here by default
+ACQUISITION = "acquisition.json"  # `evaluate --run RUN_DIR --acquisition`: validation under acquisition changes
 # a sweep's report folder, beside its run folders
 LEADERBOARD_CSV, LEADERBOARD_MD, RUNS_CSV = "leaderboard.csv", "leaderboard.md", "runs.csv"
 COMPARISON_CSV, SUMMARY_MD = "comparison.csv", "summary.md"

@@ -1,0 +1,163 @@
+"""The validation under acquisition changes: each change of the catalogue does what its name says, and a finished
+run's validation images are scored again through every one of them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from xraylib import runs
+from xraylib.acquisition import CHANGES, UNCHANGED, changed
+from xraylib.cli import main
+from xraylib.config import resolve_config
+
+SIZE = 64
+
+
+def images(n: int = 4, seed: int = 0) -> np.ndarray:
+    """Smooth grey images (a gradient and a few blobs) with mid-grey levels, (n, SIZE, SIZE, 1) in 20-230."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:SIZE, :SIZE] / SIZE
+    out = []
+    for _ in range(n):
+        blobs = sum(np.exp(-((rows - rng.uniform()) ** 2 + (cols - rng.uniform()) ** 2) / 0.02) for _ in range(3))
+        out.append(20 + 150 * (0.5 * rows + 0.5 * cols) / 1 + 60 * blobs / max(1.0, blobs.max()))
+    return np.clip(np.stack(out)[..., None], 0, 255).astype(np.float32)
+
+
+def test_every_change_keeps_the_shape_and_grey_range_and_changes_the_image():
+    x = images() + np.random.default_rng(1).uniform(-20, 20, (4, SIZE, SIZE, 1)).astype(np.float32)  # some texture
+    for name in CHANGES:
+        out = changed(x, name)
+        assert out.shape == x.shape and out.dtype == np.float32, name
+        assert out.min() >= 0 and out.max() <= 255, name
+        assert np.abs(out - x).mean() > 0.5, name
+
+
+def test_the_gamma_changes_brighten_and_darken_and_keep_black_and_white():
+    x = np.linspace(0, 255, SIZE * SIZE, dtype=np.float32).reshape(1, SIZE, SIZE, 1)
+    bright, dark = changed(x, "gamma-0.6"), changed(x, "gamma-1.6")
+    inner = (x > 0) & (x < 255)
+    assert np.all(bright[inner] > x[inner]) and np.all(dark[inner] < x[inner])
+    np.testing.assert_allclose([bright.min(), bright.max(), dark.min(), dark.max()], [0, 255, 0, 255], atol=1e-3)
+    np.testing.assert_allclose(bright[0, 10, 10, 0], 255 * (x[0, 10, 10, 0] / 255) ** 0.6, rtol=1e-5)
+
+
+def test_the_contrast_change_narrows_the_window_about_each_images_mean():
+    x = images()
+    out = changed(x, "contrast-0.6")
+    np.testing.assert_allclose(out.mean(axis=(1, 2, 3)), x.mean(axis=(1, 2, 3)), rtol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)) / x.std(axis=(1, 2, 3)), 0.6, rtol=1e-4)
+
+
+def test_the_blur_spreads_a_point_by_its_sigma_within_its_own_image():
+    x = np.zeros((2, SIZE, SIZE, 1), np.float32)
+    x[0, 32, 32, 0] = 255
+    out = changed(x, "blur-1.5")[0, ..., 0]
+    rows = np.arange(SIZE)
+    profile = out.sum(axis=1) / out.sum()
+    assert np.sqrt((profile * (rows - 32) ** 2).sum()) == pytest.approx(1.5, rel=0.02)
+    assert out.sum() == pytest.approx(255, rel=1e-4)  # nothing lost
+    assert changed(x, "blur-1.5")[1].max() == 0  # the second image gets nothing of the first's
+
+
+def test_the_noise_has_its_sd_and_is_the_same_for_every_run():
+    x = np.full((2, SIZE, SIZE, 1), 128, np.float32)
+    out = changed(x, "noise-10")
+    assert (out - x).std() == pytest.approx(10, rel=0.03)
+    np.testing.assert_array_equal(out, changed(x, "noise-10"))
+
+
+def test_half_resolution_wipes_out_the_finest_detail_and_keeps_smooth_images():
+    checkers = (np.indices((SIZE, SIZE)).sum(axis=0) % 2 * 255).astype(np.float32)[None, ..., None]
+    assert changed(checkers, "half-resolution").std() < 0.1 * checkers.std()
+    smooth = images()
+    assert np.abs(changed(smooth, "half-resolution") - smooth).mean() < 1.0
+
+
+def test_the_zoom_out_frames_a_smaller_image_in_black():
+    x = np.full((1, 224, 224, 1), 200, np.float32)
+    out = changed(x, "zoom-out-15")[0, ..., 0]
+    inner = round(224 / 1.15)  # 195 px, 14 or 15 px of black on each side
+    assert out[:14].max() == 0 and out[-15:].max() == 0 and out[:, :14].max() == 0 and out[:, -15:].max() == 0
+    assert (out > 0).sum() == inner * inner
+    assert out[112, 112] == pytest.approx(200)
+
+
+def test_histogram_equalization_all_but_ignores_the_gamma_changes():
+    """Why the catalogue favours an equalizing model by design: a strictly increasing map of grey levels reaches it
+    only through the 256 bins it counts in."""
+    from xraylib.layers import equalization
+
+    x = np.round(images(seed=3))
+    layer = equalization("histogram")
+    for name in ("gamma-0.6", "gamma-1.6"):
+        out = changed(x, name)
+        moved = np.abs(np.asarray(layer(out)) - np.asarray(layer(x))).mean()
+        assert moved < 0.1 * np.abs(out - x).mean(), name
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_data, tmp_path_factory):
+    """A small finished run on the synthetic set (its files without figures)."""
+    from xraylib.prepare import prepare_data
+    from xraylib.run_evaluation import evaluate_run
+    from xraylib.train import build_run_model, fit, record_config
+
+    cfg = resolve_config("resnet34", "smoke", {"image_size": "48", "limit": "0", "bootstrap": "20"})
+    out = tmp_path_factory.mktemp("runs") / "resnet34"
+    prepared = prepare_data(synth_data, cfg)
+    record_config(prepared, cfg, synth_data, out)
+    model = build_run_model(cfg)
+    fit(model, prepared, cfg, out)
+    evaluate_run(model, prepared, cfg, out)
+    return out
+
+
+def test_a_run_is_scored_under_every_change_and_unchanged_as_it_was(finished_run, capsys):
+    assert main(["evaluate", "--run", str(finished_run), "--acquisition", "--bootstrap", "20"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((finished_run / runs.ACQUISITION).read_text())
+    assert list(result["changes"]) == [UNCHANGED, *CHANGES]
+    val = pd.read_csv(finished_run / runs.VAL_PREDICTIONS)
+    assert result["n_validation_images"] == len(val)
+    y = (val["label"] == "pneumonia").to_numpy()
+    unchanged = result["changes"][UNCHANGED]
+    assert unchanged["roc_auc"]["value"] == pytest.approx(roc_auc_score(y, val["p_pneumonia"]), abs=1e-4)
+    normal = val["label"] == "normal"
+    specificity = (val.loc[normal, "p_pneumonia"] < result["threshold"]).mean()
+    assert unchanged["specificity"]["value"] == pytest.approx(specificity, abs=1e-6)
+    assert result["threshold"] == runs.read_threshold(finished_run)
+    values = [result["changes"][name]["roc_auc"]["value"] for name in CHANGES]
+    assert result["mean_over_changes"]["roc_auc"] == pytest.approx(np.mean(values))
+    assert len({round(v, 6) for v in values}) > 1  # the changes move the figures, each its own way
+    for name in [UNCHANGED, *CHANGES, "mean of changes"]:
+        assert f"\n{name} " in printed, name
+
+
+def one_line_refusal(argv, capsys, match):
+    """`xraylib ARGV` exits 2 with one line on stderr containing `match`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("xraylib: error:") and match in err, err
+
+
+def test_bad_acquisition_requests_are_refused_in_one_line(finished_run, synth_data, tmp_path, capsys):
+    one_line_refusal(["evaluate", "--acquisition"], capsys, "--acquisition goes with --run RUN_DIR alone")
+    one_line_refusal(
+        ["evaluate", "--run", str(finished_run), "--data", str(synth_data), "--acquisition"],
+        capsys,
+        "--acquisition goes with --run RUN_DIR alone",
+    )
+    one_line_refusal(["evaluate", "--run", str(tmp_path), "--acquisition"], capsys, "model.keras is missing")
+    moved = shutil.copytree(finished_run, tmp_path / "moved")
+    config = json.loads((moved / runs.CONFIG).read_text())
+    config["data"]["dir"] = str(tmp_path / "gone")
+    (moved / runs.CONFIG).write_text(json.dumps(config))
+    one_line_refusal(["evaluate", "--run", str(moved), "--acquisition"], capsys, "data folder")
+    assert not (moved / runs.ACQUISITION).exists()
