@@ -156,6 +156,7 @@ def test_bad_acquisition_requests_are_refused_in_one_line(finished_run, synth_da
     )
     one_line_refusal(["evaluate", "--run", str(tmp_path), "--acquisition"], capsys, "model.keras is missing")
     moved = shutil.copytree(finished_run, tmp_path / "moved")
+    (moved / runs.ACQUISITION).unlink(missing_ok=True)
     config = json.loads((moved / runs.CONFIG).read_text())
     config["data"]["dir"] = str(tmp_path / "gone")
     (moved / runs.CONFIG).write_text(json.dumps(config))

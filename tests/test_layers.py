@@ -100,6 +100,21 @@ def test_equalization_acts_at_inference_and_survives_saving(kind, tmp_path):
     np.testing.assert_array_equal(keras.models.load_model(tmp_path / "equalize.keras").predict(x, verbose=0), out)
 
 
+@pytest.mark.parametrize("kind", ["histogram", "clahe"])
+def test_each_image_is_equalized_by_itself_whatever_is_batched_with_it(kind):
+    """Keras' Equalization counts one histogram over the whole batch: a dark image batched with a bright one came
+    out otherwise than alone, and a prediction depended on its batch."""
+    rng = np.random.default_rng(2)
+    dark = rng.integers(0, 100, (1, 32, 32, 1)).astype("float32")
+    bright = rng.integers(100, 256, (1, 32, 32, 1)).astype("float32")
+    image = keras.Input((32, 32, 1))
+    model = keras.Model(image, equalization(kind)(image))
+    together = model.predict(np.concatenate([dark, bright]), verbose=0)
+    np.testing.assert_array_equal(together[:1], model.predict(dark, verbose=0))
+    np.testing.assert_array_equal(together[1:], model.predict(bright, verbose=0))
+    assert together[0].max() > dark.max() + 20  # the dark image alone spreads upwards
+
+
 def test_histogram_equalization_ignores_an_increasing_change_of_grey_levels():
     """What it is for: an image exposed or contrasted otherwise (here each grey level g -> 2g + 1) is equalized to the
     same image."""

@@ -111,6 +111,7 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
             **{metric: entry[metric] for metric in HEADLINE},
             "mean_p_normal": float(p[y == 0].mean()),
         }
+        print(f"{name}: validation ROC-AUC {entry['roc_auc']['value']:.4f}", flush=True)
     result = {
         "run": str(run_dir.resolve()),
         "threshold": threshold,

@@ -21,6 +21,8 @@ import numpy as np
 from xraylib.pipeline import cache_checksum, predict_in_batches, read_cache, resolve_cache_dir, write_cache
 
 _SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (trunk, top)
+# 2: histogram equalization became image by image (Keras' own counts over the batch); trunks cached before differ
+KEY_VERSION = 2
 CHUNK = 512  # images per predict call: the outputs go into one array, not a list of batches and its concatenation
 
 
@@ -73,7 +75,7 @@ def trunk_key(trunk, images: np.ndarray) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     policy = keras.mixed_precision.global_policy().name
-    h.update(f"{_layers(trunk)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
+    h.update(f"{KEY_VERSION}|{_layers(trunk)}|{tuple(trunk.output.shape[1:])}|{policy}|{images.shape}|".encode())
     for weight in trunk.weights:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).data)
     h.update(cache_checksum(images).encode())

@@ -186,12 +186,19 @@ class BackbonePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="xraylib")
 class HistogramEqualization(keras.layers.Equalization):
-    """Keras' `Equalization` as a model's own step. Keras applies it only when training, as an augmentation, and its
-    symbolic output is its input tensor, so a functional model built with it leaves it out; a model equalizing its
-    training images must equalize every image it scores."""
+    """Keras' `Equalization` as a model's own step, image by image. Keras applies it only when training, as an
+    augmentation, its symbolic output is its input tensor, so a functional model built with it leaves it out, and
+    it counts one histogram over the whole batch, so an image's equalization depended on the images batched with
+    it; a model equalizing its training images must equalize every image it scores, by that image alone."""
 
     def call(self, data, training=True):
         return super().call(data, training=True)
+
+    def transform_images(self, images, transformation=None, training=True):
+        equalize = super().transform_images
+        if len(images.shape) == 3:
+            return equalize(images, transformation, training=True)
+        return keras.ops.map(lambda image: equalize(image, transformation, training=True), images)
 
     def compute_output_spec(self, inputs, **kwargs):
         return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
