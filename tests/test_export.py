@@ -379,3 +379,23 @@ def test_load_export_errors(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"not onnx")
     with pytest.raises(InputError, match="--format onnx: onnxruntime cannot load"):
         load_export(tmp_path / "broken.onnx")
+
+
+def test_an_equalizing_run_exports_and_predicts_like_keras(tmp_path):
+    """The `cpu` preset equalizes each image inside the model: SavedModel and ONNX carry that step and predict like
+    Keras, image by image; LiteRT cannot run it (it needs TensorFlow's own ops), and the export says so in one line."""
+    from xraylib.config import resolve_config
+    from xraylib.models import adapt_to_data, build_model
+
+    cfg = resolve_config("resnet34", "smoke", {"image_size": str(SIZE), "equalize": "histogram"})
+    model = build_model(cfg)
+    adapt_to_data(model, _chest_images(48), random_backbone=True)
+    run = _write_run(tmp_path / "run", model, cfg)
+    predictor = load_predictor(run / "model.keras")
+    images = _chest_images(13)
+    for fmt in ("saved_model", "onnx"):
+        exported = load_export(export_run(run, fmt, out=tmp_path / fmt)["out"])
+        assert _compare(exported, predictor, images) <= TOLERANCE, fmt
+        np.testing.assert_allclose(exported.predict(images[:1]), exported.predict(images)[:1], atol=1e-6)
+    with pytest.raises(InputError, match="tflite"):
+        export_run(run, "tflite", out=tmp_path / "tflite")
