@@ -70,6 +70,26 @@ def untrained_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def train_run():
+    """A function (data, cfg, out) -> out that trains and evaluates a run as `xraylib train` does, without its
+    figures: config.json, model.keras, predictions, metrics.json."""
+
+    def train(data: Path, cfg, out: Path) -> Path:
+        from xraylib.prepare import prepare_data
+        from xraylib.run_evaluation import evaluate_run
+        from xraylib.train import build_run_model, fit, record_config
+
+        prepared = prepare_data(data, cfg)
+        record_config(prepared, cfg, data, out)
+        model = build_run_model(cfg)
+        fit(model, prepared, cfg, out)
+        evaluate_run(model, prepared, cfg, out)
+        return out
+
+    return train
+
+
 @pytest.fixture(scope="module")
 def shifted_data(synth_data, tmp_path_factory) -> Path:
     """A copy of the synthetic set whose test images are brighter (x 1.25 + 20 grey levels) than its training images:

@@ -103,20 +103,10 @@ def test_histogram_equalization_all_but_ignores_the_gamma_changes():
 
 
 @pytest.fixture(scope="module")
-def finished_run(synth_data, tmp_path_factory):
+def finished_run(synth_data, tmp_path_factory, train_run):
     """A small finished run on the synthetic set (its files without figures)."""
-    from xraylib.prepare import prepare_data
-    from xraylib.run_evaluation import evaluate_run
-    from xraylib.train import build_run_model, fit, record_config
-
     cfg = resolve_config("resnet34", "smoke", {"image_size": "48", "limit": "0", "bootstrap": "20"})
-    out = tmp_path_factory.mktemp("runs") / "resnet34"
-    prepared = prepare_data(synth_data, cfg)
-    record_config(prepared, cfg, synth_data, out)
-    model = build_run_model(cfg)
-    fit(model, prepared, cfg, out)
-    evaluate_run(model, prepared, cfg, out)
-    return out
+    return train_run(synth_data, cfg, tmp_path_factory.mktemp("runs") / "resnet34")
 
 
 def test_a_run_is_scored_under_every_change_and_unchanged_as_it_was(finished_run, capsys):

@@ -79,20 +79,10 @@ def test_source_moments_file_round_trips_and_a_broken_one_is_one_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def shifted_run(shifted_data, tmp_path_factory):
+def shifted_run(shifted_data, tmp_path_factory, train_run):
     """A finished run on the shifted set, unadapted (the run's files without its figures)."""
-    from xraylib.prepare import prepare_data
-    from xraylib.run_evaluation import evaluate_run
-    from xraylib.train import build_run_model, fit, record_config
-
     cfg = resolve_config("resnet34", "smoke", TRAINED)
-    out = tmp_path_factory.mktemp("runs") / "resnet34"
-    prepared = prepare_data(shifted_data, cfg)
-    record_config(prepared, cfg, shifted_data, out)
-    model = build_run_model(cfg)
-    fit(model, prepared, cfg, out)
-    evaluate_run(model, prepared, cfg, out)
-    return out
+    return train_run(shifted_data, cfg, tmp_path_factory.mktemp("runs") / "resnet34")
 
 
 def test_the_run_keeps_its_source_moments(shifted_run):
