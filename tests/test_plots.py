@@ -219,8 +219,8 @@ def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(t
 
     image = np.random.default_rng(0).integers(40, 120, (1, 32, 32, 1)).astype(np.uint8)  # a dim, flat image
     prepared = SimpleNamespace(images={"train": image})
-    for kind in ("none", "histogram"):
-        cfg = resolve_config("resnet34", "smoke", {"equalize": kind})
+    for kind, augment in (("none", "true"), ("histogram", "false")):
+        cfg = resolve_config("resnet34", "smoke", {"equalize": kind, "augment": augment})
         fig = data_figure("augmentations", prepared, cfg, tmp_path / kind)
         shown = np.asarray(fig.axes[0].images[0].get_array())
         expected = (
@@ -228,6 +228,7 @@ def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(t
         )
         np.testing.assert_allclose(shown, expected, atol=1e-4)
         assert ("equalization" in fig.get_suptitle()) == (kind != "none")
+        assert ("not used by this run" in fig.get_suptitle()) == (augment == "false")
 
 
 def test_comparison_figures(tmp_path, predictions, shared_data):

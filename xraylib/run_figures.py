@@ -236,7 +236,10 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
         from xraylib.layers import augmentation, equalization
 
         image = prepared.images["train"][:1].astype(np.float32)
-        title = "Training augmentation: zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
+        drawn = "zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
+        title = f"Training augmentation: {drawn}"
+        if not cfg.augment:
+            title = f"The study's augmentation, not used by this run (augment=false): {drawn}"
         if cfg.equalize != "none":  # the model equalizes before it augments: show what it trains on
             image = np.asarray(equalization(cfg.equalize)(image))
             title = f"{title}, after {cfg.equalize} equalization"
