@@ -26,7 +26,7 @@ def images(n: int = 4, seed: int = 0) -> np.ndarray:
     out = []
     for _ in range(n):
         blobs = sum(np.exp(-((rows - rng.uniform()) ** 2 + (cols - rng.uniform()) ** 2) / 0.02) for _ in range(3))
-        out.append(20 + 150 * (0.5 * rows + 0.5 * cols) / 1 + 60 * blobs / max(1.0, blobs.max()))
+        out.append(20 + 150 * (0.5 * rows + 0.5 * cols) + 60 * blobs / max(1.0, blobs.max()))
     return np.clip(np.stack(out)[..., None], 0, 255).astype(np.float32)
 
 
@@ -122,12 +122,18 @@ def test_a_run_is_scored_under_every_change_and_unchanged_as_it_was(finished_run
     normal = val["label"] == "normal"
     specificity = (val.loc[normal, "p_pneumonia"] < result["threshold"]).mean()
     assert unchanged["specificity"]["value"] == pytest.approx(specificity, abs=1e-6)
+    sensitivity = (val.loc[~normal, "p_pneumonia"] >= result["threshold"]).mean()
+    assert unchanged["sensitivity"]["value"] == pytest.approx(sensitivity, abs=1e-6)
+    assert result["run_validation_roc_auc"] == pytest.approx(unchanged["roc_auc"]["value"], abs=1e-4)
     assert result["threshold"] == runs.read_threshold(finished_run)
     values = [result["changes"][name]["roc_auc"]["value"] for name in CHANGES]
     assert result["mean_over_changes"]["roc_auc"] == pytest.approx(np.mean(values))
     assert len({round(v, 6) for v in values}) > 1  # the changes move the figures, each its own way
     for name in [UNCHANGED, *CHANGES, "mean of changes"]:
         assert f"\n{name} " in printed, name
+    assert main(["evaluate", "--run", str(finished_run), "--acquisition", "--bootstrap", "0", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # one JSON object, the progress on stderr
+    assert printed["changes"][UNCHANGED]["roc_auc"]["value"] == unchanged["roc_auc"]["value"]
 
 
 def one_line_refusal(argv, capsys, match):
@@ -145,6 +151,10 @@ def test_bad_acquisition_requests_are_refused_in_one_line(finished_run, synth_da
         "--acquisition goes with --run RUN_DIR alone",
     )
     one_line_refusal(["evaluate", "--run", str(tmp_path), "--acquisition"], capsys, "model.keras is missing")
+    one_line_refusal(
+        ["evaluate", "--run", str(finished_run), "--acquisition", "--thresholds"], capsys, "one of them at a time"
+    )
+    one_line_refusal(["evaluate", "--run", str(finished_run), "--acquisition", "--bootstrap", "-1"], capsys, "-1")
     moved = shutil.copytree(finished_run, tmp_path / "moved")
     (moved / runs.ACQUISITION).unlink(missing_ok=True)
     config = json.loads((moved / runs.CONFIG).read_text())

@@ -115,6 +115,16 @@ def test_each_image_is_equalized_by_itself_whatever_is_batched_with_it(kind):
     assert together[0].max() > dark.max() + 20  # the dark image alone spreads upwards
 
 
+def test_a_model_that_equalizes_runs_when_compiled_with_xla():
+    """`jit_compile=true` (and Keras' default on a GPU): XLA cannot compile the per-image histogram, so the layer
+    says so and Keras runs the model uncompiled rather than failing."""
+    x = np.random.default_rng(3).integers(0, 128, (3, 32, 32, 1)).astype("float32")
+    image = keras.Input((32, 32, 1))
+    model = keras.Model(image, equalization("histogram")(image))
+    model.compile(jit_compile=True)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), np.asarray(equalization("histogram")(x)))
+
+
 def test_histogram_equalization_ignores_an_increasing_change_of_grey_levels():
     """What it is for: an image exposed or contrasted otherwise (here each grey level g -> 2g + 1) is equalized to the
     same image."""

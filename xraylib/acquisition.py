@@ -6,6 +6,7 @@ shift; this catalogue says in advance which shifts the project expects, and is t
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def blur(sigma: float) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def noise(sd: float) -> Callable[[np.ndarray], np.ndarray]:
-    """Gaussian noise of `sd` grey levels (the same draw for every run), clipped to 0-255: a lower dose."""
+    """Gaussian noise of `sd` grey levels, drawn with the seed NOISE_SEED (so the same for every run scored on the
+    same validation images), clipped to 0-255: a lower dose."""
     return lambda x: np.clip(x + np.random.default_rng(NOISE_SEED).normal(0.0, sd, x.shape), 0, 255)
 
 
@@ -90,18 +92,26 @@ def changed(images: np.ndarray, name: str) -> np.ndarray:
 def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
     """A finished binary run's validation images, unchanged and through each change of the catalogue, scored by its
     model (calibrated as the run was) at its validation-chosen threshold, with patient-bootstrap CIs; the means over
-    the changes of ROC-AUC and specificity. Written to RUN_DIR/acquisition.json and returned."""
+    the changes of ROC-AUC, sensitivity and specificity, and the run's own validation ROC-AUC (`metrics.json`) beside
+    the unchanged row's. Written to RUN_DIR/acquisition.json and returned; each change's progress goes to stderr."""
+    from xraylib.errors import InputError, check_memory
+    from xraylib.fileio import output_dir
     from xraylib.inference import predict_probabilities
     from xraylib.metrics import binary_metrics_ci
     from xraylib.models import load_model
-    from xraylib.run_evaluation import run_and_data
+    from xraylib.run_evaluation import require_finished_run, run_and_data
 
     run_dir = Path(run_dir)
+    require_finished_run(run_dir)
+    output_dir(run_dir, "--run")
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
     cfg, prepared = run_and_data(run_dir, "--acquisition")
     model, calibration = load_model(run_dir / runs.MODEL), runs.read_calibration(run_dir)
     threshold = runs.read_threshold(run_dir)
     images, y = prepared.images["val"], prepared.labels["val"]
     groups = prepared.rows("val")["patient"].to_numpy()
+    check_memory(16 * n_boot * len(y), f"--bootstrap {n_boot} over {len(y)} images", "use fewer resamples")
     scored = {}
     for name in (UNCHANGED, *CHANGES):
         x = images if name == UNCHANGED else changed(images, name)
@@ -111,10 +121,12 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
             **{metric: entry[metric] for metric in HEADLINE},
             "mean_p_normal": float(p[y == 0].mean()),
         }
-        print(f"{name}: validation ROC-AUC {entry['roc_auc']['value']:.4f}", flush=True)
+        print(f"{name}: validation ROC-AUC {entry['roc_auc']['value']:.4f}", file=sys.stderr, flush=True)
+    own = runs.validation_of(runs.read_metrics(run_dir), run_dir)
     result = {
         "run": str(run_dir.resolve()),
         "threshold": threshold,
+        "run_validation_roc_auc": own.get("roc_auc", {}).get("value"),
         "n_validation_images": int(len(y)),
         "n_validation_patients": int(len(set(groups))),
         "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient"},
@@ -128,6 +140,10 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
     return result
 
 
+def _value(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.4f}"
+
+
 def format_acquisition(result: dict) -> str:
     """`acquisition_of_run`'s result as a table: one row per change, then the means over the changes."""
     lines = [
@@ -136,6 +152,7 @@ def format_acquisition(result: dict) -> str:
         f"change applied before the model; threshold {result['threshold']:.4f} (the run's)",
         f"95 % CIs: bootstrap over patients, {result['bootstrap']['resamples']} resamples, seed "
         f"{result['bootstrap']['seed']}",
+        f"the run's own validation ROC-AUC (metrics.json): {_value(result['run_validation_roc_auc'])}",
         "",
         f"{'change':<18}{'ROC-AUC':<26}{'sensitivity':<26}{'specificity':<26}mean P(pneumonia) of normals",
     ]

@@ -95,6 +95,9 @@ def _evaluate(a: argparse.Namespace) -> None:
 
     if not 0 <= a.seed < 2**32:
         raise InputError(f"--seed {a.seed}: must be in [0, 2**32)")
+    chosen = [flag for flag in ("versus", "thresholds", "calibrations", "acquisition") if getattr(a, flag)]
+    if len(chosen) > 1:
+        raise InputError(f"--{chosen[0]} and --{chosen[1]}: one of them at a time")
     if a.acquisition and (not a.run or a.data or a.out or a.adapt):
         raise InputError("--acquisition goes with --run RUN_DIR alone: the run's own validation images")
     if bool(a.predictions) == bool(a.run):
@@ -154,8 +157,6 @@ def _calibrations(a: argparse.Namespace) -> None:
 def _acquisition(a: argparse.Namespace) -> None:
     from xraylib.acquisition import acquisition_of_run, format_acquisition
 
-    if a.bootstrap < 0:
-        raise InputError(f"--bootstrap {a.bootstrap}: must not be negative")
     result = acquisition_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_acquisition(result))
 
@@ -411,7 +412,7 @@ def _add_evaluate_verb(verbs, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --run: the run's validation images scored again through each of a fixed catalogue of acquisition "
         "changes (gamma, contrast, blur, noise, resolution, field of view): ROC-AUC, and sensitivity and "
-        "specificity at the run's threshold, into RUN_DIR/acquisition.json; the test set is not read",
+        "specificity at the run's threshold, into RUN_DIR/acquisition.json; the test set is not scored",
     )
     s.add_argument(
         "--prevalence",

@@ -191,13 +191,15 @@ class HistogramEqualization(keras.layers.Equalization):
     it counts one histogram over the whole batch, so an image's equalization depended on the images batched with
     it; a model equalizing its training images must equalize every image it scores, by that image alone."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_jit = False  # XLA cannot compile a histogram counted inside the per-image loop
+
     def call(self, data, training=True):
         return super().call(data, training=True)
 
     def transform_images(self, images, transformation=None, training=True):
         equalize = super().transform_images
-        if len(images.shape) == 3:
-            return equalize(images, transformation, training=True)
         return keras.ops.map(lambda image: equalize(image, transformation, training=True), images)
 
     def compute_output_spec(self, inputs, **kwargs):

@@ -167,7 +167,7 @@ def evaluate_on(
     from xraylib.predict import load_predictor, predict_files
 
     run_dir, data = Path(run_dir), Path(data)
-    finished_run(run_dir)
+    require_finished_run(run_dir)
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")
     if adapt:
@@ -251,7 +251,7 @@ def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     from xraylib.models import load_model
 
     run_dir = Path(run_dir)
-    finished_run(run_dir)
+    require_finished_run(run_dir)
     runs.binary_run_only(run_dir, "--adapt")
     cfg = dataclasses.replace(runs.read_config(run_dir), adapt="batchnorm")
     if adapt_refusal(cfg.fine_tune):
@@ -265,7 +265,7 @@ def evaluate_adapted(run_dir: str | os.PathLike, out: str | os.PathLike | None =
     return {**result, "out": str(out)}
 
 
-def finished_run(run_dir: Path) -> None:
+def require_finished_run(run_dir: Path) -> None:
     """An InputError unless `run_dir` holds a finished run's model, metrics and config."""
     for name in (runs.MODEL, runs.METRICS, runs.CONFIG):
         if not (run_dir / name).is_file():
@@ -280,9 +280,9 @@ def run_and_data(run_dir: Path, flag: str, cfg: RunConfig | None = None) -> tupl
     from xraylib.prepare import prepare_data
     from xraylib.strategy import distribution_strategy, precision_policy
 
-    finished_run(run_dir)
+    require_finished_run(run_dir)
     runs.binary_run_only(run_dir, flag)
-    cfg = cfg or runs.read_config(run_dir)
+    cfg = cfg if cfg is not None else runs.read_config(run_dir)
     data = read_json(run_dir / runs.CONFIG).get("data") or {}
     if not Path(str(data.get("dir", ""))).is_dir():
         raise InputError(f"{flag}: the run's data folder {data.get('dir')!r} (config.json) is not there")
