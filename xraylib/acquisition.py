@@ -103,6 +103,7 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
 
     run_dir = Path(run_dir)
     require_finished_run(run_dir)
+    runs.binary_run_only(run_dir, "--acquisition")
     output_dir(run_dir, "--run")
     if n_boot < 0:
         raise InputError(f"--bootstrap {n_boot}: must not be negative")

@@ -275,13 +275,12 @@ def require_finished_run(run_dir: Path) -> None:
 def run_and_data(run_dir: Path, flag: str, cfg: RunConfig | None = None) -> tuple[RunConfig, PreparedData]:
     """A finished binary run's settings (`cfg`, default its config.json's) and its own data, split as it was
     trained, from the data folder config.json names; an InputError (naming `flag`) when that folder is gone or its
-    images changed. Sets the precision policy the run computed (and cached) its trunk with."""
+    images changed. Sets the precision policy the run computed (and cached) its trunk with. The caller has checked
+    the run (`require_finished_run`, `runs.binary_run_only`)."""
     from xraylib.fileio import read_json
     from xraylib.prepare import prepare_data
     from xraylib.strategy import distribution_strategy, precision_policy
 
-    require_finished_run(run_dir)
-    runs.binary_run_only(run_dir, flag)
     cfg = cfg if cfg is not None else runs.read_config(run_dir)
     data = read_json(run_dir / runs.CONFIG).get("data") or {}
     if not Path(str(data.get("dir", ""))).is_dir():
