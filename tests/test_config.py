@@ -66,6 +66,8 @@ def test_overrides_are_typed():
         (["noequals"], "noequals"),
         (["fold=-1"], "fold"),
         (["fold=2"], "fold"),
+        (["noise=-1"], "noise"),
+        (["noise=10"], "noise=10.0 is part of the augmentation"),
     ],
 )
 def test_bad_overrides_name_the_setting(items, named):

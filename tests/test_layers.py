@@ -12,6 +12,7 @@ from xraylib.layers import (
     BackbonePreprocess,
     GrayToRGB,
     RandomBrightnessFactor,
+    RandomNoise,
     RandomZoomShift,
     augmentation,
     equalization,
@@ -43,7 +44,10 @@ def test_brightness_clips_to_the_pixel_range():
     assert np.all(y == 255.0)
 
 
-@pytest.mark.parametrize("layer", [RandomBrightnessFactor(seed=0), RandomZoomShift(seed=0), augmentation(0)])
+@pytest.mark.parametrize(
+    "layer",
+    [RandomBrightnessFactor(seed=0), RandomZoomShift(seed=0), RandomNoise(5.0, seed=0), augmentation(0, noise=5.0)],
+)
 def test_every_layer_is_inactive_at_inference(layer):
     x = gradient_images(4)
     assert np.array_equal(layer(x), x)
@@ -57,6 +61,17 @@ def test_inactive_inside_a_model_at_predict_time():
     x = gradient_images(4)
     assert np.array_equal(model.predict(x, verbose=0), x)
     assert not np.array_equal(model(x, training=True), x)
+
+
+def test_noise_adds_its_standard_deviation_pixel_by_pixel_and_clips():
+    x = np.full((8, 32, 32, 1), 128.0, "float32")
+    added = np.asarray(RandomNoise(10.0, seed=1)(x, training=True)) - x
+    assert abs(added.std() - 10.0) < 0.3 and abs(added.mean()) < 0.3
+    assert len(np.unique(added[0])) > 500  # drawn pixel by pixel, not one shift per image
+    dark = np.asarray(RandomNoise(50.0, seed=1)(np.zeros((2, 16, 16, 1), "float32"), training=True))
+    assert dark.min() == 0.0 and dark.max() > 0.0
+    assert [layer.name for layer in augmentation(0, noise=10.0).layers][-1] == "noise"
+    assert "noise" not in [layer.name for layer in augmentation(0).layers]
 
 
 def test_augmentation_is_seeded():
@@ -157,7 +172,7 @@ def test_seed_state_is_saved_with_the_weights_so_a_resumed_run_draws_the_same(tm
 
     def model():
         inp = keras.Input((16, 16, 1))
-        x = keras.layers.Flatten()(augmentation(3)(inp))
+        x = keras.layers.Flatten()(augmentation(3, noise=5.0)(inp))
         return keras.Model(inp, SeededDropout(0.5, seed=4)(x))
 
     x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype("float32")

@@ -1,5 +1,5 @@
 """The model's own Keras layers: grey-level equalization, the study's augmentation (seeded, serializable, inside the
-model), gray to RGB, each backbone's preprocessing, and seeded dropout.
+model) and optional noise, gray to RGB, each backbone's preprocessing, and seeded dropout.
 
 The study (Keras `ImageDataGenerator`) used zoom_range=0.1, width/height_shift_range=0.1 and
 brightness_range=[0.5, 1.3]. Its brightness is a multiplicative factor (PIL `ImageEnhance.Brightness`, clipped to
@@ -214,12 +214,52 @@ def equalization(kind: str) -> keras.layers.Layer:
     return layer(value_range=(0, 255), dtype="float32", name="equalize")
 
 
-def augmentation(seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness=BRIGHTNESS) -> keras.Sequential:
-    """The study's augmentation block: (B, S, S, 1) float [0, 255] in and out; identity unless training."""
-    return keras.Sequential(
-        [
-            RandomZoomShift(zoom, shift, seed=seed, name="zoom_shift"),
-            RandomBrightnessFactor(brightness, seed=seed + 1, name="brightness"),
-        ],
-        name="augmentation",
-    )
+@keras.saving.register_keras_serializable(package="xraylib")
+class RandomNoise(SavesSeedState, keras.layers.Layer):
+    """Add Gaussian noise of `stddev` grey levels to each pixel, clipped to value_range: a lower dose. (Keras'
+    `GaussianNoise` takes a standard deviation of at most 1, for inputs scaled to [0, 1]; these are [0, 255].)"""
+
+    def __init__(
+        self, stddev: float, value_range: tuple[float, float] = (0.0, 255.0), seed: int | None = None, **kwargs
+    ):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if not stddev >= 0:
+            raise ValueError(f"noise stddev must not be negative, got {stddev}")
+        self.stddev, self.value_range, self.seed = float(stddev), tuple(float(v) for v in value_range), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return inputs
+        noise = keras.random.normal(ops.shape(inputs), stddev=self.stddev, seed=self.seed_generator)
+        return ops.clip(inputs + ops.cast(noise, inputs.dtype), self.value_range[0], self.value_range[1])
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        """Constructor arguments, for saving."""
+        config = super().get_config()
+        config.update(stddev=self.stddev, value_range=list(self.value_range), seed=self.seed)
+        return config
+
+
+def augmentation(
+    seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness=BRIGHTNESS, noise: float = 0.0
+) -> keras.Sequential:
+    """The study's augmentation block, and Gaussian noise of `noise` grey levels after it when `noise` > 0 (not the
+    study's): (B, S, S, 1) float [0, 255] in and out; identity unless training."""
+    steps = [
+        RandomZoomShift(zoom, shift, seed=seed, name="zoom_shift"),
+        RandomBrightnessFactor(brightness, seed=seed + 1, name="brightness"),
+    ]
+    if noise > 0:
+        steps.append(RandomNoise(noise, seed=seed + 2, name="noise"))
+    return keras.Sequential(steps, name="augmentation")
+
+
+def augmentation_text(noise: float = 0.0) -> str:
+    """What `augmentation(seed, noise=noise)` draws, in words."""
+    drawn = f"zoom ±{ZOOM * 100:g} %, shift ±{SHIFT * 100:g} %, brightness × [{BRIGHTNESS[0]}, {BRIGHTNESS[1]}]"
+    return f"{drawn}, noise σ {noise:g}" if noise > 0 else drawn

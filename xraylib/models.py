@@ -176,7 +176,7 @@ def build_model(cfg: RunConfig) -> keras.Model:
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
     x = equalization(cfg.equalize)(image) if cfg.equalize != "none" else image
-    x = augmentation(cfg.seed)(x) if cfg.augment else x
+    x = augmentation(cfg.seed, noise=cfg.noise)(x) if cfg.augment else x
     x = GrayToRGB(name="gray_to_rgb")(x)
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
     front = {id(layer) for layer in keras.Model(image, x).layers}

@@ -233,17 +233,17 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        from xraylib.layers import augmentation, equalization
+        from xraylib.layers import augmentation, augmentation_text, equalization
 
         image = prepared.images["train"][:1].astype(np.float32)
-        drawn = "zoom ±10 %, shift ±10 %, brightness × [0.5, 1.3]"
+        drawn = augmentation_text(cfg.noise)
         title = f"Training augmentation: {drawn}"
         if not cfg.augment:
             title = f"The study's augmentation, not used by this run (augment=false): {drawn}"
         if cfg.equalize != "none":  # the model equalizes before it augments: show what it trains on
             image = np.asarray(equalization(cfg.equalize)(image))
             title = f"{title}, after {cfg.equalize} equalization"
-        layer = augmentation(cfg.seed)
+        layer = augmentation(cfg.seed, noise=cfg.noise)
         draws = [np.asarray(layer(image, training=True))[0, ..., 0] for _ in range(7)]
         return data_plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
