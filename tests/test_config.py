@@ -66,8 +66,9 @@ def test_overrides_are_typed():
         (["noequals"], "noequals"),
         (["fold=-1"], "fold"),
         (["fold=2"], "fold"),
-        (["noise=-1"], "noise"),
-        (["noise=10"], "noise=10.0 is part of the augmentation"),
+        (["noise=-1"], r"noise=-1.0: must be in \[0, 255\)"),
+        (["noise=nan"], r"noise=nan: must be in \[0, 255\)"),
+        (["noise=10"], "noise=10.0 is drawn anew for each batch"),
     ],
 )
 def test_bad_overrides_name_the_setting(items, named):

@@ -121,3 +121,19 @@ def test_an_equalized_trunk_has_its_own_cache_key(xception):
         model.set_weights(xception.get_weights())
         keys.add(trunk_key(split_at_trunk(model)[0], x))
     assert len(keys) == 3
+
+
+def test_a_noisy_run_is_evaluated_on_the_outputs_cached_without_its_noise(xception):
+    """Noise, like the augmentation, is the identity outside training: the trunk key leaves it out, so a run with
+    `noise` scores its images through the outputs the same trunk cached without it (and never trains on them)."""
+    from xraylib.features import split_at_trunk, trunk_key
+    from xraylib.models import build_model
+
+    x = _images(2)
+    keys = set()
+    for noise in ("0", "10"):
+        settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "true", "noise": noise}
+        model = build_model(resolve_config("xception", "sound", settings))
+        model.set_weights(xception.get_weights())
+        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    assert len(keys) == 1

@@ -46,7 +46,7 @@ def test_brightness_clips_to_the_pixel_range():
 
 @pytest.mark.parametrize(
     "layer",
-    [RandomBrightnessFactor(seed=0), RandomZoomShift(seed=0), RandomNoise(5.0, seed=0), augmentation(0, noise=5.0)],
+    [RandomBrightnessFactor(seed=0), RandomZoomShift(seed=0), RandomNoise(5.0, seed=0), augmentation(0)],
 )
 def test_every_layer_is_inactive_at_inference(layer):
     x = gradient_images(4)
@@ -70,8 +70,21 @@ def test_noise_adds_its_standard_deviation_pixel_by_pixel_and_clips():
     assert len(np.unique(added[0])) > 500  # drawn pixel by pixel, not one shift per image
     dark = np.asarray(RandomNoise(50.0, seed=1)(np.zeros((2, 16, 16, 1), "float32"), training=True))
     assert dark.min() == 0.0 and dark.max() > 0.0
-    assert [layer.name for layer in augmentation(0, noise=10.0).layers][-1] == "noise"
-    assert "noise" not in [layer.name for layer in augmentation(0).layers]
+    bright = np.asarray(RandomNoise(50.0, seed=1)(np.full((2, 16, 16, 1), 255.0, "float32"), training=True))
+    assert bright.max() == 255.0 and bright.min() < 255.0
+
+
+def test_the_model_adds_noise_to_the_raw_image_before_it_equalizes_and_augments():
+    """Noise first, as a detector adds it (and as `evaluate --acquisition`'s noise-10): equalization stretches
+    noise added after it by the slope of each image's grey-level mapping."""
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "equalize": "histogram", "noise": "10"}
+    names = [layer.name for layer in build_model(resolve_config("xception", "sound", settings)).layers[:5]]
+    assert names == ["image", "noise", "equalize", "augmentation", "gray_to_rgb"]
+    without = build_model(resolve_config("xception", "sound", {**settings, "noise": "0"}))
+    assert "noise" not in [layer.name for layer in without.layers]
 
 
 def test_augmentation_is_seeded():
@@ -172,7 +185,7 @@ def test_seed_state_is_saved_with_the_weights_so_a_resumed_run_draws_the_same(tm
 
     def model():
         inp = keras.Input((16, 16, 1))
-        x = keras.layers.Flatten()(augmentation(3, noise=5.0)(inp))
+        x = keras.layers.Flatten()(augmentation(3)(RandomNoise(5.0, seed=3)(inp)))
         return keras.Model(inp, SeededDropout(0.5, seed=4)(x))
 
     x = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 1)).astype("float32")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class RunConfig:
     limit: int = 0  # keep at most this many images per subset (0 = all), stratified; for quick runs
     missing_test: str = "error"  # a test image the metadata lists but the folder lacks: error | drop (scored without)
     augment: bool = True
-    noise: float = 0.0  # SD in grey levels of Gaussian noise added to each training image after the augmentation
+    noise: float = 0.0  # SD in grey levels of Gaussian noise added to each raw training image (needs augment=true)
     equalize: str = "none"  # none | histogram | clahe: each image's grey levels equalized in the model, first
     cache_dir: str = "auto"
     # model
@@ -262,10 +263,12 @@ def _check(cfg: RunConfig, bb: Backbone) -> None:
         raise InputError(f"setting val_fraction={cfg.val_fraction}: must be in (0, 0.5)")
     if not 0.0 <= cfg.dropout < 1.0:
         raise InputError(f"setting dropout={cfg.dropout}: must be in [0, 1)")
-    if cfg.noise < 0:
-        raise InputError(f"setting noise={cfg.noise}: must not be negative")
+    if not (math.isfinite(cfg.noise) and 0 <= cfg.noise < 255):
+        raise InputError(f"setting noise={cfg.noise}: must be in [0, 255) grey levels")
     if cfg.noise and not cfg.augment:
-        raise InputError(f"setting noise={cfg.noise} is part of the augmentation: it needs augment=true")
+        raise InputError(
+            f"setting noise={cfg.noise} is drawn anew for each batch, like the augmentation: it needs augment=true"
+        )
     if not 0.0 < cfg.learning_rate < 1.0:
         raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")
     if cfg.fine_tune not in ("all", "none") and not (cfg.fine_tune.isdigit() and int(cfg.fine_tune) > 0):

@@ -225,5 +225,5 @@ def plot_augmentations(
             frame_axis(ax, None)
         for ax in axes[len(images) :]:
             ax.set_visible(False)
-        fig.suptitle(title or "Training augmentation: zoom ±10 %, shift ±10 %, brightness ×[0.5, 1.3]")
+        fig.suptitle(title or "Training augmentation draws")
     return save_png(fig, path)

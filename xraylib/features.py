@@ -57,11 +57,11 @@ def split_at_trunk(model):
 
 def _layers(trunk) -> str:
     """The trunk's layers, each as its class and its configuration less its name (Keras numbers names anew per
-    model), less the model's augmentation block (`layers.augmentation`): the identity outside training, so a run
-    with `augment=true` is evaluated on the outputs cached by the same trunk without it."""
+    model), less the model's noise and augmentation (`layers.noise`, `layers.augmentation`): the identity outside
+    training, so a run with `augment=true` is evaluated on the outputs cached by the same trunk without them."""
     described = []
     for layer in trunk.layers:
-        if layer.name == "augmentation":
+        if layer.name in ("noise", "augmentation"):
             continue
         config = {key: value for key, value in layer.get_config().items() if key not in ("name", "trainable")}
         described.append(f"{type(layer).__name__}:{json.dumps(config, sort_keys=True, default=str)}")

@@ -1,5 +1,5 @@
 """The model's own Keras layers: grey-level equalization, the study's augmentation (seeded, serializable, inside the
-model) and optional noise, gray to RGB, each backbone's preprocessing, and seeded dropout.
+model), noise on the raw image, gray to RGB, each backbone's preprocessing, and seeded dropout.
 
 The study (Keras `ImageDataGenerator`) used zoom_range=0.1, width/height_shift_range=0.1 and
 brightness_range=[0.5, 1.3]. Its brightness is a multiplicative factor (PIL `ImageEnhance.Brightness`, clipped to
@@ -245,21 +245,21 @@ class RandomNoise(SavesSeedState, keras.layers.Layer):
         return config
 
 
-def augmentation(
-    seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness=BRIGHTNESS, noise: float = 0.0
-) -> keras.Sequential:
-    """The study's augmentation block, and Gaussian noise of `noise` grey levels after it when `noise` > 0 (not the
-    study's): (B, S, S, 1) float [0, 255] in and out; identity unless training."""
-    steps = [
-        RandomZoomShift(zoom, shift, seed=seed, name="zoom_shift"),
-        RandomBrightnessFactor(brightness, seed=seed + 1, name="brightness"),
-    ]
-    if noise > 0:
-        steps.append(RandomNoise(noise, seed=seed + 2, name="noise"))
-    return keras.Sequential(steps, name="augmentation")
+def augmentation(seed: int, zoom: float = ZOOM, shift: float = SHIFT, brightness=BRIGHTNESS) -> keras.Sequential:
+    """The study's augmentation block: (B, S, S, 1) float [0, 255] in and out; identity unless training."""
+    return keras.Sequential(
+        [
+            RandomZoomShift(zoom, shift, seed=seed, name="zoom_shift"),
+            RandomBrightnessFactor(brightness, seed=seed + 1, name="brightness"),
+        ],
+        name="augmentation",
+    )
 
 
-def augmentation_text(noise: float = 0.0) -> str:
-    """What `augmentation(seed, noise=noise)` draws, in words."""
-    drawn = f"zoom ±{ZOOM * 100:g} %, shift ±{SHIFT * 100:g} %, brightness × [{BRIGHTNESS[0]}, {BRIGHTNESS[1]}]"
-    return f"{drawn}, noise σ {noise:g}" if noise > 0 else drawn
+AUGMENTATION_TEXT = f"zoom ±{ZOOM * 100:g} %, shift ±{SHIFT * 100:g} %, brightness × [{BRIGHTNESS[0]}, {BRIGHTNESS[1]}]"
+
+
+def noise(stddev: float, seed: int) -> RandomNoise:
+    """The model's noise step, first of all (before any equalization, as a detector's noise comes before any
+    processing): `stddev` grey levels; identity unless training."""
+    return RandomNoise(stddev, seed=seed + 2, name="noise")  # seed and seed + 1 draw the augmentation

@@ -157,8 +157,8 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
 
 
 def build_model(cfg: RunConfig) -> keras.Model:
-    """Input "image" (S, S, 1) float [0, 255] -> [equalization] -> [augmentation] -> gray to RGB -> preprocess ->
-    backbone -> head.
+    """Input "image" (S, S, 1) float [0, 255] -> [noise] -> [equalization] -> [augmentation] -> gray to RGB ->
+    preprocess -> backbone -> head.
 
     cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "auto" (settled by
     `weights.fetchable_weights`), "none", or a path:
@@ -171,12 +171,13 @@ def build_model(cfg: RunConfig) -> keras.Model:
 
     import keras
 
-    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation, equalization
+    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation, equalization, noise
 
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
-    x = equalization(cfg.equalize)(image) if cfg.equalize != "none" else image
-    x = augmentation(cfg.seed, noise=cfg.noise)(x) if cfg.augment else x
+    x = noise(cfg.noise, cfg.seed)(image) if cfg.noise else image
+    x = equalization(cfg.equalize)(x) if cfg.equalize != "none" else x
+    x = augmentation(cfg.seed)(x) if cfg.augment else x
     x = GrayToRGB(name="gray_to_rgb")(x)
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
     front = {id(layer) for layer in keras.Model(image, x).layers}

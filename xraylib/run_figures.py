@@ -233,19 +233,26 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        from xraylib.layers import augmentation, augmentation_text, equalization
+        import keras
+
+        from xraylib.layers import AUGMENTATION_TEXT, augmentation, equalization, noise
 
         image = prepared.images["train"][:1].astype(np.float32)
-        drawn = augmentation_text(cfg.noise)
-        title = f"Training augmentation: {drawn}"
+        add_noise = noise(cfg.noise, cfg.seed) if cfg.noise else keras.layers.Identity()
+        equalize = equalization(cfg.equalize) if cfg.equalize != "none" else keras.layers.Identity()
+        augment = augmentation(cfg.seed)
+        used = "Training augmentation"
         if not cfg.augment:
-            title = f"The study's augmentation, not used by this run (augment=false): {drawn}"
-        if cfg.equalize != "none":  # the model equalizes before it augments: show what it trains on
-            image = np.asarray(equalization(cfg.equalize)(image))
-            title = f"{title}, after {cfg.equalize} equalization"
-        layer = augmentation(cfg.seed, noise=cfg.noise)
-        draws = [np.asarray(layer(image, training=True))[0, ..., 0] for _ in range(7)]
-        return data_plots.plot_augmentations(image[0, ..., 0], draws, title=title, path=path)
+            used = "The study's augmentation, not used by this run (augment=false)"
+        before = []  # what the model does before it augments: the draws show what it trains on
+        if cfg.noise:
+            before.append(f"Gaussian noise σ {cfg.noise:g}")
+        if cfg.equalize != "none":
+            before.append(f"{cfg.equalize} equalization")
+        title = f"{used}: {AUGMENTATION_TEXT}" + (f", after {' then '.join(before)}" if before else "")
+        draws = [np.asarray(augment(equalize(add_noise(image, training=True)), training=True)) for _ in range(7)]
+        shown = np.asarray(equalize(image))
+        return data_plots.plot_augmentations(shown[0, ..., 0], [d[0, ..., 0] for d in draws], title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
 
 
