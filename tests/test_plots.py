@@ -210,8 +210,11 @@ def test_augmentation_grid(tmp_path):
     assert limits == {(0.0, 255.0)}  # one fixed gray scale: brightness changes stay visible
 
 
-def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(tmp_path):
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])  # a training run may have set bfloat16
+def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(tmp_path, policy):
     from types import SimpleNamespace
+
+    import keras
 
     from xraylib.config import resolve_config
     from xraylib.layers import equalization
@@ -219,16 +222,22 @@ def test_the_augmentation_figure_shows_the_equalized_image_the_model_trains_on(t
 
     image = np.random.default_rng(0).integers(40, 120, (1, 32, 32, 1)).astype(np.uint8)  # a dim, flat image
     prepared = SimpleNamespace(images={"train": image})
-    for kind, augment in (("none", "true"), ("histogram", "false")):
-        cfg = resolve_config("resnet34", "smoke", {"equalize": kind, "augment": augment})
-        fig = data_figure("augmentations", prepared, cfg, tmp_path / kind)
-        shown = np.asarray(fig.axes[0].images[0].get_array())
-        expected = (
-            image[0, ..., 0] if kind == "none" else np.asarray(equalization(kind)(image.astype(np.float32)))[0, ..., 0]
-        )
-        np.testing.assert_allclose(shown, expected, atol=1e-4)
-        assert ("equalization" in fig.get_suptitle()) == (kind != "none")
-        assert ("not used by this run" in fig.get_suptitle()) == (augment == "false")
+    saved = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        for kind, augment, noise in (("none", "true", "0"), ("histogram", "false", "0"), ("none", "true", "10")):
+            cfg = resolve_config("resnet34", "smoke", {"equalize": kind, "augment": augment, "noise": noise})
+            fig = data_figure("augmentations", prepared, cfg, tmp_path / f"{kind}-{noise}")
+            shown = np.asarray(fig.axes[0].images[0].get_array())
+            expected = image[0, ..., 0]
+            if kind != "none":
+                expected = np.asarray(equalization(kind)(image.astype(np.float32)))[0, ..., 0]
+            np.testing.assert_allclose(shown, expected, atol=1e-4)
+            assert ("equalization" in fig.get_suptitle()) == (kind != "none")
+            assert ("not used by this run" in fig.get_suptitle()) == (augment == "false")
+            assert ("Gaussian noise σ 10" in fig.get_suptitle()) == (noise == "10")
+    finally:
+        keras.mixed_precision.set_global_policy(saved)
 
 
 def test_comparison_figures(tmp_path, predictions, shared_data):

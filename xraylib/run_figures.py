@@ -233,13 +233,14 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        import keras
-
         from xraylib.layers import AUGMENTATION_TEXT, augmentation, equalization, noise
 
+        def unchanged(x, training=None):
+            return x
+
         image = prepared.images["train"][:1].astype(np.float32)
-        add_noise = noise(cfg.noise, cfg.seed) if cfg.noise else keras.layers.Identity()
-        equalize = equalization(cfg.equalize) if cfg.equalize != "none" else keras.layers.Identity()
+        add_noise = noise(cfg.noise, cfg.seed) if cfg.noise else unchanged
+        equalize = equalization(cfg.equalize) if cfg.equalize != "none" else unchanged
         augment = augmentation(cfg.seed)
         used = "Training augmentation"
         if not cfg.augment:
@@ -250,8 +251,9 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
         if cfg.equalize != "none":
             before.append(f"{cfg.equalize} equalization")
         title = f"{used}: {AUGMENTATION_TEXT}" + (f", after {' then '.join(before)}" if before else "")
-        draws = [np.asarray(augment(equalize(add_noise(image, training=True)), training=True)) for _ in range(7)]
-        shown = np.asarray(equalize(image))
+        draws = [augment(equalize(add_noise(image, training=True)), training=True) for _ in range(7)]
+        draws = [np.asarray(draw, dtype=np.float32) for draw in draws]  # float32 whatever the precision policy
+        shown = np.asarray(equalize(image), dtype=np.float32)
         return data_plots.plot_augmentations(shown[0, ..., 0], [d[0, ..., 0] for d in draws], title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
 
