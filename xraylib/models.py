@@ -156,6 +156,19 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
             layer.rate = 0.0
 
 
+def grey_steps(cfg: RunConfig, augment: bool | None = None) -> list[keras.layers.Layer]:
+    """The model's steps on the grey image, in their order: noise (`cfg.noise` > 0), equalization (`cfg.equalize`),
+    the study's augmentation (`augment`, default `cfg.augment`)."""
+    from xraylib.layers import augmentation, equalization, noise
+
+    steps = [noise(cfg.noise, cfg.seed)] if cfg.noise else []
+    if cfg.equalize != "none":
+        steps.append(equalization(cfg.equalize))
+    if cfg.augment if augment is None else augment:
+        steps.append(augmentation(cfg.seed))
+    return steps
+
+
 def build_model(cfg: RunConfig) -> keras.Model:
     """Input "image" (S, S, 1) float [0, 255] -> [noise] -> [equalization] -> [augmentation] -> gray to RGB ->
     preprocess -> backbone -> head.
@@ -171,13 +184,13 @@ def build_model(cfg: RunConfig) -> keras.Model:
 
     import keras
 
-    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout, augmentation, equalization, noise
+    from xraylib.layers import BackbonePreprocess, GrayToRGB, SeededDropout
 
     size = int(cfg.image_size or bb.default_size)
     image = keras.Input((size, size, 1), name="image", dtype="float32")
-    x = noise(cfg.noise, cfg.seed)(image) if cfg.noise else image
-    x = equalization(cfg.equalize)(x) if cfg.equalize != "none" else x
-    x = augmentation(cfg.seed)(x) if cfg.augment else x
+    x = image
+    for step in grey_steps(cfg):
+        x = step(x)
     x = GrayToRGB(name="gray_to_rgb")(x)
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
     front = {id(layer) for layer in keras.Model(image, x).layers}

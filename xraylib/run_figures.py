@@ -233,15 +233,11 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        from xraylib.layers import AUGMENTATION_TEXT, augmentation, equalization, noise
-
-        def unchanged(x, training=None):
-            return x
+        from xraylib.layers import AUGMENTATION_TEXT
+        from xraylib.models import grey_steps
 
         image = prepared.images["train"][:1].astype(np.float32)
-        add_noise = noise(cfg.noise, cfg.seed) if cfg.noise else unchanged
-        equalize = equalization(cfg.equalize) if cfg.equalize != "none" else unchanged
-        augment = augmentation(cfg.seed)
+        steps = grey_steps(cfg, augment=True)  # drawn as the model trains, even when this run does not augment
         used = "Training augmentation"
         if not cfg.augment:
             used = "The study's augmentation, not used by this run (augment=false)"
@@ -251,10 +247,14 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
         if cfg.equalize != "none":
             before.append(f"{cfg.equalize} equalization")
         title = f"{used}: {AUGMENTATION_TEXT}" + (f", after {' then '.join(before)}" if before else "")
-        draws = [augment(equalize(add_noise(image, training=True)), training=True) for _ in range(7)]
-        draws = [np.asarray(draw, dtype=np.float32) for draw in draws]  # float32 whatever the precision policy
-        shown = np.asarray(equalize(image), dtype=np.float32)
-        return data_plots.plot_augmentations(shown[0, ..., 0], [d[0, ..., 0] for d in draws], title=title, path=path)
+        shown, draws = image, [image] * 7
+        for step in steps:
+            draws = [step(draw, training=True) for draw in draws]
+            if step.name == "equalize":  # the original is shown as the model sees it, without random draws
+                shown = step(shown)
+        draws = [np.asarray(draw, dtype=np.float32)[0, ..., 0] for draw in draws]  # float32 whatever the policy
+        shown = np.asarray(shown, dtype=np.float32)[0, ..., 0]
+        return data_plots.plot_augmentations(shown, draws, title=title, path=path)
     raise InputError(f"unknown figure {name!r} (known: class_distribution, augmentations)")
 
 
