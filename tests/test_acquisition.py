@@ -162,3 +162,34 @@ def test_bad_acquisition_requests_are_refused_in_one_line(finished_run, synth_da
     (moved / runs.CONFIG).write_text(json.dumps(config))
     one_line_refusal(["evaluate", "--run", str(moved), "--acquisition"], capsys, "data folder")
     assert not (moved / runs.ACQUISITION).exists()
+
+
+def test_a_threshold_chosen_over_the_changed_copies_is_youdens_over_the_pool(synth_data, tmp_path, train_run):
+    """threshold=youden:acquisition: Youden's threshold over the calibrated validation probabilities pooled with
+    those of the validation images through every change; the calibration and the written probabilities stay those
+    of the unchanged images."""
+    from xraylib.inference import predict_probabilities
+    from xraylib.metrics import choose_threshold
+    from xraylib.models import load_model
+    from xraylib.prepare import prepare_data
+
+    settings = {"image_size": "48", "limit": "0", "bootstrap": "20", "threshold": "youden:acquisition"}
+    cfg = resolve_config("resnet34", "smoke", settings)
+    run = train_run(synth_data, cfg, tmp_path / "resnet34")
+    prepared = prepare_data(synth_data, cfg)
+    model, calibration = load_model(run / runs.MODEL), runs.read_calibration(run)
+    images, y = prepared.images["val"], prepared.labels["val"]
+    copies = [images, *(changed(images, name) for name in CHANGES)]
+    pooled = np.concatenate([calibration(predict_probabilities(model, x, cfg)) for x in copies])
+    threshold = json.loads((run / runs.METRICS).read_text())["threshold"]
+    assert threshold["rule"] == "youden:acquisition"
+    assert threshold["n_images"] == len(pooled) == (len(CHANGES) + 1) * len(y)
+    assert threshold["value"] == pytest.approx(choose_threshold(np.tile(y, len(copies)), pooled, "youden"), abs=1e-6)
+    val = pd.read_csv(run / runs.VAL_PREDICTIONS)
+    assert val["p_pneumonia"].to_numpy() == pytest.approx(pooled[: len(y)], abs=1e-6)
+    on_validation = choose_threshold(y, val["p_pneumonia"].to_numpy(), "youden")
+    assert threshold["youden_on_validation"] == pytest.approx(on_validation)
+    assert threshold["value"] != pytest.approx(on_validation)  # the changed copies moved it
+    assert threshold["low"] <= threshold["value"] <= threshold["high"]
+    predicted = np.where(val["p_pneumonia"] >= threshold["value"], "pneumonia", "normal")
+    assert (val["predicted"] == predicted).all()

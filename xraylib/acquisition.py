@@ -5,9 +5,10 @@ shift; this catalogue says in advance which shifts the project expects, and is t
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,27 @@ def changed(images: np.ndarray, name: str) -> np.ndarray:
     return np.asarray(CHANGES[name](images.astype(np.float32)), dtype=np.float32)
 
 
+def changed_probabilities(model, images: np.ndarray, cfg) -> Iterator[tuple[str, np.ndarray]]:
+    """(change, the model's uncalibrated P(pneumonia) of `images` through it), change by change of the catalogue."""
+    from xraylib.inference import predict_probabilities
+
+    for name in CHANGES:
+        yield name, predict_probabilities(model, changed(images, name), cfg)
+
+
+def with_changed_copies(
+    model, images: np.ndarray, y: np.ndarray, raw: np.ndarray, groups: np.ndarray, cfg
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, uncalibrated probabilities, patients) of `images`, whose labels, probabilities and patients are `y`,
+    `raw` and `groups`, followed by those of their copies through each change of the catalogue: the pool a
+    `threshold=youden:acquisition` run chooses its threshold on. Each copy keeps its image's label and patient."""
+    pooled = [raw]
+    for name, p in changed_probabilities(model, images, cfg):
+        pooled.append(p)
+        print(f"threshold pool: validation images through {name} ({len(pooled) - 1}/{len(CHANGES)})", file=sys.stderr)
+    return np.tile(y, len(pooled)), np.concatenate(pooled), np.tile(groups, len(pooled))
+
+
 def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
     """A finished binary run's validation images, unchanged and through each change of the catalogue, scored by its
     model (calibrated as the run was) at its validation-chosen threshold, with patient-bootstrap CIs; the means over
@@ -114,9 +136,9 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
     groups = prepared.rows("val")["patient"].to_numpy()
     check_memory(16 * n_boot * len(y), f"--bootstrap {n_boot} over {len(y)} images", "use fewer resamples")
     scored = {}
-    for name in (UNCHANGED, *CHANGES):
-        x = images if name == UNCHANGED else changed(images, name)
-        p = calibration(predict_probabilities(model, x, cfg))
+    unchanged = ((UNCHANGED, predict_probabilities(model, images, cfg)),)
+    for name, raw in itertools.chain(unchanged, changed_probabilities(model, images, cfg)):
+        p = calibration(raw)
         entry = binary_metrics_ci(y, p, groups, threshold, n_boot=n_boot, seed=seed)
         scored[name] = {
             **{metric: entry[metric] for metric in HEADLINE},

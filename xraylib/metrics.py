@@ -129,10 +129,14 @@ def study_figures(y_true, y_pred) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------------- thresholds
 
 
+ACQUISITION_RULE = "youden:acquisition"  # Youden's J over validation and its acquisition-changed copies
+
+
 def threshold_rule(text: str) -> tuple[str, float]:
-    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value)."""
+    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value). The rule
+    youden:acquisition is ("youden", nan) here: the caller pools the images it is chosen on (`over_changed_copies`)."""
     text = str(text).strip().lower()
-    if text == "youden":
+    if text in ("youden", ACQUISITION_RULE):
         return "youden", float("nan")
     name, _, number = text.partition(":")
     try:
@@ -142,7 +146,15 @@ def threshold_rule(text: str) -> tuple[str, float]:
             return "fixed", float(name)
     except ValueError:
         pass
-    raise InputError(f"setting threshold={text!r}: expected youden, sensitivity:0.95 or a number in (0, 1)")
+    raise InputError(
+        f"setting threshold={text!r}: expected youden, {ACQUISITION_RULE}, sensitivity:0.95 or a number in (0, 1)"
+    )
+
+
+def over_changed_copies(rule: str) -> bool:
+    """Whether the threshold `rule` is chosen on the validation images together with their copies through the
+    acquisition changes (`xraylib.acquisition.with_changed_copies`), not on the validation images alone."""
+    return str(rule).strip().lower() == ACQUISITION_RULE
 
 
 def choose_threshold(y, p, rule: str = "youden") -> float:

@@ -18,7 +18,7 @@ from xraylib.config import RunConfig
 from xraylib.errors import InputError, check_memory
 from xraylib.fileio import claim_dir, owned_dir, write_csv, write_json
 from xraylib.inference import frozen_outputs, frozen_split, predict_probabilities
-from xraylib.metrics import TITLES, threshold_rules
+from xraylib.metrics import TITLES, over_changed_copies, threshold_rules
 from xraylib.plot_style import REPORT_DIGITS, format_interval
 from xraylib.prediction_files import (
     evaluate_file,
@@ -59,13 +59,16 @@ def run_metrics(
     threshold: float,
     subtypes=None,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    chosen_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
     images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
     images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test,
-    and the threshold's 95 % interval over resamples of their patients (`threshold.low`, `threshold.high`)."""
+    and the threshold's 95 % interval over resamples of their patients (`threshold.low`, `threshold.high`), counted
+    on `chosen_on` instead when the threshold was chosen on another pool (`threshold=youden:acquisition`: the
+    validation images with their acquisition-changed copies; then `threshold.youden_on_validation` too)."""
     from xraylib.data import pneumonia_kind
-    from xraylib.metrics import binary_metrics_ci, sensitivity_by_kind, threshold_interval
+    from xraylib.metrics import binary_metrics_ci, choose_threshold, sensitivity_by_kind, threshold_interval
 
     kinds = [pneumonia_kind(s) for s in subtypes] if subtypes is not None else [""] * len(y)
     by_kind = sensitivity_by_kind(y, p >= threshold, kinds, groups, cfg.bootstrap, cfg.seed)
@@ -79,8 +82,15 @@ def run_metrics(
     }
     if validation is not None:
         val_y, val_p, val_groups = validation
-        chosen = threshold_interval(val_y, val_p, val_groups, cfg.threshold, cfg.bootstrap, cfg.seed)
+        chosen = threshold_interval(*(chosen_on or validation), cfg.threshold, cfg.bootstrap, cfg.seed)
         result["threshold"].update(low=chosen["low"], high=chosen["high"])
+        if chosen_on is not None:
+            copies = len(chosen_on[0]) // len(val_y)
+            result["threshold"].update(
+                chosen_on=f"validation with its copies through {copies - 1} acquisition changes",
+                n_images=len(chosen_on[0]),
+                youden_on_validation=choose_threshold(val_y, val_p, "youden"),
+            )
         entry = binary_metrics_ci(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
         result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
     return result
@@ -94,7 +104,7 @@ def evaluate_run(
     first, `xraylib.adapt`, and left so), write predictions.csv, val_predictions.csv and metrics.json (three
     classes: `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
     their inputs' moments on the training images written to `source_dir` (default `out`): adapt_source.npz."""
-    from xraylib import adapt
+    from xraylib import acquisition, adapt
     from xraylib.calibration import correct_prior, effect, fit_calibration
 
     out = Path(out)
@@ -109,13 +119,17 @@ def evaluate_run(
         return three_class.evaluate_run(prepared, cfg, out, val_raw, test_raw)
     val_raw = predict_probabilities(model, prepared.images["val"], cfg, computed.get("val"))
     fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
+    val_groups = prepared.rows("val")["patient"].to_numpy()
+    pool = (prepared.labels["val"], val_raw, val_groups)  # what the threshold is chosen on
+    if over_changed_copies(cfg.threshold):
+        pool = acquisition.with_changed_copies(model, prepared.images["val"], *pool, cfg)
     test_rows = prepared.rows("test")
     test_raw = unadapted = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
     if cfg.adapt != "none":  # the test images are the new site; validation is the training site's, left as it is
         applied = adapt.align(frozen_split(model, cfg), cfg, computed.get("test"), source)
         test_raw = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
     labelled = ((prepared.labels["val"], val_raw), (prepared.labels["test"], test_raw))
-    calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, *labelled)
+    calibration, threshold, prevalence = correct_prior(fitted, cfg.prevalence, cfg.threshold, pool[:2], labelled[1])
     val_p, test_p = calibration(val_raw), calibration(test_raw)
     raw = cfg.calibration != "none"
     frame = predictions_frame(test_rows, test_p, threshold, test_raw if raw else None)
@@ -123,8 +137,9 @@ def evaluate_run(
     val_frame = predictions_frame(prepared.rows("val"), val_p, threshold, val_raw if raw else None)
     write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
-    validation = (prepared.labels["val"], val_p, val_frame["patient"].to_numpy())
-    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation)
+    validation = (prepared.labels["val"], val_p, val_groups)
+    chosen_on = (pool[0], calibration(pool[1]), pool[2]) if over_changed_copies(cfg.threshold) else None
+    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation, chosen_on)
     result["calibration"] = {
         **calibration.to_json(),
         "fitted_on": "validation",
