@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from xraylib import runs
-from xraylib.acquisition import CHANGES, UNCHANGED, changed
+from xraylib.acquisition import CHANGES, IN_SAMPLE, UNCHANGED, changed
 from xraylib.cli import main
 from xraylib.config import resolve_config
 
@@ -131,6 +131,7 @@ def test_a_run_is_scored_under_every_change_and_unchanged_as_it_was(finished_run
     assert len({round(v, 6) for v in values}) > 1  # the changes move the figures, each its own way
     for name in [UNCHANGED, *CHANGES, "mean of changes"]:
         assert f"\n{name} " in printed, name
+    assert IN_SAMPLE not in printed and result["threshold_chosen_on"] == "validation"
     assert main(["evaluate", "--run", str(finished_run), "--acquisition", "--bootstrap", "0", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)  # one JSON object, the progress on stderr
     assert printed["changes"][UNCHANGED]["roc_auc"]["value"] == unchanged["roc_auc"]["value"]
@@ -164,12 +165,13 @@ def test_bad_acquisition_requests_are_refused_in_one_line(finished_run, synth_da
     assert not (moved / runs.ACQUISITION).exists()
 
 
-def test_a_threshold_chosen_over_the_changed_copies_is_youdens_over_the_pool(synth_data, tmp_path, train_run):
+def test_a_threshold_chosen_over_the_changed_copies_is_youdens_over_the_pool(synth_data, tmp_path, train_run, capsys):
     """threshold=youden:acquisition: Youden's threshold over the calibrated validation probabilities pooled with
-    those of the validation images through every change; the calibration and the written probabilities stay those
-    of the unchanged images."""
+    those of the validation images through every change, its interval over resamples of the patients with all their
+    copies; the calibration and the written probabilities stay those of the unchanged images, and the acquisition
+    check says its figures at that threshold are in-sample."""
     from xraylib.inference import predict_probabilities
-    from xraylib.metrics import choose_threshold
+    from xraylib.metrics import choose_threshold, threshold_interval
     from xraylib.models import load_model
     from xraylib.prepare import prepare_data
 
@@ -181,15 +183,23 @@ def test_a_threshold_chosen_over_the_changed_copies_is_youdens_over_the_pool(syn
     images, y = prepared.images["val"], prepared.labels["val"]
     copies = [images, *(changed(images, name) for name in CHANGES)]
     pooled = np.concatenate([calibration(predict_probabilities(model, x, cfg)) for x in copies])
-    threshold = json.loads((run / runs.METRICS).read_text())["threshold"]
+    metrics = json.loads((run / runs.METRICS).read_text())
+    threshold = metrics["threshold"]
     assert threshold["rule"] == "youden:acquisition"
+    assert threshold["chosen_on"] == f"validation with its copies through {len(CHANGES)} acquisition changes"
     assert threshold["n_images"] == len(pooled) == (len(CHANGES) + 1) * len(y)
-    assert threshold["value"] == pytest.approx(choose_threshold(np.tile(y, len(copies)), pooled, "youden"), abs=1e-6)
+    assert metrics["calibration"]["n_images"] == len(y)  # fitted on the unchanged images alone
+    labels, patients = np.tile(y, len(copies)), np.tile(prepared.rows("val")["patient"].to_numpy(), len(copies))
+    interval = threshold_interval(labels, pooled, patients, "youden", cfg.bootstrap, cfg.seed)
+    assert threshold["value"] == pytest.approx(interval["value"], abs=1e-6)
+    assert (threshold["low"], threshold["high"]) == pytest.approx((interval["low"], interval["high"]), abs=1e-6)
     val = pd.read_csv(run / runs.VAL_PREDICTIONS)
     assert val["p_pneumonia"].to_numpy() == pytest.approx(pooled[: len(y)], abs=1e-6)
     on_validation = choose_threshold(y, val["p_pneumonia"].to_numpy(), "youden")
     assert threshold["youden_on_validation"] == pytest.approx(on_validation)
-    assert threshold["value"] != pytest.approx(on_validation)  # the changed copies moved it
-    assert threshold["low"] <= threshold["value"] <= threshold["high"]
+    assert threshold["value"] != pytest.approx(on_validation)  # the changed copies moved it (seeded smoke run)
     predicted = np.where(val["p_pneumonia"] >= threshold["value"], "pneumonia", "normal")
     assert (val["predicted"] == predicted).all()
+    assert main(["evaluate", "--run", str(run), "--acquisition", "--bootstrap", "0"]) == 0
+    assert IN_SAMPLE in capsys.readouterr().out
+    assert json.loads((run / runs.ACQUISITION).read_text())["threshold_chosen_on"] == threshold["chosen_on"]

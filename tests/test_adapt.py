@@ -186,3 +186,16 @@ def test_a_model_without_batchnorm_in_its_trained_layers_is_refused_before_train
     settings = {"image_size": "32", "fine_tune": "2", "pooled_norm": "false", "adapt": "batchnorm"}
     with pytest.raises(InputError, match="hold no BatchNormalization"):
         build_run_model(resolve_config("vgg16", "smoke", settings))
+
+
+def test_an_adapted_run_keeps_the_threshold_its_rule_chose_over_the_changed_copies(shifted_data, tmp_path, train_run):
+    """`evaluate --adapt` of a `threshold=youden:acquisition` run: the unadapted figures it reports beside the
+    adapted ones are at the run's own threshold, chosen over the validation images with their changed copies."""
+    cfg = resolve_config("resnet34", "smoke", {**TRAINED, "threshold": "youden:acquisition"})
+    run = train_run(shifted_data, cfg, tmp_path / "resnet34")
+    assert main(["evaluate", "--run", str(run), "--adapt"]) == 0
+    original = json.loads((run / runs.METRICS).read_text())["threshold"]
+    adapted = json.loads((run / runs.ADAPTED / runs.METRICS).read_text())
+    assert original["youden_on_validation"] != pytest.approx(original["value"])  # the pool moved it
+    assert adapted["adaptation"]["unadapted"]["threshold"] == pytest.approx(original["value"])
+    assert adapted["threshold"]["value"] == pytest.approx(original["value"])

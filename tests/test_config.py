@@ -5,6 +5,7 @@ import pytest
 from xraylib.config import PRESETS, parse_overrides, resolve_config, threshold_rule
 from xraylib.errors import InputError
 from xraylib.fileio import write_json
+from xraylib.metrics import over_changed_copies
 from xraylib.runs import read_config
 
 
@@ -86,6 +87,10 @@ def test_unknown_backbone_and_preset():
 
 def test_threshold_rules():
     assert threshold_rule("youden")[0] == "youden"
+    assert threshold_rule("Youden:Acquisition")[0] == "youden"  # chosen as Youden, over the pool
+    assert over_changed_copies("youden:acquisition") and not over_changed_copies("youden")
+    with pytest.raises(InputError, match="youden:acquisition"):
+        resolve_config("vgg16", "smoke", {"threshold": "youden:site"})
     assert threshold_rule("sensitivity:0.9") == ("sensitivity", 0.9)
     assert threshold_rule("0.3") == ("fixed", 0.3)
 

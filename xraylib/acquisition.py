@@ -20,6 +20,7 @@ from xraylib.plot_style import REPORT_DIGITS, format_interval
 
 NOISE_SEED = 0  # the noise change draws the same noise for every run
 UNCHANGED = "unchanged"
+IN_SAMPLE = "its threshold was chosen on these changed copies: the sensitivity and specificity below are in-sample"
 HEADLINE = ("roc_auc", "sensitivity", "specificity")  # per change, at the run's threshold
 
 
@@ -107,7 +108,11 @@ def with_changed_copies(
     pooled = [raw]
     for name, p in changed_probabilities(model, images, cfg):
         pooled.append(p)
-        print(f"threshold pool: validation images through {name} ({len(pooled) - 1}/{len(CHANGES)})", file=sys.stderr)
+        print(
+            f"threshold pool: validation images through {name} ({len(pooled) - 1}/{len(CHANGES)})",
+            file=sys.stderr,
+            flush=True,
+        )
     return np.tile(y, len(pooled)), np.concatenate(pooled), np.tile(groups, len(pooled))
 
 
@@ -149,6 +154,7 @@ def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int
     result = {
         "run": str(run_dir.resolve()),
         "threshold": threshold,
+        "threshold_chosen_on": runs.threshold_pool(cfg.threshold),
         "run_validation_roc_auc": own.get("roc_auc", {}).get("value"),
         "n_validation_images": int(len(y)),
         "n_validation_patients": int(len(set(groups))),
@@ -172,7 +178,9 @@ def format_acquisition(result: dict) -> str:
     lines = [
         f"run: {result['run']}",
         f"its {result['n_validation_images']} validation images ({result['n_validation_patients']} patients), each "
-        f"change applied before the model; threshold {result['threshold']:.4f} (the run's)",
+        f"change applied before the model; threshold {result['threshold']:.4f} (the run's, chosen on its "
+        f"{result['threshold_chosen_on']})",
+        *([IN_SAMPLE] if result["threshold_chosen_on"] != "validation" else []),
         f"95 % CIs: bootstrap over patients, {result['bootstrap']['resamples']} resamples, seed "
         f"{result['bootstrap']['seed']}",
         f"the run's own validation ROC-AUC (metrics.json): {_value(result['run_validation_roc_auc'])}",

@@ -158,7 +158,8 @@ def run_entry(applied: dict, fitted: Calibration, cfg: RunConfig, val: tuple, te
     """metrics.json's `adaptation` of a run adapted to its test images: what `align` did, the EM prevalence
     estimates before and after (`prevalence_estimates`) beside the test labels' prevalence, and what the unadapted
     model scored on the test images at its own threshold (metrics with CIs; Brier, ECE and log loss before and after
-    the calibration). `val`, `test`: (labels, raw probabilities), the test's adapted."""
+    the calibration). `val`, `test`: (labels, raw probabilities), the test's adapted; `val` is what the run chose
+    its threshold on (`threshold=youden:acquisition`: the validation images with their changed copies)."""
     from xraylib.calibration import correct_prior, effect
     from xraylib.metrics import binary_metrics_ci
 

@@ -292,10 +292,11 @@ def correct_prior(
 ) -> tuple[Calibration, float, dict]:
     """(map, threshold, metrics.json entry) of a run: `fitted` (on the validation (labels, raw probabilities) `val`)
     followed by the prior-shift correction that the run setting `prevalence` asks for (`setting`), and the threshold
-    that `rule` chooses on the corrected validation probabilities. The entry ({} for none) holds the validation and
-    target prevalences, EM's iterations (`estimate` reads the unlabelled test probabilities of `test`, (labels, raw
-    probabilities); an estimate outside EM_RANGE is not applied), the threshold before and after, and Brier, ECE
-    and log loss on test before and after."""
+    that `rule` chooses on the corrected validation probabilities (for `youden:acquisition`, `val` holds the
+    validation images with their changed copies, `acquisition.with_changed_copies`). The entry ({} for none) holds
+    the validation and target prevalences, EM's iterations (`estimate` reads the unlabelled test probabilities of
+    `test`, (labels, raw probabilities); an estimate outside EM_RANGE is not applied), the threshold before and
+    after, and Brier, ECE and log loss on test before and after."""
     from xraylib.metrics import choose_threshold
 
     (val_y, val_raw), (test_y, test_raw) = val, test

@@ -59,14 +59,15 @@ def run_metrics(
     threshold: float,
     subtypes=None,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-    chosen_on: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    pool: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """metrics.json: every metric with its patient-bootstrap CI, at the validation threshold and at 0.5; with the
     images' `subtypes`, the sensitivity among bacterial and among viral pneumonia images too; with the `validation`
     images' (labels, calibrated probabilities, patients), their metrics at the same threshold and the drop to test,
-    and the threshold's 95 % interval over resamples of their patients (`threshold.low`, `threshold.high`), counted
-    on `chosen_on` instead when the threshold was chosen on another pool (`threshold=youden:acquisition`: the
-    validation images with their acquisition-changed copies; then `threshold.youden_on_validation` too)."""
+    and the threshold's 95 % interval over resamples of their patients (`threshold.low`, `threshold.high`). With
+    `pool`, the (labels, calibrated probabilities, patients) the threshold was chosen on instead (the validation
+    images with their acquisition-changed copies, `threshold=youden:acquisition`), the interval is counted on it and
+    the pool's size and the plain Youden threshold of the validation images are recorded beside it."""
     from xraylib.data import pneumonia_kind
     from xraylib.metrics import binary_metrics_ci, choose_threshold, sensitivity_by_kind, threshold_interval
 
@@ -82,14 +83,11 @@ def run_metrics(
     }
     if validation is not None:
         val_y, val_p, val_groups = validation
-        chosen = threshold_interval(*(chosen_on or validation), cfg.threshold, cfg.bootstrap, cfg.seed)
+        chosen = threshold_interval(*(pool or validation), cfg.threshold, cfg.bootstrap, cfg.seed)
         result["threshold"].update(low=chosen["low"], high=chosen["high"])
-        if chosen_on is not None:
-            copies = len(chosen_on[0]) // len(val_y)
+        if pool is not None:
             result["threshold"].update(
-                chosen_on=f"validation with its copies through {copies - 1} acquisition changes",
-                n_images=len(chosen_on[0]),
-                youden_on_validation=choose_threshold(val_y, val_p, "youden"),
+                n_images=len(pool[0]), youden_on_validation=choose_threshold(val_y, val_p, "youden")
             )
         entry = binary_metrics_ci(val_y, val_p, val_groups, threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
         result["validation"] = runs.validation_entry(entry, result["at_threshold"], float(np.mean(val_y)))
@@ -100,9 +98,10 @@ def evaluate_run(
     model, prepared: PreparedData, cfg: RunConfig, out: str | Path, source_dir: str | Path | None = None
 ) -> dict:
     """Calibrate on validation (then correct for the `prevalence` setting), choose the threshold on the calibrated
-    validation probabilities, predict the test set (with `adapt=batchnorm` by the model aligned to the test images
-    first, `xraylib.adapt`, and left so), write predictions.csv, val_predictions.csv and metrics.json (three
-    classes: `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
+    validation probabilities (`threshold=youden:acquisition`: with those of their acquisition-changed copies),
+    predict the test set (with `adapt=batchnorm` by the model aligned to the test images first, `xraylib.adapt`,
+    and left so), write predictions.csv, val_predictions.csv and metrics.json (three classes:
+    `three_class.evaluate_run`). A model with BatchNormalization layers after its frozen part also gets
     their inputs' moments on the training images written to `source_dir` (default `out`): adapt_source.npz."""
     from xraylib import acquisition, adapt
     from xraylib.calibration import correct_prior, effect, fit_calibration
@@ -121,7 +120,8 @@ def evaluate_run(
     fitted = fit_calibration(prepared.labels["val"], val_raw, cfg.calibration)
     val_groups = prepared.rows("val")["patient"].to_numpy()
     pool = (prepared.labels["val"], val_raw, val_groups)  # what the threshold is chosen on
-    if over_changed_copies(cfg.threshold):
+    pooled = over_changed_copies(cfg.threshold)
+    if pooled:
         pool = acquisition.with_changed_copies(model, prepared.images["val"], *pool, cfg)
     test_rows = prepared.rows("test")
     test_raw = unadapted = predict_probabilities(model, prepared.images["test"], cfg, computed.get("test"))
@@ -138,8 +138,8 @@ def evaluate_run(
     write_csv(out / runs.VAL_PREDICTIONS, val_frame)
     groups, subtypes = test_rows["patient"].to_numpy(), test_rows["subtype"].to_numpy()
     validation = (prepared.labels["val"], val_p, val_groups)
-    chosen_on = (pool[0], calibration(pool[1]), pool[2]) if over_changed_copies(cfg.threshold) else None
-    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation, chosen_on)
+    calibrated_pool = (pool[0], calibration(pool[1]), pool[2]) if pooled else None
+    result = run_metrics(cfg, prepared.labels["test"], test_p, groups, threshold, subtypes, validation, calibrated_pool)
     result["calibration"] = {
         **calibration.to_json(),
         "fitted_on": "validation",
@@ -149,7 +149,7 @@ def evaluate_run(
         **({"prevalence": prevalence} if prevalence else {}),
     }
     if cfg.adapt != "none":
-        result["adaptation"] = adapt.run_entry(applied, fitted, cfg, *labelled, unadapted, groups)
+        result["adaptation"] = adapt.run_entry(applied, fitted, cfg, pool[:2], labelled[1], unadapted, groups)
     write_json(out / runs.METRICS, result)
     return result
 
@@ -218,7 +218,7 @@ def evaluate_on(
         return result
     frame = predictions_frame(index, table["p_pneumonia"].to_numpy(), predictor.threshold)
     predictions = write_csv(out / runs.PREDICTIONS, frame)
-    source = f"the run's {run_dir / runs.METRICS}, chosen on its validation set"
+    source = f"the run's {run_dir / runs.METRICS}, chosen on {runs.threshold_pool(cfg.threshold)}"
     result = evaluate_file(predictions, n_boot, seed, threshold=(predictor.threshold, source))
     result.update(run=str(run_dir.resolve()), data=str(data.resolve()), layout=index.attrs["layout"])
     if "patients" in index.attrs:  # an external set: where its patient ids came from

@@ -108,13 +108,25 @@ def write_config(out: str | os.PathLike, config: dict, started: bool) -> None:
     write_json(path, config)
 
 
+def threshold_pool(rule: str) -> str:
+    """What a binary run's threshold `rule` is chosen on, as metrics.json's `threshold.chosen_on` says it."""
+    from xraylib.acquisition import CHANGES
+    from xraylib.metrics import over_changed_copies
+
+    return (
+        f"validation with its copies through {len(CHANGES)} acquisition changes"
+        if over_changed_copies(rule)
+        else "validation"
+    )
+
+
 def metrics_header(cfg: RunConfig, threshold: float | None) -> dict:
     """The head of a run's metrics.json: backbone, preset, seed and the decision threshold chosen on validation
     (None: three classes, the argmax class is predicted)."""
     if threshold is None:
         chosen = {"rule": "argmax", "value": None, "chosen_on": "none: the predicted class is the argmax"}
     else:
-        chosen = {"rule": cfg.threshold, "value": float(threshold), "chosen_on": "validation"}
+        chosen = {"rule": cfg.threshold, "value": float(threshold), "chosen_on": threshold_pool(cfg.threshold)}
     return {"backbone": cfg.backbone, "preset": cfg.preset, "seed": cfg.seed, "threshold": chosen}
 
 
