@@ -123,6 +123,23 @@ def test_an_equalized_trunk_has_its_own_cache_key(xception):
     assert len(keys) == 3
 
 
+def test_the_site_table_is_part_of_the_cache_key(xception):
+    """`equalize=site` keeps its table as a weight: a trunk adapted to other training images has another key."""
+    from xraylib.features import split_at_trunk, trunk_key
+    from xraylib.layers import fit_site_tables
+    from xraylib.models import build_model
+
+    x = _images(2)
+    settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false", "equalize": "site"}
+    model = build_model(resolve_config("xception", "sound", settings))
+    trunk = split_at_trunk(model)[0]
+    keys = [trunk_key(trunk, x)]
+    for train in (x, x[:1] // 2):
+        fit_site_tables(model.layers, train)
+        keys.append(trunk_key(trunk, x))
+    assert len(set(keys)) == 3
+
+
 def test_a_noisy_run_is_evaluated_on_the_outputs_cached_without_its_noise(xception):
     """Noise, like the augmentation, is the identity outside training: the trunk key leaves it out, so a run with
     `noise` scores its images through the outputs the same trunk cached without it (and never trains on them)."""

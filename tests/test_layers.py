@@ -16,6 +16,8 @@ from xraylib.layers import (
     RandomZoomShift,
     augmentation,
     equalization,
+    equalizing_table,
+    fit_site_tables,
 )
 
 
@@ -161,6 +163,43 @@ def test_histogram_equalization_ignores_an_increasing_change_of_grey_levels():
     np.testing.assert_allclose(np.asarray(layer(2 * x + 1)), np.asarray(layer(x)), atol=1e-4)
 
 
+def test_the_site_table_equalizes_the_pooled_training_histogram():
+    """`equalize=site`: one table for every image, the one that flattens the training images' pooled histogram;
+    for a single image it is Keras' own equalization of that image. The identity until adapted."""
+    rng = np.random.default_rng(4)
+    train = rng.integers(0, 128, (6, 32, 32, 1)).astype("float32")
+    layer = equalization("site")
+    np.testing.assert_array_equal(np.asarray(layer(train)), train)
+    fit_site_tables([layer], train)
+    pooled = np.asarray(layer(train))
+    np.testing.assert_allclose(np.percentile(pooled, [25, 50, 75]), [64, 128, 192], atol=6)  # flat over 0-255
+    fit_site_tables([layer], train[:1])
+    keras_own = keras.layers.Equalization(value_range=(0, 255))(train[:1], training=True)
+    np.testing.assert_array_equal(np.asarray(layer(train[:1])), np.asarray(keras_own))
+    assert equalizing_table(np.bincount([7] * 5, minlength=256)).tolist() == list(range(256))  # one level: identity
+
+
+def test_the_site_table_keeps_each_images_exposure_and_ignores_its_batch(tmp_path):
+    """Unlike the equalization image by image, one table for all keeps a brighter image brighter; an image comes
+    out the same alone or in a batch, and after the model is saved and loaded."""
+    rng = np.random.default_rng(5)
+    train = rng.integers(20, 200, (8, 32, 32, 1)).astype("float32")
+    image = keras.Input((32, 32, 1))
+    layer = equalization("site")
+    model = keras.Model(image, layer(image))
+    fit_site_tables(model.layers, train)
+    dark, bright = train[:1], np.clip(train[:1] + 40, 0, 255)
+    together = model.predict(np.concatenate([dark, bright]), verbose=0)
+    np.testing.assert_array_equal(together[:1], model.predict(dark, verbose=0))
+    assert together[1].mean() > together[0].mean() + 30
+    per_image = equalization("histogram")
+    assert abs(float(np.mean(per_image(bright))) - float(np.mean(per_image(dark)))) < 5  # what per image loses
+    model.save(tmp_path / "site.keras")
+    loaded = keras.models.load_model(tmp_path / "site.keras")
+    np.testing.assert_array_equal(loaded.predict(together, verbose=0), model.predict(together, verbose=0))
+    np.testing.assert_array_equal(np.asarray(loaded.get_layer("equalize").table), np.asarray(layer.table))
+
+
 def test_layers_serialize():
     for layer in (RandomZoomShift(0.2, 0.05, seed=3), RandomBrightnessFactor((0.7, 1.1), seed=4), GrayToRGB()):
         clone = keras.layers.deserialize(keras.layers.serialize(layer))
@@ -214,3 +253,20 @@ def test_a_model_saved_before_the_rename_of_augment_to_layers_still_loads():
     probe = np.linspace(0, 255, 2 * 32 * 32, dtype="float32").reshape(2, 32, 32, 1)
     expected = np.load(fixtures / "layers-before-rename-outputs.npy")
     np.testing.assert_allclose(np.asarray(model(probe, training=False)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("augment", ["true", "false"])
+def test_a_run_with_the_site_table_fits_it_on_its_training_images(augment, synth_data, tmp_path, train_run):
+    """Trained end to end (`augment=true`) or on the frozen trunk's cached outputs (`false`), the saved model's
+    table is the equalization of its own training images' pooled histogram."""
+    from xraylib import runs
+    from xraylib.config import resolve_config
+    from xraylib.prepare import prepare_data
+
+    cfg = resolve_config("resnet34", "smoke", {"image_size": "48", "equalize": "site", "augment": augment})
+    run = train_run(synth_data, cfg, tmp_path / "resnet34")
+    train = prepare_data(synth_data, cfg).images["train"]
+    expected = equalizing_table(np.bincount(np.clip(train, 0, 255).astype(np.int64).ravel(), minlength=256))
+    table = np.asarray(keras.models.load_model(run / runs.MODEL).get_layer("equalize").table)
+    np.testing.assert_array_equal(table, expected)
+    assert not np.array_equal(table, np.arange(256))

@@ -19,7 +19,7 @@ from xraylib.weights import fetchable_weights, resolve_weights
 
 PRESETS = ("study", "sound", "cpu", "demo", "smoke")
 ADAPTATIONS = ("none", "batchnorm")  # the setting `adapt` (xraylib.adapt)
-EQUALIZATIONS = ("none", "histogram", "clahe")  # the setting `equalize` (xraylib.layers.equalization)
+EQUALIZATIONS = ("none", "histogram", "clahe", "site")  # the setting `equalize` (xraylib.layers.equalization)
 STRATEGIES = ("auto", "mirrored", "multiworker", "tpu", "none")
 TRACKERS = ("none", "mlflow")
 MLFLOW_MISSING = "tracker=mlflow needs the tracking extra: pip install 'xraylib[tracking]'"
@@ -46,7 +46,7 @@ class RunConfig:
     missing_test: str = "error"  # a test image the metadata lists but the folder lacks: error | drop (scored without)
     augment: bool = True
     noise: float = 0.0  # SD in grey levels of Gaussian noise added to each raw training image (needs augment=true)
-    equalize: str = "none"  # none | histogram | clahe: each image's grey levels equalized in the model, first
+    equalize: str = "none"  # none | histogram | clahe (each image by itself) | site (one table from the training set)
     cache_dir: str = "auto"
     # model
     head: str = "sound"  # sound: pooling -> dropout -> Dense(1, sigmoid); study: the study's Dense(2, sigmoid)

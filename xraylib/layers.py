@@ -206,12 +206,62 @@ class HistogramEqualization(keras.layers.Equalization):
         return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
 
 
+def equalizing_table(counts: np.ndarray) -> np.ndarray:
+    """The 256 grey levels that equalize a histogram of 256 `counts` (grey levels 0-255), as Keras' `Equalization`
+    computes them for one image: round(255 (cdf - cdf_min) / (n - cdf_min)); the identity for a single level."""
+    cdf = np.cumsum(np.asarray(counts, dtype=np.float64))
+    cdf_min = cdf[np.nonzero(cdf)[0][0]] if cdf[-1] > 0 else 0.0
+    if cdf[-1] - cdf_min == 0:
+        return np.arange(256, dtype=np.float32)
+    return np.clip(np.round((cdf - cdf_min) * 255.0 / (cdf[-1] - cdf_min)), 0, 255).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="xraylib")
+class SiteEqualization(keras.layers.Layer):
+    """Every image's grey levels mapped through one table: the equalization of the pooled histogram of the images
+    given to `adapt` (a run's training images), the same map for every image the model scores, so each image keeps
+    its exposure relative to the others and no image's result depends on another. The identity until adapted;
+    the table is saved with the weights. (B, S, S, 1) float [0, 255] in and out."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.table = self.add_weight(
+            name="table", shape=(256,), initializer=lambda shape, dtype: ops.arange(256, dtype=dtype), trainable=False
+        )
+
+    def adapt(self, images: np.ndarray, chunk: int = 256) -> None:
+        """Set the table from the pooled histogram of `images`, grey levels 0-255 (binned as `call` bins them)."""
+        counts = np.zeros(256, dtype=np.int64)
+        for start in range(0, len(images), chunk):
+            levels = np.clip(np.asarray(images[start : start + chunk], dtype=np.float32), 0, 255).astype(np.int64)
+            counts += np.bincount(levels.ravel(), minlength=256)
+        self.table.assign(equalizing_table(counts))
+
+    def call(self, inputs):
+        return ops.take(self.table, ops.cast(ops.clip(inputs, 0, 255), "int32"))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def equalization(kind: str) -> keras.layers.Layer:
-    """Each image's grey levels equalized: through its own cumulative histogram (`histogram`) or tile by tile with
-    a clipped histogram (`clahe`, Keras' CLAHE layer; slower). (B, S, S, 1) float [0, 255] in and out, in float32
-    under any precision policy."""
+    """Grey levels equalized: each image through its own cumulative histogram (`histogram`), or tile by tile with
+    a clipped histogram (`clahe`, Keras' CLAHE layer; slower), or every image through the table that equalizes the
+    training images' pooled histogram (`site`, `SiteEqualization`, set by `fit_site_tables`). (B, S, S, 1) float
+    [0, 255] in and out, in float32 under any precision policy."""
+    if kind == "site":
+        return SiteEqualization(name="equalize")
     layer = keras.layers.ContrastLimitedAdaptiveHistogramEqualization if kind == "clahe" else HistogramEqualization
     return layer(value_range=(0, 255), dtype="float32", name="equalize")
+
+
+def fit_site_tables(layers, images: np.ndarray) -> None:
+    """Adapt each `SiteEqualization` among `layers` (a model's, or `models.grey_steps`') to `images`, the training
+    images: before training, as other statistics of the training images are set."""
+    for layer in layers:
+        if isinstance(layer, SiteEqualization):
+            layer.adapt(images)
 
 
 @keras.saving.register_keras_serializable(package="xraylib")

@@ -276,12 +276,14 @@ def adapt_batchnorm(model: keras.Model, images: np.ndarray) -> None:
 
 
 def adapt_to_data(model: keras.Model, images: np.ndarray, random_backbone: bool, batch_size: int = 32) -> None:
-    """Statistics of a model's frozen parts from training images, before training: `adapt_batchnorm` for a
-    randomly initialised backbone, then the `pool_norm` layer, if any, standardises the pooled features
-    (`standardise_pooled`). Together they turn a frozen backbone, random or ImageNet, into features a linear head
-    learns from (the `demo` preset)."""
+    """Statistics of a model's frozen parts from training images, before training: the site equalization's table
+    (`layers.fit_site_tables`, `equalize=site`), `adapt_batchnorm` for a randomly initialised backbone, then the
+    `pool_norm` layer, if any, standardises the pooled features (`standardise_pooled`). Together they turn a frozen
+    backbone, random or ImageNet, into features a linear head learns from (the `demo` preset)."""
+    from xraylib.layers import fit_site_tables
     from xraylib.pipeline import predict_in_batches
 
+    fit_site_tables(model.layers, images)
     if random_backbone:
         adapt_batchnorm(model, images)
     if "pool_norm" in {layer.name for layer in model.layers}:

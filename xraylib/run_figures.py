@@ -233,11 +233,12 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
     if name == "class_distribution":
         return data_plots.plot_class_distribution(prepared.index, path=path)
     if name == "augmentations":
-        from xraylib.layers import AUGMENTATION_TEXT
+        from xraylib.layers import AUGMENTATION_TEXT, fit_site_tables
         from xraylib.models import grey_steps
 
         image = prepared.images["train"][:1].astype(np.float32)
         steps = grey_steps(cfg, augment=True)  # drawn as the model trains, even when this run does not augment
+        fit_site_tables(steps, prepared.images["train"])
         used = "Training augmentation"
         if not cfg.augment:
             used = "The study's augmentation, not used by this run (augment=false)"

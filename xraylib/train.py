@@ -222,8 +222,10 @@ def train_on_frozen_outputs(model, prepared: PreparedData, cfg: RunConfig):
     outputs are computed once (`frozen_outputs`, after a random backbone's `models.adapt_batchnorm`, and then
     standardising the pooled features if the head asks), and training the rest on them trains `model` exactly as
     end-to-end training would, without running the frozen part every epoch."""
+    from xraylib.layers import fit_site_tables
     from xraylib.models import adapt_batchnorm, standardise_pooled
 
+    fit_site_tables(model.layers, prepared.images["train"])
     if cfg.weights == "none":
         adapt_batchnorm(model, prepared.images["train"])
     outputs = frozen_outputs(model, prepared, cfg)
