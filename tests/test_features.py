@@ -154,3 +154,13 @@ def test_a_noisy_run_is_evaluated_on_the_outputs_cached_without_its_noise(xcepti
         model.set_weights(xception.get_weights())
         keys.add(trunk_key(split_at_trunk(model)[0], x))
     assert len(keys) == 1
+
+
+def test_a_model_frozen_nowhere_but_its_site_table_has_no_trunk():
+    """The site equalization's table is a weight but is set, not trained: a model whose every backbone layer trains
+    has no frozen trunk to cache (else the cache would hold the preprocessed images themselves)."""
+    from xraylib.features import split_at_trunk
+    from xraylib.models import build_model
+
+    settings = {"weights": "none", "image_size": "32", "fine_tune": "all", "augment": "false", "equalize": "site"}
+    assert split_at_trunk(build_model(resolve_config("resnet34", "sound", settings))) is None

@@ -173,6 +173,8 @@ def test_the_site_table_equalizes_the_pooled_training_histogram():
     fit_site_tables([layer], train)
     pooled = np.asarray(layer(train))
     np.testing.assert_allclose(np.percentile(pooled, [25, 50, 75]), [64, 128, 192], atol=6)  # flat over 0-255
+    fractional = train + rng.uniform(0, 1, train.shape).astype("float32")  # binned down, as `adapt` bins
+    np.testing.assert_array_equal(np.asarray(layer(fractional)), np.asarray(layer.table)[train.astype(int)])
     fit_site_tables([layer], train[:1])
     keras_own = keras.layers.Equalization(value_range=(0, 255))(train[:1], training=True)
     np.testing.assert_array_equal(np.asarray(layer(train[:1])), np.asarray(keras_own))

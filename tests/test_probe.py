@@ -66,7 +66,11 @@ def test_shift_probe_of_an_unshifted_set_is_near_one_half(synth_data):
 
 @pytest.mark.parametrize(
     "option, message",
-    [(["--shift", "nonsense"], "--shift nonsense: expected source or train-test"), (["--out", "."], "is a directory")],
+    [
+        (["--shift", "nonsense"], "--shift nonsense: expected source or train-test"),
+        (["--out", "."], "is a directory"),
+        (["--set", "equalize=site"], "equalize=site: a probe trains no model"),
+    ],
 )
 def test_bad_probe_options_stop_in_one_line(synth_data, option, message, capsys):
     assert main(["probe", "--data", str(synth_data), "--backbone", "resnet34", "--shift", "train-test", *option]) == 2

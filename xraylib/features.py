@@ -47,8 +47,8 @@ def split_at_trunk(model):
             top = keras.Model(model.layers[i].output, model.outputs, name="top")
         except ValueError:
             continue
-        if not any(layer.weights for layer in model.layers[: i + 1]):
-            break
+        if not any(layer.weights for layer in model.layers[: i + 1] if layer.name != "equalize"):
+            break  # nothing frozen but the input steps (the site equalization's table is set, not trained)
         split = keras.Model(model.inputs, model.layers[i].output, name="trunk"), top
         break
     _SPLITS[model] = split

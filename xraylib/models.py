@@ -125,7 +125,9 @@ def _copy_weights(model: keras.Model, path: str) -> None:
     theirs = [layer for layer in source.layers if layer.weights]
     shapes = [[tuple(w.shape) for w in layer.weights] for layer in mine]
     if shapes != [[tuple(w.shape) for w in layer.weights] for layer in theirs]:
-        raise InputError(f"weights={path}: that model's layers do not match this one (same backbone and head needed)")
+        raise InputError(
+            f"weights={path}: that model's layers do not match this one (same backbone, head and equalize needed)"
+        )
     for target, layer in zip(mine, theirs, strict=True):
         target.set_weights(layer.get_weights())
 

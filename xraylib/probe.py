@@ -29,6 +29,8 @@ def frozen_features(rows: pd.DataFrame, cfg: RunConfig) -> np.ndarray:
     from xraylib.models import build_model, feature_model
     from xraylib.pipeline import cached_images
 
+    if cfg.equalize == "site":
+        raise InputError("setting equalize=site: a probe trains no model whose training images would set its table")
     images = cached_images(list(rows["path"]), cfg.image_size, cfg.cache_dir, key=fingerprint(rows))
     keras.utils.set_random_seed(cfg.seed)
     return trunk_outputs(feature_model(build_model(cfg)), images, cfg.batch_size, cfg.cache_dir)
