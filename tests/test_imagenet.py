@@ -67,6 +67,21 @@ def test_front_matches_keras_applications_with_imagenet_xception(xception_weight
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+def test_imagenet_weights_load_behind_the_site_table(xception_weights):
+    """Keras loads a weights file into an application by counting the layers with weights from the model's input;
+    the site equalization's table is one more, so the backbone's weights are loaded into it alone."""
+    cfg = resolve_config(
+        "xception", "sound", {"weights": str(xception_weights), "image_size": "71", "equalize": "site"}
+    )
+    model = build_model(cfg)
+    reference = keras.applications.Xception(include_top=False, weights=str(xception_weights), input_shape=(71, 71, 3))
+    for name in ("block1_conv1", "block14_sepconv2", "block14_sepconv2_bn"):
+        for ours, theirs in zip(
+            model.get_layer(name).get_weights(), reference.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(ours, theirs)
+
+
 def _demo_run(data: Path, weights: str, out: Path) -> tuple[pd.DataFrame, dict]:
     cfg = resolve_config("xception", "demo", {"weights": weights, "bootstrap": "50", "gradcam_images": "0"})
     prepared = prepare_data(data, cfg)

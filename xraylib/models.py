@@ -195,7 +195,9 @@ def build_model(cfg: RunConfig) -> keras.Model:
         x = step(x)
     x = GrayToRGB(name="gray_to_rgb")(x)
     x = BackbonePreprocess(bb.name, name="preprocess")(x)
-    front = {id(layer) for layer in keras.Model(image, x).layers}
+    front_layers = keras.Model(image, x).layers
+    front = {id(layer) for layer in front_layers}
+    weighted_front = any(layer.weights for layer in front_layers)  # the site equalization's table
 
     backbone_weights = None
     if weights == "imagenet" and bb.weights_file:
@@ -204,7 +206,15 @@ def build_model(cfg: RunConfig) -> keras.Model:
         backbone_weights = weights
     pooling = "avg" if cfg.head == "study" else None
     try:
-        base = constructor(bb)(include_top=False, weights=backbone_weights, input_tensor=x, pooling=pooling)
+        make = constructor(bb)
+        base = make(
+            include_top=False, weights=None if weighted_front else backbone_weights, input_tensor=x, pooling=pooling
+        )
+        if weighted_front and backbone_weights is not None:  # Keras' loader would count the front's weights too
+            reference = make(
+                include_top=False, weights=backbone_weights, input_shape=tuple(x.shape[1:]), pooling=pooling
+            )
+            keras.Model(x, base.output).set_weights(reference.get_weights())
     except InputError:
         raise
     except Exception as exc:
