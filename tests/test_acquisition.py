@@ -12,9 +12,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from xraylib import runs
-from xraylib.acquisition import CHANGES, IN_SAMPLE, UNCHANGED, changed
+from xraylib.acquisition import CHANGES, UNCHANGED, changed
 from xraylib.cli import main
 from xraylib.config import resolve_config
+from xraylib.run_evaluation import IN_SAMPLE
 
 SIZE = 64
 

@@ -155,7 +155,7 @@ def _calibrations(a: argparse.Namespace) -> None:
 
 
 def _acquisition(a: argparse.Namespace) -> None:
-    from xraylib.acquisition import acquisition_of_run, format_acquisition
+    from xraylib.run_evaluation import acquisition_of_run, format_acquisition
 
     result = acquisition_of_run(a.run, n_boot=a.bootstrap, seed=a.seed)
     print(json.dumps(_finite(result), indent=2, allow_nan=False) if a.json else format_acquisition(result))

@@ -1,11 +1,14 @@
 """A run's evaluation: its test set scored at the threshold chosen on validation into the run's files, a finished
 run scored on a labelled dataset it never saw (external validation) or on its own test set again with its model
-adapted to the test images (`xraylib.adapt`), and its threshold rules compared."""
+adapted to the test images (`xraylib.adapt`), its threshold rules compared, and its validation images scored under
+the catalogue of acquisition changes (`xraylib.acquisition`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -424,3 +427,85 @@ def format_calibrations(result: dict) -> str:
     for method, s in result["held_out"].items():
         lines.append(f"{method:<14}{s['brier']:<10.4f}{s['ece']:<10.4f}{s['log_loss']:.4f}")
     return "\n".join(lines)
+
+
+ACQUISITION_HEADLINE = ("roc_auc", "sensitivity", "specificity")  # per change, at the run's threshold
+IN_SAMPLE = "its threshold was chosen on these changed copies: the sensitivity and specificity below are in-sample"
+
+
+def acquisition_of_run(run_dir: str | os.PathLike, n_boot: int = 1000, seed: int = 0) -> dict:
+    """A finished binary run's validation images, unchanged and through each change of the catalogue, scored by its
+    model (calibrated as the run was) at its validation-chosen threshold, with patient-bootstrap CIs; the means over
+    the changes of ROC-AUC, sensitivity and specificity, and the run's own validation ROC-AUC (`metrics.json`) beside
+    the unchanged row's. Written to RUN_DIR/acquisition.json and returned; each change's progress goes to stderr."""
+    from xraylib.acquisition import CHANGES, NOISE_SEED, UNCHANGED, changed_probabilities
+    from xraylib.fileio import output_dir
+    from xraylib.metrics import binary_metrics_ci
+    from xraylib.models import load_model
+
+    run_dir = Path(run_dir)
+    require_finished_run(run_dir)
+    runs.binary_run_only(run_dir, "--acquisition")
+    output_dir(run_dir, "--run")
+    if n_boot < 0:
+        raise InputError(f"--bootstrap {n_boot}: must not be negative")
+    cfg, prepared = run_and_data(run_dir, "--acquisition")
+    model, calibration = load_model(run_dir / runs.MODEL), runs.read_calibration(run_dir)
+    threshold = runs.read_threshold(run_dir)
+    images, y = prepared.images["val"], prepared.labels["val"]
+    groups = prepared.rows("val")["patient"].to_numpy()
+    check_memory(16 * n_boot * len(y), f"--bootstrap {n_boot} over {len(y)} images", "use fewer resamples")
+    scored = {}
+    unchanged = ((UNCHANGED, predict_probabilities(model, images, cfg)),)
+    for name, raw in itertools.chain(unchanged, changed_probabilities(model, images, cfg)):
+        p = calibration(raw)
+        entry = binary_metrics_ci(y, p, groups, threshold, n_boot=n_boot, seed=seed)
+        scored[name] = {
+            **{metric: entry[metric] for metric in ACQUISITION_HEADLINE},
+            "mean_p_normal": float(p[y == 0].mean()),
+        }
+        print(f"{name}: validation ROC-AUC {entry['roc_auc']['value']:.4f}", file=sys.stderr, flush=True)
+    own = runs.validation_of(runs.read_metrics(run_dir), run_dir)
+    result = {
+        "run": str(run_dir.resolve()),
+        "threshold": threshold,
+        "threshold_chosen_on": runs.threshold_pool(cfg.threshold),
+        "run_validation_roc_auc": own.get("roc_auc", {}).get("value"),
+        "n_validation_images": int(len(y)),
+        "n_validation_patients": int(len(set(groups))),
+        "bootstrap": {"resamples": n_boot, "seed": seed, "unit": "patient"},
+        "noise_seed": NOISE_SEED,
+        "changes": scored,
+        "mean_over_changes": {
+            metric: float(np.mean([scored[name][metric]["value"] for name in CHANGES]))
+            for metric in ACQUISITION_HEADLINE
+        },
+    }
+    write_json(run_dir / runs.ACQUISITION, result)
+    return result
+
+
+def _value(value: float | None) -> str:
+    return "not recorded" if value is None else f"{value:.4f}"
+
+
+def format_acquisition(result: dict) -> str:
+    """`acquisition_of_run`'s result as a table: one row per change, then the means over the changes."""
+    lines = [
+        f"run: {result['run']}",
+        f"its {result['n_validation_images']} validation images ({result['n_validation_patients']} patients), each "
+        f"change applied before the model; threshold {result['threshold']:.4f} (the run's, chosen on its "
+        f"{result['threshold_chosen_on']})",
+        *([IN_SAMPLE] if result["threshold_chosen_on"] != "validation" else []),
+        f"95 % CIs: bootstrap over patients, {result['bootstrap']['resamples']} resamples, seed "
+        f"{result['bootstrap']['seed']}",
+        f"the run's own validation ROC-AUC (metrics.json): {_value(result['run_validation_roc_auc'])}",
+        "",
+        f"{'change':<18}{'ROC-AUC':<26}{'sensitivity':<26}{'specificity':<26}mean P(pneumonia) of normals",
+    ]
+    for name, entry in result["changes"].items():
+        cells = "".join(f"{format_interval(entry[m], REPORT_DIGITS):<26}" for m in ACQUISITION_HEADLINE)
+        lines.append(f"{name:<18}{cells}{entry['mean_p_normal']:.4f}")
+    means = result["mean_over_changes"]
+    lines.append(f"{'mean of changes':<18}" + "".join(f"{means[m]:<26.4f}" for m in ACQUISITION_HEADLINE))
+    return "\n".join([*lines, "", f"written to {Path(result['run']) / runs.ACQUISITION}"])
