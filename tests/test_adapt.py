@@ -92,7 +92,7 @@ def test_the_run_keeps_its_source_moments(shifted_run):
     assert "adaptation" not in json.loads((shifted_run / runs.METRICS).read_text())
 
 
-def test_adapting_to_the_shifted_test_set_undoes_some_of_its_shift(shifted_run, synth_data, capsys):
+def test_adapting_to_the_shifted_test_set_rescores_it_and_leaves_validation(shifted_run, synth_data, capsys):
     """The brighter test images look more pneumonia-like to the unadapted model than the same images unshifted
     do; adapted to them, the run is scored again with its layers aligned, and the validation predictions (the
     training site) stay byte-identical. Which way the alignment moves this random-trunk model's mean P(pneumonia)
