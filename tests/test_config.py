@@ -70,6 +70,8 @@ def test_overrides_are_typed():
         (["noise=-1"], r"noise=-1.0: must be in \[0, 255\)"),
         (["noise=nan"], r"noise=nan: must be in \[0, 255\)"),
         (["noise=10"], "noise=10.0 is drawn anew for each batch"),
+        (["sampling=often"], "sampling"),
+        (["sampling=balanced"], "sampling=balanced already balances the classes: add --set class_weight=false"),
     ],
 )
 def test_bad_overrides_name_the_setting(items, named):

@@ -12,6 +12,7 @@ from xraylib import pipeline
 from xraylib.errors import InputError
 from xraylib.images import load_gray
 from xraylib.pipeline import (
+    balanced_draw,
     batch_sizes,
     cache_file,
     cached_images,
@@ -262,6 +263,44 @@ def test_resumed_stream_sees_the_same_epochs():
     whole = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3), 3, 4)
     resumed = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3, first_epoch=2), 1, 4)
     assert resumed[0] == whole[2]
+
+
+def _skewed(n: int = 100):
+    """n images whose value is their index, the first tenth normal (0) and the rest pneumonia (1)."""
+    images, _ = _arrays(n)
+    return images, (np.arange(n) >= n // 10).astype(np.int64)
+
+
+def test_balanced_draw_gives_each_class_the_same_share_of_each_epoch():
+    images, labels = _skewed()
+    draw = balanced_draw(labels)
+    assert draw.sum() == pytest.approx(1.0) and draw[0] == pytest.approx(9 * draw[-1])
+    epochs = _epochs(tf_batches(images, labels, 10, shuffle=True, seed=4, draw=draw), 4, 10)
+    shuffled = _epochs(tf_batches(images, labels, 10, shuffle=True, seed=4), 4, 10)
+    normal_share = np.mean([y == 0 for _, ys in epochs for y in ys])
+    assert 0.4 < normal_share < 0.6  # 400 draws; each image once an epoch would give 0.1
+    assert np.mean([y == 0 for _, ys in shuffled for y in ys]) == pytest.approx(0.1)
+    ids = [i for epoch_ids, _ in epochs for i in epoch_ids]
+    assert len(set(ids)) < len(ids) and len(set(epochs[0][0])) < 100  # drawn with replacement
+    assert all(float(labels[i]) == y for epoch_ids, ys in epochs for i, y in zip(epoch_ids, ys, strict=True))
+    assert epochs[0] != epochs[1]  # a new draw each epoch
+
+
+def test_balanced_stream_is_reproducible_and_resumes_where_it_stopped():
+    images, labels = _skewed(60)
+    draw = balanced_draw(labels)
+    whole = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3, draw=draw), 3, 8)
+    again = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3, draw=draw), 3, 8)
+    resumed = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=3, first_epoch=2, draw=draw), 1, 8)
+    other = _epochs(tf_batches(images, labels, 8, shuffle=True, seed=5, draw=draw), 1, 8)
+    assert whole == again and resumed[0] == whole[2] and other[0] != whole[0]
+
+
+def test_a_draw_that_does_not_fit_the_images_is_one_line():
+    images, labels = _skewed(20)
+    for draw, shuffle in ((balanced_draw(labels)[:5], True), (np.zeros(20), True), (balanced_draw(labels), False)):
+        with pytest.raises(InputError, match="draw: expected 20 non-negative probabilities"):
+            tf_batches(images, labels, 4, shuffle=shuffle, draw=draw)
 
 
 @pytest.mark.parametrize(("n", "batch", "replicas"), [(9, 8, 2), (41, 8, 2), (25, 8, 4), (40, 6, 1), (17, 16, 2)])

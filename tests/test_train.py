@@ -15,7 +15,7 @@ import pytest
 from xraylib import explain, run_figures
 from xraylib.cli import main
 from xraylib.config import resolve_config
-from xraylib.train import plateau_state, train
+from xraylib.train import plateau_state, train, training_batches
 
 # 40 images a subset in batches of 6: the last batch of an epoch is short, so epochs must not run into each other
 SMOKE = {"image_size": "32", "limit": "40", "batch_size": "6", "bootstrap": "30", "gradcam_images": "4", "epochs": "2"}
@@ -253,6 +253,15 @@ def test_mirrored_strategy_on_two_logical_cpus(synth_data, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+
+
+@pytest.mark.parametrize(("sampling", "normal_share"), [("shuffle", (0.19, 0.21)), ("balanced", (0.4, 0.6))])
+def test_training_stream_follows_the_sampling_setting(sampling, normal_share):
+    cfg = resolve_config("resnet34", "smoke", {"sampling": sampling, "class_weight": "false", "batch_size": "10"})
+    labels = (np.arange(100) >= 20).astype(np.int64)  # a fifth normal
+    stream = training_batches(np.zeros((100, 4), np.float32), labels, cfg)
+    seen = np.concatenate([y.numpy() for _, y in stream.take(30)])  # three epochs
+    assert len(seen) == 300 and normal_share[0] <= np.mean(seen == 0) <= normal_share[1]
 
 
 def test_plateau_state_counts_as_keras_callbacks_do():

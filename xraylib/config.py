@@ -61,6 +61,7 @@ class RunConfig:
     learning_rate: float = 1e-4
     epochs: int = 100
     class_weight: bool = True
+    sampling: str = "shuffle"  # shuffle: each image once an epoch | balanced: drawn so each class comes equally often
     monitor: str = "val_auc"
     keep: str = "best"  # best (restore the best epoch by `monitor`) | last
     early_stopping: int = 10  # patience in epochs; 0 = off
@@ -156,6 +157,7 @@ CHOICES = {
     "adapt": ADAPTATIONS,
     "equalize": EQUALIZATIONS,
     "missing_test": ("error", "drop"),
+    "sampling": ("shuffle", "balanced"),
 }
 
 
@@ -277,6 +279,11 @@ def _check(cfg: RunConfig, bb: Backbone) -> None:
     if cfg.noise and not cfg.augment:
         raise InputError(
             f"setting noise={cfg.noise} is drawn anew for each batch, like the augmentation: it needs augment=true"
+        )
+    if cfg.sampling == "balanced" and cfg.class_weight:
+        raise InputError(
+            "setting sampling=balanced already balances the classes: add --set class_weight=false "
+            "(class weights too would count the balance twice)"
         )
     if not 0.0 < cfg.learning_rate < 1.0:
         raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")

@@ -201,13 +201,16 @@ def tf_batches(
     seed: int = 0,
     first_epoch: int = 0,
     replicas: int = 1,
+    draw: np.ndarray | None = None,
 ):
     """tf.data of (float32 (B,S,S,1) in [0,255], float32 labels), or of (B,C) features; never augments.
 
     shuffle=False: one pass in index order (validation, test, prediction). shuffle=True: an endless stream of
     epochs for `fit(steps_per_epoch=len(batch_sizes(N, batch_size, replicas)))`; epoch e is a permutation drawn from
     (seed, e) alone and batched on its own, so a run resumed at `first_epoch` sees exactly the batches an
-    uninterrupted run would. `replicas`: the devices each batch is split over; no batch leaves one of them empty.
+    uninterrupted run would. `draw` (with shuffle=True): each image's probability of being drawn; epoch e is then N
+    images drawn with replacement from (seed, e) alone (`balanced_draw` gives each class the same share).
+    `replicas`: the devices each batch is split over; no batch leaves one of them empty.
     """
     import tensorflow as tf
 
@@ -231,8 +234,19 @@ def tf_batches(
     def cut(order):
         return tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(order, sizes))
 
+    if draw is not None:
+        draw = np.asarray(draw, dtype=np.float64)
+        if not shuffle or draw.shape != (n,) or not np.all(draw >= 0) or not draw.sum() > 0:
+            raise InputError(f"draw: expected {n} non-negative probabilities of a shuffled stream, got {draw.shape}")
+        cdf = tf.constant(np.cumsum(draw) / draw.sum())
+
     def epoch(e):
-        return cut(tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e])))
+        if draw is None:
+            order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=tf.stack([seed, e]))
+        else:  # inverse transform: where each uniform number falls in the cumulative probabilities
+            uniform = tf.random.stateless_uniform([n], seed=tf.stack([seed, e]), dtype=tf.float64)
+            order = tf.minimum(tf.searchsorted(cdf, uniform, side="right", out_type=tf.int64), n - 1)
+        return cut(order)
 
     order = tf.data.Dataset.range(first_epoch, 1 << 62).flat_map(epoch) if shuffle else cut(tf.range(n))
 
@@ -242,6 +256,13 @@ def tf_batches(
 
     ds = order.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_draw(labels: np.ndarray) -> np.ndarray:
+    """Each image's probability of being drawn so that every class present in `labels` (class codes) is drawn
+    equally often: one over (the number of classes times its class's count)."""
+    codes, inverse, counts = np.unique(np.asarray(labels).astype(int), return_inverse=True, return_counts=True)
+    return 1.0 / (len(codes) * counts[inverse])
 
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray:

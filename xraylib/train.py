@@ -19,7 +19,7 @@ from xraylib.data import CLASSES
 from xraylib.errors import InputError
 from xraylib.fileio import atomic_path, claim_dir, exclusive, owned_dir, unclaimed_on_refusal, write_csv, write_json
 from xraylib.inference import frozen_outputs, frozen_split
-from xraylib.pipeline import batch_sizes, replicas_of, tf_batches
+from xraylib.pipeline import balanced_draw, batch_sizes, replicas_of, tf_batches
 from xraylib.prepare import LEFT_OUT, PreparedData, prepare_data, subset_counts
 from xraylib.run_evaluation import evaluate_run
 from xraylib.strategy import bfloat16_is_faster, cpu_name, distribution_strategy, precision_policy
@@ -104,6 +104,14 @@ def _targets(labels: np.ndarray, cfg: RunConfig) -> np.ndarray:
     if cfg.head == "study":
         return np.stack([1.0 - labels, labels], axis=1).astype(np.float32)
     return labels.astype(np.float32)
+
+
+def training_batches(images: np.ndarray, labels: np.ndarray, cfg: RunConfig, first_epoch: int = 0, replicas: int = 1):
+    """The endless, seeded stream of training epochs (`pipeline.tf_batches`): each image once an epoch, or with
+    `sampling=balanced` drawn with replacement so that each class comes equally often."""
+    draw = balanced_draw(labels) if cfg.sampling == "balanced" else None
+    targets = _targets(labels, cfg)
+    return tf_batches(images, targets, cfg.batch_size, True, cfg.seed, first_epoch, replicas, draw=draw)
 
 
 def class_weights(labels: np.ndarray, n_classes: int = 2) -> dict[int, float]:
@@ -278,7 +286,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     if first_epoch < cfg.epochs and not state.get("stopped"):
         tracked = tracking.callbacks(cfg, out)  # after the history writer: MLflow's logs the rows it wrote
         trained.fit(
-            tf_batches(train_x, _targets(train_y, cfg), cfg.batch_size, True, cfg.seed, first_epoch, replicas),
+            training_batches(train_x, train_y, cfg, first_epoch, replicas),
             steps_per_epoch=len(batch_sizes(len(train_y), cfg.batch_size, replicas)),
             validation_data=tf_batches(val_x, val_y, cfg.batch_size, False, replicas=replicas),
             initial_epoch=first_epoch,
