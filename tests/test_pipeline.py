@@ -271,7 +271,7 @@ def _skewed(n: int = 100):
     return images, (np.arange(n) >= n // 10).astype(np.int64)
 
 
-def test_balanced_draw_gives_each_class_the_same_share_of_each_epoch():
+def test_balanced_draw_gives_each_class_the_same_share_on_average():
     images, labels = _skewed()
     draw = balanced_draw(labels)
     assert draw.sum() == pytest.approx(1.0) and draw[0] == pytest.approx(9 * draw[-1])
@@ -298,9 +298,11 @@ def test_balanced_stream_is_reproducible_and_resumes_where_it_stopped():
 
 def test_a_draw_that_does_not_fit_the_images_is_one_line():
     images, labels = _skewed(20)
-    for draw, shuffle in ((balanced_draw(labels)[:5], True), (np.zeros(20), True), (balanced_draw(labels), False)):
-        with pytest.raises(InputError, match="draw: expected 20 non-negative probabilities"):
-            tf_batches(images, labels, 4, shuffle=shuffle, draw=draw)
+    for draw in (balanced_draw(labels)[:5], np.zeros(20), np.full(20, np.inf)):
+        with pytest.raises(InputError, match="draw: expected 20 finite, non-negative probabilities"):
+            tf_batches(images, labels, 4, shuffle=True, draw=draw)
+    with pytest.raises(InputError, match="draw: only a shuffled stream"):
+        tf_batches(images, labels, 4, shuffle=False, draw=balanced_draw(labels))
 
 
 @pytest.mark.parametrize(("n", "batch", "replicas"), [(9, 8, 2), (41, 8, 2), (25, 8, 4), (40, 6, 1), (17, 16, 2)])

@@ -8,8 +8,9 @@ Design (measured on the 2-core machine, see docs/performance.md / `xraylib bench
 - The decoded images are held in memory as uint8 (N, S, S, 1) and saved to an on-disk .npy cache keyed by the
   index fingerprint, the image size and every file's name, size and modification time, with a checksum of the
   array beside it, so a second run skips decoding and a changed file or a damaged cache is decoded again.
-- `tf_batches` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), batches
-  them, then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
+- `tf_batches` shuffles *indices* per epoch from (seed, epoch) (a perfect, cheap, resumable shuffle), or draws them
+  with replacement by given probabilities (`balanced_draw`: each class equally often on average), batches them,
+  then gathers and casts whole batches: no per-image Python, no augmentation (a layer inside the model).
 """
 
 from __future__ import annotations
@@ -236,9 +237,12 @@ def tf_batches(
 
     if draw is not None:
         draw = np.asarray(draw, dtype=np.float64)
-        if not shuffle or draw.shape != (n,) or not np.all(draw >= 0) or not draw.sum() > 0:
-            raise InputError(f"draw: expected {n} non-negative probabilities of a shuffled stream, got {draw.shape}")
-        cdf = tf.constant(np.cumsum(draw) / draw.sum())
+        if not shuffle:
+            raise InputError("draw: only a shuffled stream (shuffle=True) draws its images")
+        if draw.shape != (n,) or not (np.all(np.isfinite(draw)) and np.all(draw >= 0) and draw.sum() > 0):
+            raise InputError(f"draw: expected {n} finite, non-negative probabilities, not all 0 (shape {draw.shape})")
+        cumulative = np.cumsum(draw)
+        cdf = tf.constant(cumulative / cumulative[-1])
 
     def epoch(e):
         if draw is None:
@@ -260,7 +264,7 @@ def tf_batches(
 
 def balanced_draw(labels: np.ndarray) -> np.ndarray:
     """Each image's probability of being drawn so that every class present in `labels` (class codes) is drawn
-    equally often: one over (the number of classes times its class's count)."""
+    equally often on average: one over (the number of classes times its class's count)."""
     codes, inverse, counts = np.unique(np.asarray(labels).astype(int), return_inverse=True, return_counts=True)
     return 1.0 / (len(codes) * counts[inverse])
 
