@@ -110,7 +110,7 @@ def test_real_metadata_without_images_is_an_error_by_default(shared_data):
         build_index(shared_data / "coronahack")
 
 
-@pytest.mark.parametrize("fraction", [0.15, 0.01])
+@pytest.mark.parametrize("fraction", [0.15, 0.05])
 def test_patient_split_on_real_metadata(shared_data, fraction):
     index = build_index(shared_data / "coronahack", missing="keep")
     split = assign_subsets(index, mode="patient", fraction=fraction, seed=42)

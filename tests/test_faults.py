@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -229,14 +230,27 @@ def test_commands_keep_tensorflow_start_up_lines_out_of_the_way(run_with_model, 
     assert verbose.returncode == 0 and shown, "--verbose shows them"
 
 
-def test_a_damaged_model_of_an_unfinished_run_is_one_line(synth_data, tmp_path, capsys):
-    out = tmp_path / "run"
+def _finished_run_args(synth_data: Path, out: Path) -> list[str]:
+    """A one-epoch smoke run's command writing to `out`."""
     args = [*TRAIN, "--data", str(synth_data), "--set", "image_size=32", "--set", "limit=40", "--out", str(out)]
-    assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 0
+    return args + ["--set", "epochs=1", "--set", "gradcam_images=2", "--set", "bootstrap=20"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(synth_data, tmp_path_factory) -> Path:
+    """One finished smoke run, trained once for the tests that copy it and break the copy."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(_finished_run_args(synth_data, out)) == 0
+    return out
+
+
+def test_a_damaged_model_of_an_unfinished_run_is_one_line(finished_run, synth_data, tmp_path, capsys):
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
     for name in ("metrics.json", "finished.json"):
         (out / name).unlink()  # as if killed after the model was saved
     (out / "model.keras").write_bytes(b"random bytes")
-    assert main([*args, "--set", "epochs=1", "--set", "gradcam_images=0"]) == 2
+    capsys.readouterr()
+    assert main(_finished_run_args(synth_data, out)) == 2
     one_line_error(capsys, "model.keras", "cannot be loaded")
 
 
@@ -268,11 +282,9 @@ def test_gradcam_never_overwrites_inputs_or_a_runs_files(run_with_model, synth_d
     assert (figures / "chest.png").read_bytes() == b"a figure of the run"
 
 
-def test_a_run_killed_while_drawing_its_figures_is_completed_by_the_same_command(synth_data, tmp_path):
-    out = tmp_path / "run"
-    args = [*TRAIN, "--data", str(synth_data), "--set", "image_size=32", "--set", "limit=40", "--out", str(out)]
-    args += ["--set", "epochs=1", "--set", "gradcam_images=2", "--set", "bootstrap=20"]
-    assert main(args) == 0
+def test_a_run_killed_while_drawing_its_figures_is_completed_by_the_same_command(finished_run, synth_data, tmp_path):
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    args = _finished_run_args(synth_data, out)
     predictions = digest(out / "predictions.csv")
     (out / "finished.json").unlink()  # as if killed after metrics.json, while drawing the figures
     (out / "figures" / "gradcam.png").unlink()

@@ -1,4 +1,4 @@
-"""Repeated runs on a real local Ray cluster: 2 backbones x 2 seeds on 2 workers, a killed worker, --resume."""
+"""Repeated runs on a real local Ray cluster: 2 seeds on 2 workers, a killed worker, --resume."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from xraylib.cli import main
 from xraylib.sweep import plan_runs
 
 TINY = ["--set=image_size=32", "--set=limit=40", "--set=batch_size=8", "--set=bootstrap=30", "--set=gradcam_images=0"]
-RUNS = ["resnet34-seed0", "resnet34-seed1", "vgg16-seed0", "vgg16-seed1"]
+RUNS = ["vgg16-seed0", "vgg16-seed1"]
 
 
 def test_plan_names_one_run_per_backbone_seed_and_fold():
@@ -37,9 +37,9 @@ def _status(folder) -> dict:
 
 @pytest.fixture(scope="module")
 def killed_then_resumed(synth_data, tmp_path_factory):
-    """A 2 x 2 sweep with --jobs 2 whose first running worker is SIGKILLed, then the same command with --resume."""
+    """A sweep of 2 seeds with --jobs 2 whose first running worker is SIGKILLed, then the same command with --resume."""
     out = tmp_path_factory.mktemp("ray") / "report"
-    args = ["sweep", "--data", str(synth_data), "--backbones", "resnet34,vgg16", "--preset", "smoke"]
+    args = ["sweep", "--data", str(synth_data), "--backbones", "vgg16", "--preset", "smoke"]
     args += ["--seeds", "0,1", "--jobs", "2", *TINY, "--out", str(out)]
     sweep = subprocess.Popen([sys.executable, "-m", "xraylib.cli", *args], stdout=subprocess.PIPE, text=True)
     victim, deadline = None, time.time() + 240
@@ -74,7 +74,7 @@ def test_resume_reruns_the_killed_run_and_reports_mean_and_sd(killed_then_resume
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["run"]) == RUNS
     board = pd.read_csv(out / "leaderboard.csv").set_index("backbone")
-    assert sorted(board.index) == ["resnet34", "vgg16"] and (board["runs"] == 2).all()
+    assert list(board.index) == ["vgg16"] and (board["runs"] == 2).all()
     for backbone, group in runs.groupby("backbone"):
         assert board.loc[backbone, "roc_auc_mean"] == pytest.approx(group["roc_auc"].mean())
         assert board.loc[backbone, "roc_auc_sd"] == pytest.approx(group["roc_auc"].std(ddof=1))
