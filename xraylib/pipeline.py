@@ -264,9 +264,12 @@ def tf_batches(
 
 def balanced_draw(labels: np.ndarray) -> np.ndarray:
     """Each image's probability of being drawn so that every class present in `labels` (class codes) is drawn
-    equally often on average: one over (the number of classes times its class's count)."""
-    codes, inverse, counts = np.unique(np.asarray(labels).astype(int), return_inverse=True, return_counts=True)
-    return 1.0 / (len(codes) * counts[inverse])
+    equally often on average: scikit-learn's balanced sample weights (the rule of `train.class_weights`), summing
+    to 1."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    weights = compute_sample_weight("balanced", np.asarray(labels).astype(int))
+    return weights / weights.sum()
 
 
 def predict_in_batches(model, images: np.ndarray, batch_size: int) -> np.ndarray:
