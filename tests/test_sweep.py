@@ -118,15 +118,17 @@ def test_resume_skips_finished_backbones(swept, capsys):
 
 
 def test_sweep_interrupted_mid_backbone_resumes_that_backbone(synth_data, tmp_path):
+    """Ctrl-C during a backbone's training, then `--resume`: it resumes that backbone from its last epoch's
+    snapshot (a finished backbone's skip is `test_resume_skips_finished_backbones`'s)."""
     out = tmp_path / "report"
-    verb = ["sweep", "--data", str(synth_data), "--backbones", "vgg16,resnet34", "--preset", "smoke"]
+    verb = ["sweep", "--data", str(synth_data), "--backbones", "resnet34", "--preset", "smoke"]
     command = [
         sys.executable,
         "-m",
         "xraylib.cli",
         *verb,
         *TINY,
-        "--set=epochs=12",
+        "--set=epochs=6",
         "--set=early_stopping=0",
         "--out",
         str(out),
@@ -147,14 +149,10 @@ def test_sweep_interrupted_mid_backbone_resumes_that_backbone(synth_data, tmp_pa
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(timeout=120) == 130
     assert json.loads((out / "resnet34" / "status.json").read_text())["status"] == "interrupted"
-    assert len(pd.read_csv(history)) < 12, "the sweep was not interrupted during resnet34's training"
-    finished = (out / "vgg16" / "vgg16.ipynb").stat().st_mtime_ns
-    result = subprocess.run([*command, "--resume"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout[-2000:]
-    assert "vgg16: finished earlier, skipped" in result.stdout
-    assert (out / "vgg16" / "vgg16.ipynb").stat().st_mtime_ns == finished
+    assert len(pd.read_csv(history)) < 6, "the sweep was not interrupted during resnet34's training"
+    assert main([*command[3:], "--resume"]) == 0  # resumed in this process: TensorFlow is imported already
     assert json.loads((out / "resnet34" / "status.json").read_text())["status"] == "done"
-    assert list(pd.read_csv(history)["epoch"]) == list(range(12))
+    assert list(pd.read_csv(history)["epoch"]) == list(range(6))
     assert "resuming at epoch" in (out / "resnet34" / "resnet34.ipynb").read_text()
 
 
