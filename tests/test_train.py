@@ -153,9 +153,10 @@ def test_bad_options_one_line(args, named, synth_data, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def _train_command(data, out):
+def _train_args(data, out):
+    """`xraylib train`'s arguments for the smoke run of `smoke_run`, writing to `out`."""
     verb = ["train", "--data", str(data), "--backbone", "resnet34", "--preset", "smoke", "--out", str(out)]
-    return [sys.executable, "-m", "xraylib.cli", *verb, *[f"--set={k}={v}" for k, v in SMOKE.items()]]
+    return [*verb, *[f"--set={k}={v}" for k, v in SMOKE.items()]]
 
 
 # A training run killed (SIGKILL) at a chosen instant: after the first history row is written but before the
@@ -195,7 +196,7 @@ sys.exit(main(sys.argv[2:]))
 @pytest.mark.parametrize("stage", ["before_snapshot", "mid_weights", "between_renames", "after_snapshot"])
 def test_run_killed_at_any_instant_resumes_to_the_same_result(stage, smoke_run, synth_data, tmp_path, capsys):
     killed = tmp_path / "killed"
-    args = _train_command(synth_data, killed)[3:]
+    args = _train_args(synth_data, killed)
     proc = subprocess.run([sys.executable, "-c", KILLED_AT, stage, *args], capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (killed / "metrics.json").exists()
@@ -213,10 +214,10 @@ def test_run_killed_at_any_instant_resumes_to_the_same_result(stage, smoke_run, 
 
 def test_unusable_snapshot_is_one_line(smoke_run, synth_data, tmp_path, capsys):
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLED_AT, "after_snapshot", *_train_command(synth_data, killed)[3:]])
+    args = _train_args(synth_data, killed)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AT, "after_snapshot", *args])
     assert proc.returncode == -signal.SIGKILL
     state = killed / "backup" / "state"
-    args = _train_command(synth_data, killed)[3:]
     history = (state / "history.csv").read_bytes()
     (state / "history.csv").write_bytes(history[: history.rindex(b",") + 3])  # a write torn mid-row
     assert main(args) == 2
