@@ -54,6 +54,7 @@ class RunConfig:
     weights_dir: str = ""  # a folder of Keras' *_notop.h5 ImageNet files (default: $XRAYLIB_WEIGHTS_DIR)
     fine_tune: str = "all"  # all | none | N (the last N layers of the backbone are trained)
     dropout: float = 0.3
+    head_init: str = "random"  # random | probe: fitted as a linear probe on the training images first (LP-FT)
     pooled_norm: bool = False  # standardise the pooled features (for frozen, randomly initialised backbones)
     precompute_features: bool = True  # frozen backbone, no augmentation: compute its features once, train the head
     # optimisation
@@ -160,6 +161,7 @@ CHOICES = {
     "equalize": EQUALIZATIONS,
     "missing_test": ("error", "drop"),
     "sampling": ("shuffle", "balanced"),
+    "head_init": ("random", "probe"),
 }
 
 
@@ -291,6 +293,12 @@ def _check(cfg: RunConfig, bb: Backbone) -> None:
         raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")
     if cfg.fine_tune not in ("all", "none") and not (cfg.fine_tune.isdigit() and int(cfg.fine_tune) > 0):
         raise InputError(f"setting fine_tune={cfg.fine_tune!r}: expected all, none or a positive layer count")
+    if cfg.head_init == "probe" and (cfg.head != "sound" or cfg.fine_tune == "none"):
+        raise InputError(
+            f"setting head_init=probe fits the sound head before the backbone trains: it needs head=sound and "
+            f"fine_tune=all or N (got head={cfg.head}, fine_tune={cfg.fine_tune}; fine_tune=none trains a linear probe "
+            "already)"
+        )
     if cfg.pooled_norm and cfg.fine_tune != "none":
         raise InputError(
             f"setting pooled_norm=true needs fine_tune=none (got {cfg.fine_tune}): its statistics are fixed before "

@@ -317,6 +317,25 @@ def standardise_pooled(layer: keras.layers.Normalization, pooled: np.ndarray) ->
     layer.finalize_state()
 
 
+def fit_probe_head(
+    model: keras.Model, start, inputs: np.ndarray, labels: np.ndarray, balanced: bool, batch_size: int
+) -> None:
+    """Set the head (`model`'s last layer, Dense) to a logistic regression (scikit-learn's, its default L2 penalty)
+    fitted to the features it reads of `inputs`, fed at `model`'s tensors `start` (its inputs, or a trunk's
+    outputs), and their class codes `labels`, each class weighed by its inverse frequency if `balanced`: the
+    linear probe of LP-FT (Kumar et al. 2022), so fine-tuning starts from a fitted head instead of a random one."""
+    import keras
+    from sklearn.linear_model import LogisticRegression
+
+    from xraylib.pipeline import predict_in_batches
+
+    head = model.layers[-1]
+    features = predict_in_batches(keras.Model(start, head.input), inputs, batch_size)
+    probe = LogisticRegression(max_iter=1000, class_weight="balanced" if balanced else None)
+    probe.fit(features.reshape(len(features), -1).astype("float64"), labels.astype(int))
+    head.set_weights([probe.coef_.T.astype("float32"), probe.intercept_.astype("float32")])
+
+
 def probability(outputs) -> np.ndarray:
     """(N,) P(pneumonia) from the sound head's (N, 1) or the study head's (N, 2) one-hot [normal, pneumonia] outputs.
 

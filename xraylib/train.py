@@ -252,7 +252,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     computed once (`head_on_features`, unless cfg.precompute_features is off). TensorBoard logs (and, with
     `tracker=mlflow`, the MLflow run's epochs) are written by `tracking.callbacks`; `callbacks`: more Keras callbacks.
     Returns the history."""
-    from xraylib.models import adapt_to_data
+    from xraylib.models import adapt_to_data, fit_probe_head
 
     cfg = settle_weights(cfg)  # weights=auto as build_model settled it: whether the backbone starts random
     out = Path(out)
@@ -277,6 +277,10 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
         trained, train_x, val_x = train_on_frozen_outputs(model, prepared, cfg)  # the snapshot restores its state
     elif not first_epoch:
         adapt_to_data(model, train_x, random_backbone=cfg.weights == "none", batch_size=cfg.batch_size)
+    if cfg.head_init == "probe" and not first_epoch:  # a resumed run's snapshot holds the head already
+        start = model.inputs if trained is model else frozen_split(model, cfg)[0].outputs  # where train_x enter
+        balanced = cfg.class_weight or cfg.sampling == "balanced"
+        fit_probe_head(model, start, train_x, train_y, balanced, cfg.batch_size)
     checkpoint.restore(trained, out)
     kept = _callbacks(cfg, out)
     history = _history_writer(out, first_epoch, len(train_y), cfg, kept)
