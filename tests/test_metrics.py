@@ -207,6 +207,28 @@ def test_a_threshold_fixed_by_few_validation_images_has_a_wide_interval():
     assert M.threshold_interval(*few, n_boot=0)["low"] is None
 
 
+def test_balanced_threshold_is_the_calibrated_prevalence_and_steadier_than_youden():
+    """On validation images the model nearly separates, Youden's J is flat and its argmax lands anywhere in it; the
+    balanced rule comes from Platt's fit to every image: on calibrated probabilities it is the prevalence, it cuts
+    the raw probabilities at the same image, and it moves less over resamples of the images."""
+    from xraylib.calibration import fit_calibration, logit
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(800) < 0.74).astype(int)
+    raw = 1 / (1 + np.exp(-3.0 * (rng.normal(0, 1.0, 800) + 3.0 * y - 1.5)))  # logits: the likelihood ratio
+    calibration = fit_calibration(y, raw, "platt")
+    assert calibration.applied
+    on_calibrated = M.choose_threshold(y, calibration(raw), "balanced")
+    assert on_calibrated == pytest.approx(y.mean(), abs=2e-3)
+    assert calibration(M.choose_threshold(y, raw, "balanced")) == pytest.approx(on_calibrated, abs=2e-3)
+    assert M.threshold_rule("Balanced") == ("balanced", pytest.approx(float("nan"), nan_ok=True))
+    width = {}
+    for rule in ("youden", "balanced"):
+        chosen = M.threshold_interval(y, raw, rule=rule, n_boot=300)
+        width[rule] = float(logit(chosen["high"]) - logit(chosen["low"]))
+    assert width["balanced"] < 0.7 * width["youden"], width
+
+
 # ------------------------------------------------------------------------------------- the study's files
 
 

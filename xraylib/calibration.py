@@ -112,6 +112,20 @@ def _fit_platt(y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
+def balanced_threshold(y, p) -> float:
+    """The probability at which the posterior odds equal the prior odds of labels `y`, by Platt's fit of `y` to
+    the probabilities `p`: the Bayes threshold for balanced accuracy, the point Youden's J reaches its maximum in
+    the population. On probabilities Platt-calibrated on the same images it is their prevalence; unlike the argmax
+    of Youden's J on images the model separates almost perfectly, it moves little when the images are resampled
+    (`reports/real-summary/README.md`, #29). The prevalence itself when the fit would not keep the images' order."""
+    y = np.asarray(y).astype(int).ravel()
+    prevalence = float(np.mean(y))
+    slope, intercept = _fit_platt(y, logit(p))
+    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
+        return prevalence
+    return float(sigmoid((logit(prevalence)[()] - intercept) / slope))
+
+
 def _fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 

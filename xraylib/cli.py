@@ -398,7 +398,7 @@ def _add_evaluate_verb(verbs, common: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--thresholds",
         action="store_true",
-        help="with --run: the rules youden, sensitivity:0.95 and 0.5, each chosen on the run's validation "
+        help="with --run: the rules youden, balanced, sensitivity:0.95 and 0.5, each chosen on the run's validation "
         "predictions, with validation and test sensitivity and specificity",
     )
     s.add_argument(

@@ -51,7 +51,7 @@ STUDY_TITLES = {
 }
 LABEL_VALUES = {"normal": 0, "pneumonia": 1, "pnemonia": 1, "covid": 1, "covid-19": 1}
 ECE_BINS = 10
-THRESHOLD_RULES = ("youden", "sensitivity:0.95", "0.5")  # the rules `threshold_rules` compares
+THRESHOLD_RULES = ("youden", "balanced", "sensitivity:0.95", "0.5")  # the rules `threshold_rules` compares
 CONFIDENCE = 0.95
 
 
@@ -133,11 +133,14 @@ ACQUISITION_RULE = "youden:acquisition"  # Youden's J over validation and its ac
 
 
 def threshold_rule(text: str) -> tuple[str, float]:
-    """Parse the `threshold` setting: ("youden", nan) | ("sensitivity", target) | ("fixed", value). The rule
-    youden:acquisition is ("youden", nan) here: the caller pools the images it is chosen on (`over_changed_copies`)."""
+    """Parse the `threshold` setting: ("youden", nan) | ("balanced", nan) | ("sensitivity", target) | ("fixed",
+    value). The rule youden:acquisition is ("youden", nan) here: the caller pools the images it is chosen on
+    (`over_changed_copies`)."""
     text = str(text).strip().lower()
     if text in ("youden", ACQUISITION_RULE):
         return "youden", float("nan")
+    if text == "balanced":
+        return "balanced", float("nan")
     name, _, number = text.partition(":")
     try:
         if name == "sensitivity" and 0.0 < float(number) < 1.0:
@@ -147,7 +150,8 @@ def threshold_rule(text: str) -> tuple[str, float]:
     except ValueError:
         pass
     raise InputError(
-        f"setting threshold={text!r}: expected youden, {ACQUISITION_RULE}, sensitivity:0.95 or a number in (0, 1)"
+        f"setting threshold={text!r}: expected youden, balanced, {ACQUISITION_RULE}, sensitivity:0.95 or a number "
+        "in (0, 1)"
     )
 
 
@@ -160,8 +164,9 @@ def over_changed_copies(rule: str) -> bool:
 def choose_threshold(y, p, rule: str = "youden") -> float:
     """A decision threshold (predict pneumonia when p >= t) from VALIDATION predictions.
 
-    youden: maximises sensitivity + specificity - 1; sensitivity:0.95: the highest threshold whose sensitivity
-    reaches the target (so the best specificity there); a number: that fixed threshold.
+    youden: maximises sensitivity + specificity - 1; balanced: where the posterior odds equal the prior odds
+    (`calibration.balanced_threshold`), the point Youden's argmax estimates; sensitivity:0.95: the highest threshold
+    whose sensitivity reaches the target (so the best specificity there); a number: that fixed threshold.
     """
     kind, value = threshold_rule(rule)
     if kind == "fixed":
@@ -171,6 +176,10 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
         raise InputError("choosing a threshold needs probabilities, not hard labels")
     if not 0 < y.sum() < len(y):
         raise InputError(f"threshold rule {rule!r} needs both classes in the validation predictions")
+    if kind == "balanced":
+        from xraylib.calibration import balanced_threshold
+
+        return balanced_threshold(y, p)
     fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
     fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]  # the first point (threshold +inf) predicts nothing
     best = tpr - fpr if kind == "youden" else (tpr >= value - 1e-12).astype(float)
