@@ -94,7 +94,7 @@ def _demo_run(data: Path, weights: str, out: Path) -> tuple[pd.DataFrame, dict]:
 def larger_synth(tmp_path_factory) -> Path:
     from xraylib.synth import write_synthetic_set
 
-    return write_synthetic_set(tmp_path_factory.mktemp("synth600") / "coronahack", n_train=600, n_test=200, seed=3)
+    return write_synthetic_set(tmp_path_factory.mktemp("synth300") / "coronahack", n_train=300, n_test=100, seed=3)
 
 
 def test_frozen_imagenet_features_beat_random_ones_with_sane_losses(xception_weights, larger_synth, tmp_path):

@@ -37,7 +37,13 @@ def _status(folder) -> dict:
 
 @pytest.fixture(scope="module")
 def killed_then_resumed(synth_data, tmp_path_factory):
-    """A sweep of 2 seeds with --jobs 2 whose first running worker is SIGKILLed, then the same command with --resume."""
+    """A sweep of 2 seeds with --jobs 2 whose first running worker is SIGKILLed, then the same sweep with --resume
+    and --jobs 1, which must not start Ray (it runs the killed run again in this process's own loop)."""
+    import xraylib.workers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--jobs 1 started Ray")
+
     out = tmp_path_factory.mktemp("ray") / "report"
     args = ["sweep", "--data", str(synth_data), "--backbones", "vgg16", "--preset", "smoke"]
     args += ["--seeds", "0,1", "--jobs", "2", *TINY, "--out", str(out)]
@@ -53,7 +59,9 @@ def killed_then_resumed(synth_data, tmp_path_factory):
                 break
     first_output, _ = sweep.communicate(timeout=600)
     first = {"code": sweep.returncode, "victim": victim, "status": _status(out / str(victim)), "out": first_output}
-    resumed = main([*args, "--resume"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(xraylib.workers, "start_ray", refuse)
+        resumed = main([*args, "--jobs", "1", "--resume"])  # the last --jobs counts
     return out, first, resumed
 
 
@@ -68,6 +76,7 @@ def test_a_killed_worker_fails_its_run_and_the_others_finish(killed_then_resumed
 def test_resume_reruns_the_killed_run_and_reports_mean_and_sd(killed_then_resumed):
     out, first, resumed = killed_then_resumed
     assert resumed == 0
+    assert _status(out / first["victim"])["pid"] == os.getpid(), "--jobs 1: the rerun ran in this process"
     for name in RUNS:
         assert _status(out / name)["status"] == "done", name
         assert json.loads((out / name / "config.json").read_text())["run"]["seed"] == int(name[-1])
@@ -85,18 +94,6 @@ def test_resume_reruns_the_killed_run_and_reports_mean_and_sd(killed_then_resume
         assert mean[column].to_numpy() == pytest.approx(expected.to_numpy()), column
     assert "± " in (out / "leaderboard.md").read_text()
     assert (out / "figures" / "run_spread.png").is_file()
-
-
-def test_one_job_does_not_start_ray(synth_data, tmp_path, monkeypatch):
-    import xraylib.workers
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("--jobs 1 started Ray")
-
-    monkeypatch.setattr(xraylib.workers, "start_ray", refuse)
-    args = ["sweep", "--data", str(synth_data), "--backbones", "resnet34", "--preset", "smoke", *TINY]
-    assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    assert _status(tmp_path / "one" / "resnet34")["pid"] == os.getpid(), "the run ran in this process's own loop"
 
 
 @pytest.mark.parametrize(

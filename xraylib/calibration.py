@@ -21,8 +21,8 @@ that ratio is added to the calibrated logit. The run setting `prevalence` gives 
 the unlabelled test predictions by their EM procedure (an estimate outside EM_RANGE is not kept: EM runs to 0 or 1
 when the classifier barely separates the classes); the shift is stored with the map, so every user of the run
 applies the same one. The threshold is then chosen by the run's rule on the corrected validation probabilities: a
-rank rule (youden, sensitivity:X) lands on the old threshold mapped through the same odds change and keeps every
-decision, a fixed number (0.5) applies to the corrected probabilities, the Bayes decision at the new prevalence.
+rank rule (youden, balanced, sensitivity:X) lands on the old threshold mapped through the same odds change and keeps
+every decision, a fixed number (0.5) applies to the corrected probabilities, the Bayes decision at the new prevalence.
 """
 
 from __future__ import annotations
@@ -35,27 +35,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from xraylib.errors import InputError
+from xraylib.logodds import EPS, logit, platt_fit, sigmoid
 
 METHODS = ("none", "platt", "temperature")
-EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (float32 sigmoids reach 0 and 1)
 PREVALENCES = "none, estimate or a number in (0, 1)"  # the run setting `prevalence`
 EM_TOLERANCE, EM_ITERATIONS = 1e-6, 1000  # EM stops when the prevalence moves less than this, or after this many
 # An EM estimate outside this range is not kept: EM runs toward 0 or 1 when the classifier barely separates the
 # classes (with uninformative posteriors every iteration moves the prior the same way), not because pneumonia is rare.
 EM_RANGE = (0.01, 0.99)
-
-
-def logit(p) -> np.ndarray:
-    """log(p / (1 - p)), with p clipped to float32's [EPS, 1 - EPS] (the bounds an exported model clips to)."""
-    low, high = np.float32(EPS), np.float32(1.0 - EPS)
-    p = np.clip(np.asarray(p, dtype=float), float(low), float(high))
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z) -> np.ndarray:
-    """1 / (1 + exp(-z)), without overflow."""
-    z = np.asarray(z, dtype=float)
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def softmax(z) -> np.ndarray:
@@ -105,27 +92,6 @@ def _log_loss(y: np.ndarray, q: np.ndarray) -> float:
     return float(-np.mean(np.where(y == 1, np.log(q), np.log1p(-q))))
 
 
-def _fit_platt(y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
-    from sklearn.linear_model import LogisticRegression
-
-    model = LogisticRegression(C=np.inf, max_iter=1000).fit(z[:, None], y)  # C=inf: no penalty
-    return float(model.coef_[0, 0]), float(model.intercept_[0])
-
-
-def balanced_threshold(y, p) -> float:
-    """The probability at which the posterior odds equal the prior odds of labels `y`, by Platt's fit of `y` to
-    the probabilities `p`: the Bayes threshold for balanced accuracy, the point Youden's J reaches its maximum in
-    the population. On probabilities Platt-calibrated on the same images it is their prevalence; unlike the argmax
-    of Youden's J on images the model separates almost perfectly, it moves little when the images are resampled
-    (`reports/real-summary/README.md`, #29). The prevalence itself when the fit would not keep the images' order."""
-    y = np.asarray(y).astype(int).ravel()
-    prevalence = float(np.mean(y))
-    slope, intercept = _fit_platt(y, logit(p))
-    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
-        return prevalence
-    return float(sigmoid((logit(prevalence)[()] - intercept) / slope))
-
-
 def _fit_temperature(y: np.ndarray, z: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
@@ -151,7 +117,7 @@ def fit_calibration(y, p, method: str = "platt") -> Calibration:
     if not 0 < y.sum() < len(y):
         return Calibration(method, note="not fitted: the validation predictions hold one class only")
     z = logit(p)
-    slope, intercept = _fit_platt(y, z) if method == "platt" else (_fit_temperature(y, z), 0.0)
+    slope, intercept = platt_fit(y, z) if method == "platt" else (_fit_temperature(y, z), 0.0)
     if not slope > 0 or not math.isfinite(slope) or not math.isfinite(intercept):
         note = f"not kept: the fitted slope {slope:.3g} would not keep the images' order"
         return Calibration(method, note=note)

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from xraylib.errors import InputError
+from xraylib.logodds import logit, platt_fit, sigmoid
 
 # Metric names in report order; the first group depends on the threshold, the second on probabilities only.
 THRESHOLD_METRICS = (
@@ -165,7 +166,7 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
     """A decision threshold (predict pneumonia when p >= t) from VALIDATION predictions.
 
     youden: maximises sensitivity + specificity - 1; balanced: where the posterior odds equal the prior odds
-    (`calibration.balanced_threshold`), the point Youden's argmax estimates; sensitivity:0.95: the highest threshold
+    (`balanced_threshold`), the point Youden's argmax estimates; sensitivity:0.95: the highest threshold
     whose sensitivity reaches the target (so the best specificity there); a number: that fixed threshold.
     """
     kind, value = threshold_rule(rule)
@@ -177,14 +178,26 @@ def choose_threshold(y, p, rule: str = "youden") -> float:
     if not 0 < y.sum() < len(y):
         raise InputError(f"threshold rule {rule!r} needs both classes in the validation predictions")
     if kind == "balanced":
-        from xraylib.calibration import balanced_threshold
-
         return balanced_threshold(y, p)
     fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
     fpr, tpr, thresholds = fpr[1:], tpr[1:], thresholds[1:]  # the first point (threshold +inf) predicts nothing
     best = tpr - fpr if kind == "youden" else (tpr >= value - 1e-12).astype(float)
     i = int(np.argmax(best))  # the first (highest) threshold reaching the best value
     return float(min(thresholds[i], 1.0))
+
+
+def balanced_threshold(y, p) -> float:
+    """The probability at which the posterior odds equal the prior odds of labels `y`, by Platt's fit of `y` to
+    the probabilities `p`: the Bayes threshold for balanced accuracy, the point Youden's J reaches its maximum in
+    the population. On probabilities Platt-calibrated on the same images it is their prevalence; unlike the argmax
+    of Youden's J on images the model separates almost perfectly, it moves little when the images are resampled
+    (`reports/real-summary/README.md`, #29). The prevalence itself when the fit would not keep the images' order."""
+    y = np.asarray(y).astype(int).ravel()
+    prevalence = float(np.mean(y))
+    slope, intercept = platt_fit(y, logit(p))
+    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
+        return prevalence
+    return float(sigmoid((logit(prevalence)[()] - intercept) / slope))
 
 
 def threshold_interval(y, p, groups=None, rule: str = "youden", n_boot: int = 1000, seed: int = 0) -> dict:
