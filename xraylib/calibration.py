@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from xraylib.errors import InputError
-from xraylib.logodds import EPS, logit, platt_fit, sigmoid
+from xraylib.logodds import EPS, keeps_order, logit, platt_fit, sigmoid
 
 METHODS = ("none", "platt", "temperature")
 PREVALENCES = "none, estimate or a number in (0, 1)"  # the run setting `prevalence`
@@ -118,7 +118,7 @@ def fit_calibration(y, p, method: str = "platt") -> Calibration:
         return Calibration(method, note="not fitted: the validation predictions hold one class only")
     z = logit(p)
     slope, intercept = platt_fit(y, z) if method == "platt" else (_fit_temperature(y, z), 0.0)
-    if not slope > 0 or not math.isfinite(slope) or not math.isfinite(intercept):
+    if not keeps_order(slope, intercept):
         note = f"not kept: the fitted slope {slope:.3g} would not keep the images' order"
         return Calibration(method, note=note)
     fitted = Calibration(method, slope, intercept, applied=True)

@@ -68,9 +68,7 @@ class RunConfig:
     early_stopping: int = 10  # patience in epochs; 0 = off
     reduce_lr: int = 4  # patience in epochs; 0 = off
     # evaluation
-    threshold: str = (
-        "youden"  # youden | balanced | youden:acquisition | sensitivity:0.95 | a number in (0, 1); 3 classes: argmax
-    )
+    threshold: str = "youden"  # youden | balanced | youden:acquisition | sensitivity:0.95 | (0, 1); 3 classes: argmax
     calibration: str = "platt"  # platt | temperature | none: fitted on validation; three_class: temperature | none
     prevalence: str = "none"  # none | P in (0, 1) | estimate: the pneumonia prevalence the probabilities are moved to
     adapt: str = "none"  # none | batchnorm: the trained layers aligned to the test images, label-free (xraylib.adapt)

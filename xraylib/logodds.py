@@ -4,6 +4,8 @@ them."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before the logit (float32 sigmoids reach 0 and 1)
@@ -28,3 +30,8 @@ def platt_fit(y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
 
     model = LogisticRegression(C=np.inf, max_iter=1000).fit(np.asarray(z)[:, None], y)  # C=inf: no penalty
     return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def keeps_order(slope: float, intercept: float) -> bool:
+    """Whether the map z -> slope * z + intercept of a fit is finite and increasing: it keeps the images' order."""
+    return slope > 0 and math.isfinite(slope) and math.isfinite(intercept)

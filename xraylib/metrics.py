@@ -15,7 +15,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from xraylib.errors import InputError
-from xraylib.logodds import logit, platt_fit, sigmoid
+from xraylib.logodds import keeps_order, logit, platt_fit, sigmoid
 
 # Metric names in report order; the first group depends on the threshold, the second on probabilities only.
 THRESHOLD_METRICS = (
@@ -195,7 +195,7 @@ def balanced_threshold(y, p) -> float:
     y = np.asarray(y).astype(int).ravel()
     prevalence = float(np.mean(y))
     slope, intercept = platt_fit(y, logit(p))
-    if not (slope > 0 and math.isfinite(slope) and math.isfinite(intercept)):
+    if not keeps_order(slope, intercept):
         return prevalence
     return float(sigmoid((logit(prevalence)[()] - intercept) / slope))
 
