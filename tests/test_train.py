@@ -417,3 +417,48 @@ def test_probe_head_refused_where_it_means_nothing(settings):
 
     with pytest.raises(InputError, match="head_init=probe"):
         resolve_config("xception", "cpu", {**settings, "head_init": "probe", "weights": "none"})
+
+
+def test_averaged_weights_are_validated_kept_and_resumed(synth_data, tmp_path):
+    """`ema_momentum`: each epoch's validation scores the weights' moving average, the model kept is that average
+    (its validation loss is the history's at the kept epoch), and a run stopped mid-way resumes to the same model;
+    without the setting the history differs."""
+    import keras
+
+    from xraylib.inference import predict_probabilities
+    from xraylib.prepare import prepare_data
+    from xraylib.train import build_run_model, fit
+
+    settings = {**SMOKE, "augment": "false", "epochs": "3", "keep": "best", "learning_rate": "1e-2"}
+    cfg = resolve_config("resnet34", "smoke", {**settings, "ema_momentum": "0.8"})
+    prepared = prepare_data(synth_data, cfg)
+
+    class StopAtThirdEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_run_model(cfg), prepared, cfg, tmp_path / "stopped", callbacks=[StopAtThirdEpoch()])
+    results = []
+    for out in ("stopped", "whole"):
+        model = build_run_model(cfg)
+        history = fit(model, prepared, cfg, tmp_path / out)
+        results.append((history, predict_probabilities(model, prepared.images["test"], cfg)))
+    (resumed, p_resumed), (whole, p_whole) = results
+    pd.testing.assert_series_equal(resumed["val_loss"], whole["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(p_resumed, p_whole, rtol=1e-5, atol=1e-7)
+    p_val = model.predict(prepared.images["val"], verbose=0).ravel()
+    val_loss = float(keras.losses.binary_crossentropy(prepared.labels["val"].astype("float32"), p_val))
+    kept = whole.loc[whole[cfg.monitor].idxmax() if cfg.monitor != "val_loss" else whole["val_loss"].idxmin()]
+    assert val_loss == pytest.approx(kept["val_loss"], rel=1e-4)
+    plain_cfg = resolve_config("resnet34", "smoke", settings)
+    plain = fit(build_run_model(plain_cfg), prepared, plain_cfg, tmp_path / "plain")
+    assert abs(plain.loc[kept.name, "val_loss"] - val_loss) > 1e-2 * val_loss, "the average is not the last weights"
+
+
+def test_ema_momentum_outside_0_1_is_refused():
+    from xraylib.errors import InputError
+
+    with pytest.raises(InputError, match="ema_momentum=1.0"):
+        resolve_config("xception", "cpu", {"ema_momentum": "1", "weights": "none"})

@@ -60,6 +60,7 @@ class RunConfig:
     # optimisation
     optimizer: str = "adamax"
     learning_rate: float = 1e-4
+    ema_momentum: float = 0.0  # 0: off; in (0, 1): validation and the kept model use the weights' moving average
     epochs: int = 100
     class_weight: bool = True
     sampling: str = "shuffle"  # shuffle: each image once an epoch | balanced: drawn so each class comes equally often
@@ -292,6 +293,8 @@ def _check(cfg: RunConfig, bb: Backbone) -> None:
         )
     if not 0.0 < cfg.learning_rate < 1.0:
         raise InputError(f"setting learning_rate={cfg.learning_rate}: must be in (0, 1)")
+    if not 0.0 <= cfg.ema_momentum < 1.0:
+        raise InputError(f"setting ema_momentum={cfg.ema_momentum}: must be in [0, 1) (0 turns the averaging off)")
     if cfg.fine_tune not in ("all", "none") and not (cfg.fine_tune.isdigit() and int(cfg.fine_tune) > 0):
         raise InputError(f"setting fine_tune={cfg.fine_tune!r}: expected all, none or a positive layer count")
     if cfg.head_init == "probe" and (cfg.head != "sound" or cfg.fine_tune == "none"):

@@ -87,8 +87,9 @@ def compile_model(model, cfg: RunConfig, optimizer=None) -> None:
         loss, accuracy = keras.losses.CategoricalCrossentropy(), keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
+    averaging = {"use_ema": True, "ema_momentum": cfg.ema_momentum} if cfg.ema_momentum else {}
     model.compile(
-        optimizer=optimizer or optimizers[cfg.optimizer](learning_rate=cfg.learning_rate),
+        optimizer=optimizer or optimizers[cfg.optimizer](learning_rate=cfg.learning_rate, **averaging),
         loss=loss,
         metrics=[accuracy, keras.metrics.AUC(name="auc")],
         jit_compile=cfg.jit_compile,
@@ -207,11 +208,12 @@ def build_run_model(cfg: RunConfig):
 
 
 def _callbacks(cfg: RunConfig, out: Path) -> list:
-    """Best-weights checkpoint, early stopping and learning-rate reduction, as `cfg` asks."""
+    """Best-weights checkpoint, early stopping and learning-rate reduction, as `cfg` asks; with `ema_momentum`,
+    validation scores the weights' moving average (snapshots and checkpoint keep both)."""
     import keras
 
     mode = MONITOR_MODE[cfg.monitor]
-    callbacks = []
+    callbacks = [keras.callbacks.SwapEMAWeights()] if cfg.ema_momentum else []
     if cfg.keep == "best":
         callbacks.append(checkpoint.best_weights_callback(out / "best.weights.h5", cfg.monitor, mode))
     if cfg.early_stopping:
@@ -303,6 +305,7 @@ def fit(model, prepared: PreparedData, cfg: RunConfig, out: str | Path, callback
     best = out / "best.weights.h5"
     if cfg.keep == "best" and best.is_file():
         trained.load_weights(best)
+    trained.optimizer.finalize_variable_values(trained.trainable_weights)  # the moving average, with ema_momentum
     timings = {
         "fit_seconds": round(time.perf_counter() - started, 2),
         "first_step_seconds": round(getattr(history, "first_step_seconds", float("nan")), 2),
