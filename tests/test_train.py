@@ -235,25 +235,39 @@ def test_unusable_snapshot_is_one_line(smoke_run, synth_data, tmp_path, capsys):
 
 
 MIRRORED = """
-import sys, tensorflow as tf
+import sys, keras, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from xraylib.config import resolve_config
+from xraylib.prepare import prepare_data
 from xraylib.strategy import distribution_strategy
-from xraylib.train import train
+from xraylib.train import build_run_model, fit, train
 assert distribution_strategy("mirrored").num_replicas_in_sync == 2
-cfg = resolve_config("resnet34", "smoke", dict(image_size="32", limit="40", batch_size="8", bootstrap="20",
-                     gradcam_images="2", strategy="mirrored"))
-train(sys.argv[1], cfg, sys.argv[2])
+settings = dict(image_size="32", limit="40", batch_size="8", bootstrap="20", gradcam_images="2", strategy="mirrored")
+train(sys.argv[1], resolve_config("resnet34", "smoke", settings), sys.argv[2])
+
+class StopAtSecondEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+cfg = resolve_config("resnet34", "smoke", {**settings, "epochs": "2", "augment": "false", "ema_momentum": "0.9"})
+prepared = prepare_data(sys.argv[1], cfg)
+try:
+    fit(build_run_model(cfg), prepared, cfg, sys.argv[3], callbacks=[StopAtSecondEpoch()])
+except KeyboardInterrupt:
+    pass
+fit(build_run_model(cfg), prepared, cfg, sys.argv[3])
 """
 
 
-def test_mirrored_strategy_on_two_logical_cpus(synth_data, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED, str(synth_data), str(tmp_path / "run")], capture_output=True, text=True
-    )
+def test_mirrored_strategy_on_two_logical_cpus_trains_and_resumes(synth_data, tmp_path):
+    run, resumed = tmp_path / "run", tmp_path / "resumed"
+    args = [sys.executable, "-c", MIRRORED, str(synth_data), str(run), str(resumed)]
+    result = subprocess.run(args, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert len(pd.read_csv(tmp_path / "run" / "history.csv")) == 1
+    assert len(pd.read_csv(run / "history.csv")) == 1
+    assert "resuming at epoch 2" in result.stdout and list(pd.read_csv(resumed / "history.csv")["epoch"]) == [0, 1]
 
 
 @pytest.mark.parametrize(("sampling", "normal_share"), [("shuffle", (0.19, 0.21)), ("balanced", (0.4, 0.6))])

@@ -75,7 +75,8 @@ def restore(model, out: str | Path) -> dict:
     weights = snapshot / "weights.weights.h5"
     try:
         if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            with model.distribute_strategy.scope():  # a mirrored model's optimizer variables are mirrored too
+                model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
     except Exception as exc:  # h5py raises OSError, Keras ValueError/KeyError for a mismatched or cut file
         raise _unusable(weights, f"cannot be loaded ({type(exc).__name__})") from exc
