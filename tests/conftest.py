@@ -123,3 +123,21 @@ def trunk_passes(monkeypatch) -> list[int]:
 
     monkeypatch.setattr(features, "predict_in_batches", counting)
     return computed
+
+
+@pytest.fixture(scope="session")
+def stop_before_epoch():
+    """A maker of Keras callbacks that interrupt `fit` (KeyboardInterrupt, as a kill would) when epoch `n` (counted
+    from 0) begins."""
+    import keras
+
+    class StopBeforeEpoch(keras.callbacks.Callback):
+        def __init__(self, n: int):
+            super().__init__()
+            self.n = n
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == self.n:
+                raise KeyboardInterrupt
+
+    return StopBeforeEpoch

@@ -26,20 +26,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy i
 
 
 @pytest.fixture(scope="module")
-def tracked(synth_data, tmp_path_factory):
+def tracked(synth_data, tmp_path_factory, stop_before_epoch):
     """A run into the store MLFLOW_TRACKING_URI names, stopped before its last epoch and resumed by `train`: its
     folder, the store's URI and client, the MLflow run's id, and the epochs MLflow held when the run stopped."""
-    import keras
     from mlflow import MlflowClient
 
     root = tmp_path_factory.mktemp("tracking")
     uri, out = f"sqlite:///{root / 'mlflow.db'}", root / "resnet34"
     cfg = resolve_config("resnet34", "smoke", SETTINGS)
-
-    class StopAtLastEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == EPOCHS[-1]:
-                raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -47,7 +41,7 @@ def tracked(synth_data, tmp_path_factory):
         prepared = prepare_data(synth_data, cfg)
         record_config(prepared, cfg, synth_data, out)
         with pytest.raises(KeyboardInterrupt):
-            fit(build_run_model(cfg), prepared, cfg, out, callbacks=[StopAtLastEpoch()])
+            fit(build_run_model(cfg), prepared, cfg, out, callbacks=[stop_before_epoch(EPOCHS[-1])])
         client = MlflowClient(uri)
         run_id = json.loads((out / tracking.MLFLOW_RUN).read_text())["run_id"]
         before = [metric.step for metric in client.get_metric_history(run_id, "loss")]

@@ -329,9 +329,7 @@ def test_precomputed_features_train_as_end_to_end(fine_tune, trained_part, synth
     np.testing.assert_allclose(p_fast, p_slow, rtol=1e-3, atol=1e-5)
 
 
-def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
-    import keras
-
+def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path, stop_before_epoch):
     from xraylib.inference import predict_probabilities
     from xraylib.prepare import prepare_data
     from xraylib.train import build_run_model, fit
@@ -339,14 +337,9 @@ def test_head_on_precomputed_features_resumes_exactly(synth_data, tmp_path):
     cfg = resolve_config("resnet34", "smoke", {**SMOKE, "augment": "false", "epochs": "3"})
     prepared = prepare_data(synth_data, cfg)
 
-    class StopAtThirdEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     stopped = tmp_path / "stopped"
     with pytest.raises(KeyboardInterrupt):
-        fit(build_run_model(cfg), prepared, cfg, stopped, callbacks=[StopAtThirdEpoch()])
+        fit(build_run_model(cfg), prepared, cfg, stopped, callbacks=[stop_before_epoch(2)])
     assert len(pd.read_csv(stopped / "history.csv")) == 2 and (stopped / "backup").is_dir()
     results = []
     for out in (stopped, tmp_path / "whole"):
@@ -433,7 +426,7 @@ def test_probe_head_refused_where_it_means_nothing(settings):
         resolve_config("xception", "cpu", {**settings, "head_init": "probe", "weights": "none"})
 
 
-def test_averaged_weights_are_validated_kept_and_resumed(synth_data, tmp_path):
+def test_averaged_weights_are_validated_kept_and_resumed(synth_data, tmp_path, stop_before_epoch):
     """`ema_momentum`: each epoch's validation scores the weights' moving average, the model kept is that average
     (its validation loss is the history's at the kept epoch), and a run stopped mid-way resumes to the same model;
     without the setting the history differs."""
@@ -441,19 +434,13 @@ def test_averaged_weights_are_validated_kept_and_resumed(synth_data, tmp_path):
 
     from xraylib.inference import predict_probabilities
     from xraylib.prepare import prepare_data
-    from xraylib.train import build_run_model, fit
+    from xraylib.train import MONITOR_MODE, build_run_model, fit
 
     settings = {**SMOKE, "augment": "false", "epochs": "3", "keep": "best", "learning_rate": "1e-2"}
     cfg = resolve_config("resnet34", "smoke", {**settings, "ema_momentum": "0.8"})
     prepared = prepare_data(synth_data, cfg)
-
-    class StopAtThirdEpoch(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(build_run_model(cfg), prepared, cfg, tmp_path / "stopped", callbacks=[StopAtThirdEpoch()])
+        fit(build_run_model(cfg), prepared, cfg, tmp_path / "stopped", callbacks=[stop_before_epoch(2)])
     results = []
     for out in ("stopped", "whole"):
         model = build_run_model(cfg)
@@ -464,7 +451,8 @@ def test_averaged_weights_are_validated_kept_and_resumed(synth_data, tmp_path):
     np.testing.assert_allclose(p_resumed, p_whole, rtol=1e-5, atol=1e-7)
     p_val = model.predict(prepared.images["val"], verbose=0).ravel()
     val_loss = float(keras.losses.binary_crossentropy(prepared.labels["val"].astype("float32"), p_val))
-    kept = whole.loc[whole[cfg.monitor].idxmax() if cfg.monitor != "val_loss" else whole["val_loss"].idxmin()]
+    monitored = whole[cfg.monitor]
+    kept = whole.loc[monitored.idxmax() if MONITOR_MODE[cfg.monitor] == "max" else monitored.idxmin()]
     assert val_loss == pytest.approx(kept["val_loss"], rel=1e-4)
     plain_cfg = resolve_config("resnet34", "smoke", settings)
     plain = fit(build_run_model(plain_cfg), prepared, plain_cfg, tmp_path / "plain")
