@@ -64,7 +64,7 @@ def patient_key(file_name: str) -> str:
             stem = stem[: -len(suffix)]
             break
     m = _PERSON.match(stem)
-    if m:
+    if m:  # N alone: personN is likely numbered per pathogen, and two patients as one never leak (docs/real-dataset.md)
         return f"kermany-person{int(m.group(1))}"
     m = _IM.match(stem)
     if m:
