@@ -49,13 +49,15 @@ def _chest_images(n: int, size: int = SIZE) -> np.ndarray:
 def run_dir(tmp_path_factory) -> Path:
     """The study's ResNet-34 at 32 px with the smoke preset's head (standardised pooled features: a Normalization
     layer) and augmentation layers, each image equalized by one table fitted on the training images (`site`: a
-    gather, which every runtime runs), its frozen statistics set from images as training does; calibrated (Platt)."""
+    gather, which every runtime runs) and blurred (`blur`: a mirrored pad and a convolution), its frozen statistics
+    set from images as training does; calibrated (Platt)."""
     from xraylib.config import resolve_config
     from xraylib.models import adapt_to_data, build_model
 
-    cfg = resolve_config("resnet34", "smoke", {"image_size": str(SIZE), "equalize": "site"})
+    cfg = resolve_config("resnet34", "smoke", {"image_size": str(SIZE), "equalize": "site", "blur": "1"})
     assert cfg.augment and cfg.pooled_norm
     model = build_model(cfg)
+    assert model.get_layer("blur").sigma == 1.0
     adapt_to_data(model, _chest_images(48), random_backbone=True)
     assert not np.array_equal(np.asarray(model.get_layer("equalize").table), np.arange(256))
     return _write_run(tmp_path_factory.mktemp("run"), model, cfg, CALIBRATION)

@@ -123,6 +123,22 @@ def test_an_equalized_trunk_has_its_own_cache_key(xception):
     assert len(keys) == 3
 
 
+def test_a_blurred_trunk_has_its_own_cache_key_for_each_sigma(xception):
+    """The blur has no weights and acts on every image: its presence and its sigma must change the key, or a run
+    with `blur` would be trained on another run's cached outputs."""
+    from xraylib.features import split_at_trunk, trunk_key
+    from xraylib.models import build_model
+
+    x = _images(2)
+    keys = {trunk_key(split_at_trunk(xception)[0], x)}
+    for sigma in ("1", "2"):
+        settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false", "blur": sigma}
+        model = build_model(resolve_config("xception", "sound", settings))
+        model.set_weights(xception.get_weights())
+        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    assert len(keys) == 3
+
+
 def test_the_site_table_is_part_of_the_cache_key(xception):
     """`equalize=site` keeps its table as a weight: a trunk adapted to other training images has another key."""
     from xraylib.features import split_at_trunk, trunk_key

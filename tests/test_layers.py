@@ -10,6 +10,7 @@ import pytest
 
 from xraylib.layers import (
     BackbonePreprocess,
+    GaussianBlur,
     GrayToRGB,
     RandomBrightnessFactor,
     RandomNoise,
@@ -87,6 +88,44 @@ def test_the_model_adds_noise_to_the_raw_image_before_it_equalizes_and_augments(
     assert names == ["image", "noise", "equalize", "augmentation", "gray_to_rgb"]
     without = build_model(resolve_config("xception", "sound", {**settings, "noise": "0"}))
     assert "noise" not in [layer.name for layer in without.layers]
+
+
+def test_the_blur_is_scipys_gaussian_filter_with_mirrored_edges_and_acts_at_inference(tmp_path):
+    """The model's blur equals `scipy.ndimage.gaussian_filter` (edges mirrored, kernel to 3 sigma) image by image,
+    in scoring as in training, and after the model is saved and loaded; a flat image stays flat to its edges."""
+    from scipy import ndimage
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 40, 40, 1)).astype("float32")
+    image = keras.Input((40, 40, 1))
+    model = keras.Model(image, GaussianBlur(1.5, name="blur")(image))
+    out = model.predict(x, verbose=0)
+    for one, blurred in zip(x[..., 0], out[..., 0], strict=True):
+        np.testing.assert_allclose(blurred, ndimage.gaussian_filter(one, 1.5, mode="mirror", truncate=3.0), atol=1e-3)
+    flat = model.predict(np.full((1, 40, 40, 1), 200.0, "float32"), verbose=0)
+    np.testing.assert_allclose(flat, 200.0, atol=1e-3)
+    model.save(tmp_path / "blur.keras")
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "blur.keras").predict(x, verbose=0), out)
+
+
+def test_the_model_blurs_the_equalized_image():
+    """The blur comes after the equalization, which bins grey levels (fractional, blurred levels would put images
+    in bins by float rounding, which differs between runtimes: the ONNX export's check failed so)."""
+    from xraylib.config import resolve_config
+    from xraylib.models import build_model
+
+    settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "equalize": "histogram", "noise": "10"}
+    model = build_model(resolve_config("xception", "sound", {**settings, "blur": "1"}))
+    assert [layer.name for layer in model.layers[:6]] == [
+        "image",
+        "noise",
+        "equalize",
+        "blur",
+        "augmentation",
+        "gray_to_rgb",
+    ]
+    assert model.get_layer("blur").sigma == 1.0
+    without = build_model(resolve_config("xception", "sound", settings))
+    assert "blur" not in [layer.name for layer in without.layers]
 
 
 def test_augmentation_is_seeded():

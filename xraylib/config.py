@@ -46,6 +46,7 @@ class RunConfig:
     missing_test: str = "error"  # a test image the metadata lists but the folder lacks: error | drop (scored without)
     augment: bool = True
     noise: float = 0.0  # SD in grey levels of Gaussian noise added to each raw training image (needs augment=true)
+    blur: float = 0.0  # SD in pixels of a Gaussian blur of every image the model sees, training and scoring (0: off)
     equalize: str = "none"  # none | histogram | clahe (each image by itself) | site (one table from the training set)
     cache_dir: str = "auto"
     # model
@@ -282,6 +283,8 @@ def _check(cfg: RunConfig, bb: Backbone) -> None:
         raise InputError(f"setting dropout={cfg.dropout}: must be in [0, 1)")
     if not (math.isfinite(cfg.noise) and 0 <= cfg.noise < 255):
         raise InputError(f"setting noise={cfg.noise}: must be in [0, 255) grey levels")
+    if not (math.isfinite(cfg.blur) and 0 <= cfg.blur <= 8):
+        raise InputError(f"setting blur={cfg.blur}: must be in [0, 8] pixels (0 turns the blur off)")
     if cfg.noise and not cfg.augment:
         raise InputError(
             f"setting noise={cfg.noise} is drawn anew for each batch, like the augmentation: it needs augment=true"

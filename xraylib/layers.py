@@ -1,5 +1,6 @@
-"""The model's own Keras layers: grey-level equalization, the study's augmentation (seeded, serializable, inside the
-model), noise on the raw image, gray to RGB, each backbone's preprocessing, and seeded dropout.
+"""The model's own Keras layers: a Gaussian blur, grey-level equalization, the study's augmentation (seeded,
+serializable, inside the model), noise on the raw image, gray to RGB, each backbone's preprocessing, and seeded
+dropout.
 
 The study (Keras `ImageDataGenerator`) used zoom_range=0.1, width/height_shift_range=0.1 and
 brightness_range=[0.5, 1.3]. Its brightness is a multiplicative factor (PIL `ImageEnhance.Brightness`, clipped to
@@ -204,6 +205,35 @@ class HistogramEqualization(keras.layers.Equalization):
 
     def compute_output_spec(self, inputs, **kwargs):
         return keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="xraylib")
+class GaussianBlur(keras.layers.Layer):
+    """Each image blurred by a Gaussian of `sigma` pixels (kernel to 3 sigma), in training and scoring alike, on
+    the image mirrored at its edges (zeros would darken them). A fixed kernel and `ops.depthwise_conv`, not Keras'
+    `ops.image.gaussian_blur`: that builds its kernel from the batch's shape at run time, which the ONNX export
+    does not reproduce (its check failed by 0.3). (B, S, S, 1) float [0, 255] in and out, in float32."""
+
+    def __init__(self, sigma: float, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.sigma = float(sigma)
+        self.radius = int(np.ceil(3 * self.sigma))
+        taps = np.exp(-0.5 * (np.arange(-self.radius, self.radius + 1) / self.sigma) ** 2)
+        taps /= taps.sum()
+        self.kernel = np.outer(taps, taps).astype("float32")[:, :, None, None]
+
+    def call(self, images):
+        r = self.radius
+        mirrored = ops.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+        return ops.depthwise_conv(mirrored, ops.convert_to_tensor(self.kernel), strides=1, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        """Constructor arguments, for saving."""
+        return {**super().get_config(), "sigma": self.sigma}
 
 
 def equalizing_table(counts: np.ndarray) -> np.ndarray:

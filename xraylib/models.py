@@ -160,19 +160,23 @@ def _set_trainable(layers: list, fine_tune: str) -> None:
 
 def grey_steps(cfg: RunConfig, augment: bool | None = None) -> list[keras.layers.Layer]:
     """The model's steps on the grey image, in their order: noise (`cfg.noise` > 0), equalization (`cfg.equalize`),
-    the study's augmentation (`augment`, default `cfg.augment`)."""
-    from xraylib.layers import augmentation, equalization, noise
+    blur (`cfg.blur` > 0; after the equalization, which bins grey levels: bins of blurred, fractional levels would
+    hang on float rounding, which differs between runtimes), the study's augmentation (`augment`, default
+    `cfg.augment`)."""
+    from xraylib.layers import GaussianBlur, augmentation, equalization, noise
 
     steps = [noise(cfg.noise, cfg.seed)] if cfg.noise else []
     if cfg.equalize != "none":
         steps.append(equalization(cfg.equalize))
+    if cfg.blur:
+        steps.append(GaussianBlur(cfg.blur, name="blur"))
     if cfg.augment if augment is None else augment:
         steps.append(augmentation(cfg.seed))
     return steps
 
 
 def build_model(cfg: RunConfig) -> keras.Model:
-    """Input "image" (S, S, 1) float [0, 255] -> [noise] -> [equalization] -> [augmentation] -> gray to RGB ->
+    """Input "image" (S, S, 1) float [0, 255] -> [noise] -> [equalization] -> [blur] -> [augmentation] -> gray to RGB ->
     preprocess -> backbone -> head.
 
     cfg.weights: "imagenet" (Keras download/cache; resnet34 has none and is built from scratch), "auto" (settled by

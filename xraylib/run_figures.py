@@ -247,11 +247,13 @@ def data_figure(name: str, prepared, cfg: RunConfig, out_dir: str | Path):
             before.append(f"Gaussian noise σ {cfg.noise:g}")
         if cfg.equalize != "none":
             before.append(f"{cfg.equalize} equalization")
+        if cfg.blur:
+            before.append(f"Gaussian blur σ {cfg.blur:g} px")
         title = f"{used}: {AUGMENTATION_TEXT}" + (f", after {' then '.join(before)}" if before else "")
         shown, draws = image, [image] * 7
         for step in steps:
             draws = [step(draw, training=True) for draw in draws]
-            if step.name == "equalize":  # the original is shown as the model sees it, without random draws
+            if step.name in ("blur", "equalize"):  # the original is shown as the model sees it, without random draws
                 shown = step(shown)
         draws = [np.asarray(draw, dtype=np.float32)[0, ..., 0] for draw in draws]  # float32 whatever the policy
         shown = np.asarray(shown, dtype=np.float32)[0, ..., 0]
