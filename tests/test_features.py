@@ -103,39 +103,30 @@ def test_a_damaged_trunk_cache_is_computed_again(xception, tmp_path):
     np.testing.assert_array_equal(first, again)
 
 
-def test_an_equalized_trunk_has_its_own_cache_key(xception):
-    """An equalization layer has no weights: the key must still tell trunks with and without it, and its kinds,
-    apart, or a run with `equalize` would be trained on another run's cached outputs."""
+def _trunk_key_with(xception, x: np.ndarray, **settings: str) -> str:
+    """The trunk key of the fixture's model (its weights) built with `settings` besides its own."""
     from xraylib.features import split_at_trunk, trunk_key
     from xraylib.models import build_model
 
+    base = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false"}
+    model = build_model(resolve_config("xception", "sound", {**base, **settings}))
+    model.set_weights(xception.get_weights())
+    return trunk_key(split_at_trunk(model)[0], x)
+
+
+def test_an_equalized_trunk_has_its_own_cache_key(xception):
+    """An equalization layer has no weights: the key must still tell trunks with and without it, and its kinds,
+    apart, or a run with `equalize` would be trained on another run's cached outputs."""
     x = _images(2)
-    keys = {trunk_key(split_at_trunk(xception)[0], x)}
-    for kind in ("histogram", "clahe"):
-        cfg = resolve_config(
-            "xception",
-            "sound",
-            {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false", "equalize": kind},
-        )
-        model = build_model(cfg)
-        model.set_weights(xception.get_weights())
-        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    keys = {_trunk_key_with(xception, x, equalize=kind) for kind in ("none", "histogram", "clahe")}
     assert len(keys) == 3
 
 
 def test_a_blurred_trunk_has_its_own_cache_key_for_each_sigma(xception):
     """The blur has no weights and acts on every image: its presence and its sigma must change the key, or a run
     with `blur` would be trained on another run's cached outputs."""
-    from xraylib.features import split_at_trunk, trunk_key
-    from xraylib.models import build_model
-
     x = _images(2)
-    keys = {trunk_key(split_at_trunk(xception)[0], x)}
-    for sigma in ("1", "2"):
-        settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "false", "blur": sigma}
-        model = build_model(resolve_config("xception", "sound", settings))
-        model.set_weights(xception.get_weights())
-        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    keys = {_trunk_key_with(xception, x, blur=sigma) for sigma in ("0", "1", "2")}
     assert len(keys) == 3
 
 
@@ -159,16 +150,8 @@ def test_the_site_table_is_part_of_the_cache_key(xception):
 def test_a_noisy_run_is_evaluated_on_the_outputs_cached_without_its_noise(xception):
     """Noise, like the augmentation, is the identity outside training: the trunk key leaves it out, so a run with
     `noise` scores its images through the outputs the same trunk cached without it (and never trains on them)."""
-    from xraylib.features import split_at_trunk, trunk_key
-    from xraylib.models import build_model
-
     x = _images(2)
-    keys = set()
-    for noise in ("0", "10"):
-        settings = {"weights": "none", "image_size": "71", "fine_tune": "17", "augment": "true", "noise": noise}
-        model = build_model(resolve_config("xception", "sound", settings))
-        model.set_weights(xception.get_weights())
-        keys.add(trunk_key(split_at_trunk(model)[0], x))
+    keys = {_trunk_key_with(xception, x, augment="true", noise=noise) for noise in ("0", "10")}
     assert len(keys) == 1
 
 
