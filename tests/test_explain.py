@@ -12,6 +12,7 @@ import pytest
 from xraylib.config import resolve_config
 from xraylib.errors import InputError
 from xraylib.explain import gradcam, last_conv_layer, mask_through_grid, mass_inside, peak_inside
+from xraylib.layers import BackbonePreprocess, GrayToRGB
 from xraylib.models import build_model
 
 SIZE = 48
@@ -79,6 +80,14 @@ def test_last_conv_layer_needs_a_conv_layer():
     inp = keras.Input((8,))
     with pytest.raises(InputError, match="no convolutional layer"):
         last_conv_layer(keras.Model(inp, keras.layers.Dense(1)(inp)))
+
+
+def test_last_conv_layer_is_never_a_step_before_the_backbone():
+    image = keras.Input((8, 8, 1), name="image")
+    front = BackbonePreprocess("xception", name="preprocess")(GrayToRGB(name="gray_to_rgb")(image))
+    pooled = keras.layers.GlobalAveragePooling2D()(front)
+    with pytest.raises(InputError, match="no convolutional layer"):
+        last_conv_layer(keras.Model(image, keras.layers.Dense(1)(pooled)))
 
 
 def test_mass_inside():

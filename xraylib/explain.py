@@ -33,7 +33,7 @@ def last_conv_layer(model: keras.Model) -> str:
         shape = getattr(layer, "output", None)
         shape = getattr(shape, "shape", None)
         if shape is not None and len(shape) == 4 and type(layer).__name__ not in _POOLING:
-            if layer.name in ("image", "noise", "blur", "equalize", "augmentation", "gray_to_rgb", "preprocess"):
+            if layer.name == "preprocess":  # models.build_model's last step before the backbone: no conv layer left
                 break
             return layer.name
     raise InputError(f"model {model.name!r} has no convolutional layer for Grad-CAM")
