@@ -271,8 +271,10 @@ def test_gradcam_never_overwrites_inputs_or_a_runs_files(run_with_model, synth_d
     Image.new("L", (40, 40), 90).save(inputs / "chest.png")
     before = digest(inputs / "chest.png")
     model = str(run_with_model / "model.keras")
-    assert main(["predict", model, str(inputs), "--gradcam", str(inputs)]) == 2
+    assert main(["predict", model, str(inputs / "chest.png"), "--gradcam", str(inputs)]) == 2
     one_line_error(capsys, "input image")
+    assert main(["predict", model, str(inputs), "--gradcam", str(inputs)]) == 2
+    one_line_error(capsys, "inside the input folder")
     assert digest(inputs / "chest.png") == before
     figures = run_with_model / "figures"
     figures.mkdir(exist_ok=True)

@@ -205,6 +205,29 @@ def _one_line_error(argv: list[str], capsys) -> str:
     return err
 
 
+def test_cli_predict_names_the_first_unreadable_image(tiny_run, odd_dir, capsys):
+    argv = ["predict", str(tiny_run / "model.keras"), str(odd_dir / "sixteen.png"), str(odd_dir / "notes.png")]
+    assert main(argv) == 1
+    assert "1 of 2 images could not be read, first " + str(odd_dir / "notes.png") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [["nowhere.png"], ["empty.jpeg"], ["notes.png", "empty.jpeg"]])
+def test_cli_predict_with_no_readable_image_is_bad_input(tiny_run, odd_dir, tmp_path, capsys, names):
+    out = tmp_path / "none.csv"
+    argv = ["predict", str(tiny_run / "model.keras"), *(str(odd_dir / name) for name in names), "--out", str(out)]
+    err = _one_line_error(argv, capsys)
+    assert str(odd_dir / names[0]) in err and ("1 more unreadable" in err) == (len(names) == 2)
+    assert not out.exists(), "nothing predicted, nothing written"
+
+
+@pytest.mark.parametrize("inside", ["", "cams", "deeper/cams"])
+def test_cli_gradcam_folder_inside_an_input_folder_is_refused(tiny_run, odd_dir, capsys, inside):
+    cams = odd_dir / inside
+    err = _one_line_error(["predict", str(tiny_run / "model.keras"), str(odd_dir), "--gradcam", str(cams)], capsys)
+    assert "inside the input folder" in err and str(odd_dir) in err
+    assert not (odd_dir / "cams").exists() and not (odd_dir / "deeper" / "cams").exists()
+
+
 def test_cli_not_a_model(tmp_path, odd_dir, capsys):
     fake = tmp_path / "model.keras"
     fake.write_text("this is not a zip archive")

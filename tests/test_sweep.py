@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,36 @@ def test_resume_skips_finished_backbones(swept, capsys):
     assert main([*args, *TINY, "--out", str(out), "--resume"]) == 1
     assert notebook.stat().st_mtime_ns == before
     assert "resnet34: finished earlier, skipped" in capsys.readouterr().out
+
+
+def test_a_metadata_file_without_its_label_column_is_refused_before_any_folder(synth_data, tmp_path, capsys):
+    data = Path(shutil.copytree(synth_data, tmp_path / "coronahack", ignore=shutil.ignore_patterns("*.jpeg", "*.png")))
+    metadata = data / "Chest_xray_Corona_Metadata.csv"
+    pd.read_csv(metadata).drop(columns="Label").to_csv(metadata, index=False)
+    out = tmp_path / "report"
+    argv = ["sweep", "--data", str(data), "--backbones", "resnet34", "--preset", "smoke", *TINY, "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Label" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_setting_impossible_for_every_backbone_is_refused_before_any_folder(synth_data, tmp_path, capsys):
+    out = tmp_path / "report"
+    argv = ["sweep", "--data", str(synth_data), "--backbones", "resnet34,vgg16", "--preset", "smoke", *TINY]
+    assert main([*argv, "--set=epochs=0", "--out", str(out)]) == 2
+    assert "epochs=0" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_corrupt_image_fails_every_run_with_one_line_and_status_2(synth_data, tmp_path, capsys):
+    data = Path(shutil.copytree(synth_data, tmp_path / "coronahack"))
+    victim = sorted(data.rglob("test/*.jpeg"))[0]  # a test image: every run reads them all, whatever its limit
+    victim.write_text("not an image")
+    out = tmp_path / "report"
+    argv = ["sweep", "--data", str(data), "--backbones", "resnet34", "--preset", "smoke", *TINY]
+    assert main([*argv, "--set=weights=none", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("xraylib: error: every run failed: ") and victim.name in err and "\n" not in err
 
 
 def test_sweep_interrupted_mid_backbone_resumes_that_backbone(synth_data, tmp_path):

@@ -47,7 +47,9 @@ def killed_then_resumed(synth_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("ray") / "report"
     args = ["sweep", "--data", str(synth_data), "--backbones", "vgg16", "--preset", "smoke"]
     args += ["--seeds", "0,1", "--jobs", "2", *TINY, "--out", str(out)]
-    sweep = subprocess.Popen([sys.executable, "-m", "xraylib.cli", *args], stdout=subprocess.PIPE, text=True)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "xraylib.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     victim, deadline = None, time.time() + 240
     while victim is None and time.time() < deadline and sweep.poll() is None:
         time.sleep(0.5)
@@ -57,8 +59,9 @@ def killed_then_resumed(synth_data, tmp_path_factory):
                 victim = name
                 os.kill(status["pid"], signal.SIGKILL)  # the Ray worker executing this run's notebook
                 break
-    first_output, _ = sweep.communicate(timeout=600)
+    first_output, first_errors = sweep.communicate(timeout=600)
     first = {"code": sweep.returncode, "victim": victim, "status": _status(out / str(victim)), "out": first_output}
+    first["err"] = first_errors
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(xraylib.workers, "start_ray", refuse)
         resumed = main([*args, "--jobs", "1", "--resume"])  # the last --jobs counts
@@ -69,7 +72,7 @@ def test_a_killed_worker_fails_its_run_and_the_others_finish(killed_then_resumed
     _, first, _ = killed_then_resumed
     assert first["victim"] is not None, "no run was seen running"
     assert first["code"] == 1, first["out"][-2000:]
-    assert "1 run(s) failed: " + first["victim"] in first["out"]
+    assert "xraylib: 1 of 2 runs failed: " + first["victim"] + "; " in first["err"]
     assert first["status"]["status"] == "failed" and "Ray worker" in first["status"]["error"]
 
 

@@ -202,15 +202,19 @@ def _predict(a: argparse.Namespace) -> int:
     if a.gradcam:
         output_dir(a.gradcam, "--gradcam")
     table = predict_files(a.model, a.inputs, out=a.out, gradcam_dir=a.gradcam, threshold=a.threshold, adapt=a.adapt)
+    if (table["error"] != "").all():  # nothing predicted: bad input, as for the other verbs (no --out written)
+        more = f" (and {len(table) - 1} more unreadable)" if len(table) > 1 else ""
+        raise InputError(f"{table['path'].iloc[0]}: {table['error'].iloc[0]}{more}")
     print(format_predictions(table))
     if a.adapt:
         from xraylib.adapt import format_entry
 
         print("\n".join(format_entry(table.attrs["adaptation"])))
-    unreadable = int((table["error"] != "").sum())
-    if unreadable:  # the rows are kept; the status says not every image was predicted (2 stays bad input)
-        print(f"xraylib: {unreadable} of {len(table)} images could not be read (see the error column)", file=sys.stderr)
-    return 1 if unreadable else 0
+    unreadable = table[table["error"] != ""]
+    if len(unreadable):  # the rows are kept; the status says not every image was predicted (2 stays bad input)
+        first = f"{unreadable['path'].iloc[0]}: {unreadable['error'].iloc[0]}"
+        print(f"xraylib: {len(unreadable)} of {len(table)} images could not be read, first {first}", file=sys.stderr)
+    return 1 if len(unreadable) else 0
 
 
 def _app(a: argparse.Namespace) -> None:

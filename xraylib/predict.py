@@ -239,7 +239,8 @@ def predict_files(
     adapt: bool = False,
 ) -> pd.DataFrame:
     """One row per image (path, p_pneumonia, predicted, error [, gradcam]); a bad file gets its error, the rest is
-    predicted. Writes the CSV atomically to `out` and one Grad-CAM PNG per image into `gradcam_dir` when given.
+    predicted. Writes the CSV atomically to `out` (unless no image could be read) and one Grad-CAM PNG per image into
+    `gradcam_dir` when given.
     `adapt`: the model is first aligned to the readable images (`adapt.adapt_predictor`; what was done in
     `table.attrs["adaptation"]`)."""
     from xraylib.fileio import claim_dir, owned_dir, write_csv
@@ -260,6 +261,7 @@ def predict_files(
     pngs = [""] * len(paths)
     names = gradcam_names(paths) if gradcam_dir is not None else []
     if gradcam_dir is not None:
+        _check_gradcam_folder(inputs, gradcam_dir)
         _check_gradcam_targets(paths, [Path(gradcam_dir) / name for name in names], gradcam_dir)
         claim_dir(owned_dir(gradcam_dir, "gradcam", "--gradcam"), "gradcam")
     seconds = 0.0  # decoding + prediction, without Grad-CAM
@@ -298,13 +300,21 @@ def predict_files(
         model=str(predictor.path),
         image_size=predictor.image_size,
         seconds=seconds,
-        out=str(out) if out else "",
+        out=str(out) if out and not all(errors) else "",
         gradcam_dir=str(gradcam_dir) if gradcam_dir else "",
         adaptation=adaptation,
     )
-    if out:
+    if out and not all(errors):
         write_csv(out, table)
     return table
+
+
+def _check_gradcam_folder(inputs: list[str | os.PathLike], gradcam_dir) -> None:
+    """Refuse a Grad-CAM folder inside an input folder: a later `predict` on that folder would read its PNGs."""
+    target = Path(gradcam_dir).resolve()
+    for folder in (Path(item) for item in inputs):
+        if folder.is_dir() and (target == folder.resolve() or folder.resolve() in target.parents):
+            raise InputError(f"--gradcam {gradcam_dir}: inside the input folder {folder}; choose another folder")
 
 
 def _check_gradcam_targets(inputs: list[Path], targets: list[Path], gradcam_dir) -> None:

@@ -150,6 +150,7 @@ def sweep(
     folder, the settings' and the environment's) is made absolute here, before any kernel or worker starts in
     another working directory."""
     from xraylib.config import caller_paths
+    from xraylib.data import build_index
     from xraylib.fileio import claim_dir, exclusive, owned_dir
     from xraylib.workers import check_address
 
@@ -165,37 +166,44 @@ def sweep(
         raise InputError("--seeds and --set seed=... both choose the seed: give one")
     if folds and {"folds", "fold"} & overrides.keys():
         raise InputError("--folds and --set folds=/fold=... both choose the folds: give one")
+    invalid = _invalid_configs(backbones, preset, overrides)
+    if len(invalid) == len(set(backbones)):  # wrong for every backbone: the option itself is wrong
+        raise InputError(next(iter(invalid.values())))
+    if not TRAIN_NOTEBOOK.is_file():
+        raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing: reinstall xraylib")
+    index = build_index(data, missing="drop")  # a wrong metadata file is refused before any folder is made
     if folds:
-        _check_folds(data, folds, seeds or [overrides.get("seed", 42)])
+        _check_folds(index, folds, seeds or [overrides.get("seed", 42)])
     runs = plan_runs(backbones, seeds, folds)
     with exclusive(out):
-        return _sweep_locked(data, runs, preset, overrides, claim_dir(out, "sweep"), resume, jobs, address)
+        return _sweep_locked(data, runs, preset, overrides, invalid, claim_dir(out, "sweep"), resume, jobs, address)
 
 
-def _check_folds(data: Path, folds: int, seeds: list) -> None:
+def _check_folds(index, folds: int, seeds: list) -> None:
     """Refuse a fold count the training split cannot hold, before any kernel starts."""
-    from xraylib.data import build_index
     from xraylib.splits import cross_validation_folds
 
-    index = build_index(data, missing="drop")
     cross_validation_folds(index[index["split"] == "train"], folds, int(seeds[0]))
 
 
 def _sweep_locked(
-    data: Path, runs: list[RunSpec], preset: str, overrides: dict, out: Path, resume: bool, jobs: int, address
+    data: Path,
+    runs: list[RunSpec],
+    preset: str,
+    overrides: dict,
+    invalid: dict[str, str],
+    out: Path,
+    resume: bool,
+    jobs: int,
+    address,
 ) -> list[str]:
-    """The runs and the report, with `out` locked by `sweep`; returns the failed runs' names."""
+    """The runs and the report, with `out` locked by `sweep`; returns the failed runs' names. `invalid`: backbone ->
+    why its configuration is impossible (its runs fail without starting)."""
     from tqdm.auto import tqdm
 
     from xraylib.leaderboard import build_report
     from xraylib.notebook import write_index
 
-    backbones = list(dict.fromkeys(run.backbone for run in runs))
-    invalid = _invalid_configs(backbones, preset, overrides)
-    if len(invalid) == len(backbones):  # wrong for every backbone: the option itself is wrong
-        raise InputError(next(iter(invalid.values())))
-    if not TRAIN_NOTEBOOK.is_file():
-        raise InputError(f"the training notebook {TRAIN_NOTEBOOK} is missing: reinstall xraylib")
     started = [run.name for run in runs if read_status(out / run.name)]
     if started and not resume:
         raise InputError(f"{out} already holds runs of {', '.join(started)}: add --resume, or choose another --out")
@@ -236,8 +244,21 @@ def _sweep_locked(
     write_index(out, {run.name: read_status(out / run.name) for run in runs}, f"Sweep report: {out.name}")
     print(f"report pages: {out / 'index.html'}")
     if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their status.json and notebooks)")
+        _report_failures(out, failed, len(runs))
     return failed
+
+
+def _report_failures(out: Path, failed: list[str], total: int) -> None:
+    """One line on stderr naming the failed runs and the first one's error; an InputError when every run failed on
+    bad input (the data or a setting, as `train` would have said), so that the sweep's status is 2 as train's."""
+    errors = [read_status(out / name).get("error", "") for name in failed]
+    if len(failed) == total and all(error.startswith("InputError: ") for error in errors):
+        raise InputError(f"every run failed: {errors[0].removeprefix('InputError: ')} (see {out / failed[0]})")
+    print(
+        f"xraylib: {len(failed)} of {total} runs failed: {', '.join(failed)}; {failed[0]}: {errors[0]}"
+        " (see their status.json and notebooks)",
+        file=sys.stderr,
+    )
 
 
 def _in_this_process(tasks: list[tuple], running: set[Path]) -> Iterable[tuple[Path, dict]]:
