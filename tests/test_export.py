@@ -298,6 +298,12 @@ def test_cli_export(small_run, capsys):
     assert main(["export", str(small_run / "model.keras"), "--format", "onnx"]) == 0  # an earlier export: replaced
     assert (out / "model.onnx").stat().st_mtime_ns != first
     assert sorted(p.name for p in out.iterdir()) == [EXPORT_JSON, "model.onnx"]
+    capsys.readouterr()
+    (out / "notes.txt").write_text("mine")  # a user's file in an earlier export: the export would delete it
+    assert main(["export", str(small_run), "--format", "tflite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "an earlier export that also holds notes.txt" in err and "\n" not in err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.onnx").is_file()
 
 
 def test_cli_refuses_outputs(small_run, tmp_path, capsys):

@@ -317,6 +317,8 @@ def test_cli_evaluate_prints_json(tmp_path, capsys):
         ("file,label,p_pneumonia\na.jpeg,normal,NaN\nb.jpeg,pneumonia,0.4\n", "'p_pneumonia'.*missing value"),
         ("file,label,p_pneumonia\na.jpeg,normal,high\nb.jpeg,pneumonia,0.4\n", "non-numeric value 'high'"),
         ("file,label,p_pneumonia\na.jpeg,,0.2\nb.jpeg,pneumonia,0.4\n", "'label'.*empty"),
+        ("file,label,p_pneumonia\na.jpeg,normal,0.2\n ,pneumonia,0.4\n", "'file'.*empty.*line 3"),
+        ("Filename,real,Predictions\n,Normal,Normal\nb.jpeg,Pnemonia,Normal\n", "'Filename'.*empty.*line 2"),
         ("file,label,p_pneumonia\na.jpeg,pneumonia,0.2\nb.jpeg,pneumonia,0.4\n", "AUC is undefined with one class"),
         ("Filename,real,Predictions\na.jpeg,Normal,Normal\nb.jpeg,Normal,Pnemonia\n", "AUC is undefined with one"),
         ("file,label,p_pneumonia\n", "no prediction rows"),

@@ -469,7 +469,7 @@ def _add_serving_verbs(verbs, common: argparse.ArgumentParser) -> None:
         "--out",
         metavar="DIR",
         help="folder for the model and export.json (default RUN_DIR/export/FORMAT; replaced if it is an earlier "
-        "export, else it must be new or empty)",
+        "export holding nothing else, else it must be new or empty)",
     )
     s.set_defaults(func=_export)
 

@@ -81,9 +81,9 @@ def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, option: str = 
     """Refuse, before any work, an output folder that would replace the run, a file, or a folder of other files.
 
     The folder is replaced as a whole, so it must be new, empty, or an earlier export (`fileio.owned_dir`: it holds
-    export.json).
+    export.json) holding nothing but an export's files.
     """
-    from xraylib.fileio import owned_dir
+    from xraylib.fileio import entries, owned_dir
 
     out, run = Path(out), Path(run_dir).resolve()
     target = out.resolve()
@@ -92,7 +92,12 @@ def check_out(out: str | os.PathLike, run_dir: str | os.PathLike, option: str = 
     if out.exists() and not out.is_dir():
         what = "a file of the run" if run in target.parents else "an existing file"
         raise InputError(f"{option} {out}: is {what}, not a folder; choose a new folder")
-    return owned_dir(out, "export", option)
+    out = owned_dir(out, "export", option)
+    foreign = sorted(set(entries(out)) - {EXPORT_JSON, *ARTIFACTS.values()}) if out.is_dir() else []
+    if foreign:  # the export replaces the folder as a whole: files added to an earlier export would go with it
+        held = ", ".join(foreign[:3])
+        raise InputError(f"{option} {out}: an earlier export that also holds {held}; choose a new folder")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

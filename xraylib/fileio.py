@@ -290,7 +290,7 @@ def owned_dir(path: str | os.PathLike, kind: str, option: str = "--out", reads: 
     for read in map(Path, reads):
         if target == read.resolve() or read.resolve() in target.parents:
             raise InputError(f"{option} {path}: is the input {read} or lies in it; choose a folder outside it")
-    others = _entries(path) if path.is_dir() else []
+    others = entries(path) if path.is_dir() else []
     found = output_kind(path) if others else kind
     if found != kind:
         held = KINDS.get(found) or f"files xraylib did not write ({', '.join(others[:3])}{', ...' * (len(others) > 3)})"
@@ -298,7 +298,7 @@ def owned_dir(path: str | os.PathLike, kind: str, option: str = "--out", reads: 
     return path
 
 
-def _entries(folder: Path) -> list[str]:
+def entries(folder: Path) -> list[str]:
     """The names in `folder`, but for its marker, its lock and temporary entries."""
     return sorted(e.name for e in folder.iterdir() if e.name not in (MARKER, LOCK) and not _is_temp(e.name))
 

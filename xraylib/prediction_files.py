@@ -29,13 +29,18 @@ STUDY_COLUMNS = ("Filename", "real", "Predictions")
 SUITE_COLUMNS = ("file", "patient", "label", "p_pneumonia", "predicted")
 
 
-def _label_codes(values: pd.Series, column: str, path: str) -> np.ndarray:
-    """Map label strings (normal | pneumonia, the study's Pnemonia/Covid) to 0/1, naming unknown ones."""
+def _filled(values: pd.Series, column: str, path: str) -> pd.Series:
+    """The column's values as stripped strings; an empty or missing one is refused, naming its lines."""
     missing = values.isna() | (values.astype(str).str.strip() == "")
     if missing.any():
         lines = ", ".join(str(i + 2) for i in np.flatnonzero(missing)[:3])
         raise InputError(f"{path}: column {column!r} has {int(missing.sum())} empty or missing value(s) (line {lines})")
-    keys = values.astype(str).str.strip().str.lower()
+    return values.astype(str).str.strip()
+
+
+def _label_codes(values: pd.Series, column: str, path: str) -> np.ndarray:
+    """Map label strings (normal | pneumonia, the study's Pnemonia/Covid) to 0/1, naming unknown ones."""
+    keys = _filled(values, column, path).str.lower()
     unknown = sorted(set(keys) - set(LABEL_VALUES))
     if unknown:
         shown = ", ".join(repr(u) for u in unknown[:3])
@@ -67,13 +72,13 @@ def tidy_predictions(path: str | Path) -> pd.DataFrame:
     name = str(path)
     if set(STUDY_COLUMNS) <= set(raw.columns):
         kind = "study"
-        frame = pd.DataFrame({"file": raw["Filename"].astype(str).str.strip()})
+        frame = pd.DataFrame({"file": _filled(raw["Filename"], "Filename", name)})
         frame["y_true"] = _label_codes(raw["real"], "real", name)
         frame["p"] = np.nan
         frame["y_pred"] = _label_codes(raw["Predictions"], "Predictions", name)
     elif {"file", "label", "p_pneumonia"} <= set(raw.columns):
         kind = "suite"
-        frame = pd.DataFrame({"file": raw["file"].astype(str).str.strip()})
+        frame = pd.DataFrame({"file": _filled(raw["file"], "file", name)})
         frame["y_true"] = _label_codes(raw["label"], "label", name)
         frame["p"] = runs.probabilities(raw["p_pneumonia"], "p_pneumonia", name)
         if "p_uncalibrated" in raw.columns:  # a run's own file: the model's probabilities before calibration
