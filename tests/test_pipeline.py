@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,13 @@ def test_many_bad_files_shows_count_and_first_names(tmp_path):
     with pytest.raises(InputError, match=r"^9 of 9 .*b0\.jpeg.*b4\.jpeg.*and 4 more") as info:
         cached_images(paths, 8, cache_dir="none")
     assert "b5.jpeg" not in str(info.value)
+
+
+def test_a_bad_file_named_without_its_folder_is_placed_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("notes.png").write_text("not an image")
+    with pytest.raises(InputError, match=f"cannot be decoded \\(in {re.escape(str(tmp_path))}\\): notes.png"):
+        decode_images(["notes.png"], 16, on_error="raise")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -107,7 +107,7 @@ def bad_files_message(failures: list[tuple[str, str]], total: int) -> str:
     """One line: how many files are bad, and the first few by name with the reason."""
     shown = "; ".join(f"{os.path.basename(p)} ({reason})" for p, reason in failures[:SHOW_BAD])
     more = f"; and {len(failures) - SHOW_BAD} more" if len(failures) > SHOW_BAD else ""
-    folder = os.path.dirname(failures[0][0]) if failures else ""
+    folder = os.path.dirname(os.path.abspath(failures[0][0])) if failures else ""
     return (
         f"{len(failures)} of {total} image files cannot be decoded (in {folder}): {shown}{more}"
         " — fix or remove them (e.g. `xraylib data index --missing drop` for missing ones) and run again"
