@@ -13,20 +13,13 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from xraylib.metrics import binary_metrics
+
 R = Path(__file__).resolve().parent
 N_NORMAL, N_PNEUMONIA = 234, 390
 # #14-#16 equalized with one histogram per batch of one class: their test figures carry the label (report, "What
 # #14's batch-wide equalization measured"), so they are listed but left out of the summary.
 LEAKED = ("xception-cpu-equalize/", "cpu-eq-seeds/", "xception-cpu-eq-augment/")
-
-
-def at_threshold(truth: np.ndarray, called: np.ndarray) -> dict:
-    """Accuracy, sensitivity and specificity of yes/no calls."""
-    return {
-        "accuracy": float((truth == called).mean()),
-        "sensitivity": float(called[truth].mean()),
-        "specificity": float((~called[~truth]).mean()),
-    }
 
 
 def oracle(truth: np.ndarray, score: np.ndarray) -> dict:
@@ -55,6 +48,7 @@ def row(path: Path) -> dict:
     assert len(frame) == N_NORMAL + N_PNEUMONIA, f"{path}: not the 624 test images"
     truth = (frame["label"] == "pneumonia").to_numpy()
     score = frame["p_pneumonia"].to_numpy()
+    own = binary_metrics(truth, score, y_pred=frame["predicted"] == "pneumonia")
     name = str(path.relative_to(R).parent if path.name == "predictions.csv" else path.relative_to(R))
     return {
         "run": name,
@@ -62,8 +56,7 @@ def row(path: Path) -> dict:
         "adapted": name.endswith("adapted"),
         "scores": hash(score.round(12).tobytes()),
         "validation_roc_auc": validation_roc_auc(path),
-        "roc_auc": float(roc_auc_score(truth, score)),
-        **at_threshold(truth, (frame["predicted"] == "pneumonia").to_numpy()),
+        **{key: own[key] for key in ("roc_auc", "accuracy", "sensitivity", "specificity")},
         **oracle(truth, score),
     }
 
