@@ -281,6 +281,8 @@ def predict_files(
             _write_gradcams(predictor, [paths[chunk[k]] for k in good], images[good], p, targets)
             for k, target in zip(good, targets, strict=True):
                 pngs[chunk[k]] = str(target)
+    if all(errors):  # nothing read: nothing to write
+        out = None
     table = pd.DataFrame({"path": [str(p.absolute()) for p in paths]})
     if predictor.three_class:
         from xraylib.three_class import COLUMNS, THREE_CLASSES
@@ -300,11 +302,11 @@ def predict_files(
         model=str(predictor.path),
         image_size=predictor.image_size,
         seconds=seconds,
-        out=str(out) if out and not all(errors) else "",
+        out=str(out) if out else "",
         gradcam_dir=str(gradcam_dir) if gradcam_dir else "",
         adaptation=adaptation,
     )
-    if out and not all(errors):
+    if out:
         write_csv(out, table)
     return table
 
